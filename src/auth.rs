@@ -1,0 +1,196 @@
+//! Bearer-token authentication: JWT verification with a pinned algorithm, the claims
+//! opsrun reads, and the `Principal` extractor handlers declare to get the caller.
+
+use std::collections::BTreeSet;
+use std::future::{ready, Ready};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::access::{Principal, TenantScope};
+use crate::error::ApiError;
+
+/// The key tokens are verified with; each pins exactly one algorithm.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret (at least 32 bytes).
+    Hs256(SecretSlice<u8>),
+    /// RS256 with an RSA public key in PEM.
+    Rs256(Vec<u8>),
+    /// ES256 with an EC P-256 public key in PEM.
+    Es256(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JwtKey::Hs256(_) => "Hs256([redacted])",
+            JwtKey::Rs256(_) => "Rs256(public key)",
+            JwtKey::Es256(_) => "Es256(public key)",
+        })
+    }
+}
+
+impl JwtKey {
+    /// Reads a PEM public key, telling RSA from EC by trying each.
+    pub fn from_public_pem(pem: Vec<u8>) -> Result<JwtKey, String> {
+        if DecodingKey::from_rsa_pem(&pem).is_ok() {
+            Ok(JwtKey::Rs256(pem))
+        } else if DecodingKey::from_ec_pem(&pem).is_ok() {
+            Ok(JwtKey::Es256(pem))
+        } else {
+            Err("is not an RSA or EC public key in PEM format".into())
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            JwtKey::Hs256(_) => Algorithm::HS256,
+            JwtKey::Rs256(_) => Algorithm::RS256,
+            JwtKey::Es256(_) => Algorithm::ES256,
+        }
+    }
+
+    fn decoding_key(&self) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+        match self {
+            JwtKey::Hs256(secret) => Ok(DecodingKey::from_secret(secret.expose_secret())),
+            JwtKey::Rs256(pem) => DecodingKey::from_rsa_pem(pem),
+            JwtKey::Es256(pem) => DecodingKey::from_ec_pem(pem),
+        }
+    }
+}
+
+/// What verification checks besides the signature.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// The claims opsrun reads from a token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub workspace_id: i64,
+    /// `"*"` or an array of tenant ids; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Value>,
+    #[serde(default)]
+    pub caps: Vec<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+impl Claims {
+    fn into_principal(self) -> Result<Principal, String> {
+        let tenants = match self.tenants {
+            None => TenantScope::Only(BTreeSet::new()),
+            Some(Value::String(star)) if star == "*" => TenantScope::All,
+            Some(Value::Array(ids)) => TenantScope::Only(
+                ids.iter()
+                    .map(Value::as_i64)
+                    .collect::<Option<BTreeSet<i64>>>()
+                    .ok_or("the `tenants` claim must hold integer tenant ids")?,
+            ),
+            Some(_) => return Err("the `tenants` claim must be \"*\" or an array of tenant ids".into()),
+        };
+        Ok(Principal {
+            user_id: self.sub.parse().ok(),
+            initiator_name: self.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| self.sub.clone()),
+            subject: self.sub,
+            workspace_id: self.workspace_id,
+            tenants,
+            capabilities: self.caps.into_iter().collect(),
+        })
+    }
+}
+
+/// Verifies bearer tokens against one key and one algorithm.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(config: &AuthConfig) -> Result<TokenVerifier, jsonwebtoken::errors::Error> {
+        // Validation::new pins the accepted algorithms to exactly this one.
+        let mut validation = Validation::new(config.key.algorithm());
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        match &config.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        Ok(TokenVerifier { key: config.key.decoding_key()?, validation })
+    }
+
+    /// The principal a token speaks for, or a reason fit to show the client.
+    pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
+            match error.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+                ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
+                ErrorKind::InvalidAlgorithm => "the token is signed with an algorithm this service does not accept".to_owned(),
+                ErrorKind::InvalidIssuer => "the token's issuer is not accepted".to_owned(),
+                ErrorKind::InvalidAudience => "the token's audience is not accepted".to_owned(),
+                ErrorKind::MissingRequiredClaim(claim) => format!("the token lacks the `{claim}` claim"),
+                ErrorKind::Json(cause) => format!("the token's claims are malformed ({cause})"),
+                _ => "the token is malformed".to_owned(),
+            }
+        })?;
+        data.claims.into_principal()
+    }
+}
+
+/// Signs claims with an HS256 secret: the dev token and `opsrun token`.
+pub fn mint_token(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+}
+
+fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthenticated("no Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("the Authorization header is not ASCII".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthenticated("the Authorization header is not `Bearer <token>`".into())),
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Principal, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verified = || {
+            let verifier = request
+                .app_data::<web::Data<TokenVerifier>>()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("TokenVerifier is not registered")))?;
+            verifier.verify(bearer_token(request)?).map_err(ApiError::Unauthenticated)
+        };
+        ready(verified())
+    }
+}

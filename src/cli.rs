@@ -1,0 +1,168 @@
+//! The command line: `serve`, `migrate`, `token`, `openapi`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use diesel::{Connection, PgConnection};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::auth::{AuthConfig, Claims};
+use crate::config::Settings;
+use crate::startup::{Application, ApplicationConfig};
+use crate::{db, dev, openapi, telemetry};
+
+#[derive(Parser)]
+#[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the API (with no DATABASE_URL, on an embedded PostgreSQL under ./.opsrun).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Mint a token signed with the configured HS256 secret (or the dev secret).
+    Token(TokenArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The workspace the token is for.
+    #[arg(long)]
+    pub workspace: i64,
+    /// `*` for every tenant, or a comma-separated list of tenant ids.
+    #[arg(long, default_value = "")]
+    pub tenants: String,
+    /// Comma-separated capabilities, or `*` for all of them.
+    #[arg(long, default_value = "")]
+    pub caps: String,
+    /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The subject; a numeric one becomes the run's `user_id`.
+    #[arg(long, default_value = "dev")]
+    pub sub: String,
+    /// The name shown as a run's initiator.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    match cli.command {
+        Command::Serve => {
+            telemetry::init(settings.log_format);
+            actix_web::rt::System::new().block_on(serve(settings))
+        }
+        Command::Migrate => {
+            telemetry::init(settings.log_format);
+            let database = dev::database(&settings)?;
+            let applied = migrate(database.url.expose_secret())?;
+            println!("applied {} migration(s)", applied.len());
+            Ok(())
+        }
+        Command::Token(args) => {
+            let (key, _) = dev::signing_key(&settings)?;
+            println!("{}", dev::mint(&key, token_claims(&args, &settings)?)?);
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", openapi::document_json());
+            Ok(())
+        }
+    }
+}
+
+fn token_claims(args: &TokenArgs, settings: &Settings) -> anyhow::Result<Claims> {
+    let tenants = match args.tenants.trim() {
+        "" => None,
+        "*" => Some(Value::from("*")),
+        list => Some(Value::from(
+            list.split(',')
+                .map(|id| id.trim().parse::<i64>().with_context(|| format!("--tenants: `{id}` is not a tenant id")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )),
+    };
+    let caps = match args.caps.trim() {
+        "" => Vec::new(),
+        "*" => dev::all_capabilities(),
+        list => list.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+    };
+    let ttl = chrono::Duration::from_std(args.ttl).context("--ttl is too long")?;
+    Ok(Claims {
+        sub: args.sub.clone(),
+        name: args.name.clone(),
+        workspace_id: args.workspace,
+        tenants,
+        caps,
+        exp: (chrono::Utc::now() + ttl).timestamp(),
+        nbf: None,
+        iss: settings.jwt_issuer.clone(),
+        aud: settings.jwt_audience.clone(),
+    })
+}
+
+fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = PgConnection::establish(database_url).context("cannot connect to the database")?;
+    db::migrate(&mut conn)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let (key, dev_mode) = dev::signing_key(&settings)?;
+    let database = dev::database(&settings)?;
+    let applied = migrate(database.url.expose_secret())?;
+    tracing::info!(migrations = applied.len(), "database ready");
+
+    let application = Application::build(ApplicationConfig {
+        bind: settings.bind,
+        database_url: database.url.clone(),
+        pool_size: settings.pool_size,
+        pool_timeout: settings.pool_timeout,
+        workers: settings.workers,
+        auth: AuthConfig {
+            key: key.clone(),
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+        },
+    })?;
+
+    let host = match settings.bind.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let base = format!("http://{}", std::net::SocketAddr::new(host, application.port()));
+    println!("opsrun listening on {base}");
+    println!("Swagger UI:  {base}/docs/");
+    if let Some(cluster) = &database.embedded {
+        println!("database:    embedded PostgreSQL on 127.0.0.1:{} (data in {})", cluster.port(), settings.data_dir.join("pg").display());
+    }
+    if dev_mode {
+        let args = TokenArgs {
+            workspace: 1,
+            tenants: "*".into(),
+            caps: "*".into(),
+            ttl: Duration::from_secs(12 * 3600),
+            sub: "1".into(),
+            name: Some("Developer".into()),
+        };
+        let token = dev::mint(&key, token_claims(&args, &settings)?)?;
+        println!("dev token (workspace 1, every tenant and capability, 12 h), signed with {}:", settings.data_dir.join("jwt-secret").display());
+        println!("  curl -H 'Authorization: Bearer {token}' {base}/v1/runs");
+    }
+
+    application.run_until_stopped().await?;
+    if let Some(mut cluster) = database.embedded {
+        cluster.stop();
+        tracing::info!("embedded PostgreSQL stopped");
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Settings from the environment (SPEC §7). A bad value stops startup with one line
+//! naming the setting and what is wrong with it; secrets never appear in `Debug`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{SecretSlice, SecretString};
+
+use crate::auth::JwtKey;
+
+/// HS256 secrets shorter than this are refused: they can be brute-forced.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug)]
+pub struct Settings {
+    /// `DATABASE_URL`; `None` means the embedded PostgreSQL.
+    pub database_url: Option<SecretString>,
+    pub bind: SocketAddr,
+    /// `OPSRUN_JWT_SECRET` or `OPSRUN_JWT_PUBLIC_KEY_FILE`; `None` means a dev secret
+    /// (embedded mode only).
+    pub jwt_key: Option<JwtKey>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    /// Where the embedded database and dev secret live.
+    pub data_dir: PathBuf,
+}
+
+/// One bad setting.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting, problem: problem.into() }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    setting: &'static str,
+    value: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(text) = value else { return Ok(default) };
+    match text.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(bad(
+            setting,
+            format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
+        )),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let bind = match lookup("OPSRUN_BIND") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(text) => text.parse().map_err(|_| {
+                bad("OPSRUN_BIND", format!("`{text}` is not an address:port such as 127.0.0.1:8080"))
+            })?,
+        };
+
+        let jwt_key = match (lookup("OPSRUN_JWT_SECRET"), lookup("OPSRUN_JWT_PUBLIC_KEY_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(bad("OPSRUN_JWT_SECRET", "set either it or OPSRUN_JWT_PUBLIC_KEY_FILE, not both"))
+            }
+            (Some(secret), None) if secret.len() < MIN_SECRET_BYTES => {
+                return Err(bad(
+                    "OPSRUN_JWT_SECRET",
+                    format!("is {} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)", secret.len()),
+                ))
+            }
+            (Some(secret), None) => Some(JwtKey::Hs256(SecretSlice::from(secret.into_bytes()))),
+            (None, Some(path)) => {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("cannot read `{path}`: {e}")))?;
+                Some(JwtKey::from_public_pem(pem).map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("`{path}` {e}")))?)
+            }
+            (None, None) => None,
+        };
+
+        let log_format = match lookup("OPSRUN_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(bad("OPSRUN_LOG_FORMAT", format!("`{other}` is neither `text` nor `json`"))),
+        };
+
+        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Settings {
+            database_url: lookup("DATABASE_URL").map(SecretString::from),
+            bind,
+            jwt_key,
+            jwt_issuer: lookup("OPSRUN_JWT_ISSUER"),
+            jwt_audience: lookup("OPSRUN_JWT_AUDIENCE"),
+            pool_size: parse_number("OPSRUN_DB_POOL_SIZE", lookup("OPSRUN_DB_POOL_SIZE"), 10, 1..=1000)?,
+            pool_timeout: Duration::from_millis(parse_number(
+                "OPSRUN_DB_POOL_TIMEOUT_MS",
+                lookup("OPSRUN_DB_POOL_TIMEOUT_MS"),
+                2000,
+                10..=60_000,
+            )?),
+            workers: parse_number("OPSRUN_WORKERS", lookup("OPSRUN_WORKERS"), default_workers, 1..=256)?,
+            log_format,
+            data_dir: lookup("OPSRUN_DATA_DIR").map_or_else(|| PathBuf::from(".opsrun"), PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert!(s.database_url.is_none() && s.jwt_key.is_none());
+        assert_eq!(s.pool_size, 10);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_setting() {
+        let cases = [
+            ("OPSRUN_BIND", "localhost"),
+            ("OPSRUN_DB_POOL_SIZE", "0"),
+            ("OPSRUN_DB_POOL_SIZE", "many"),
+            ("OPSRUN_JWT_SECRET", "short"),
+            ("OPSRUN_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem"),
+            ("OPSRUN_LOG_FORMAT", "xml"),
+        ];
+        for (name, value) in cases {
+            let error = settings(&[(name, value)]).unwrap_err();
+            assert_eq!(error.setting, name);
+            assert!(!error.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let secret = "a-very-long-secret-value-0123456789abcdef";
+        let s = settings(&[("OPSRUN_JWT_SECRET", secret), ("DATABASE_URL", "postgres://u:pw-123@h/db")]).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains(secret) && !debug.contains("pw-123"), "{debug}");
+    }
+}

@@ -1,0 +1,76 @@
+//! Row structs (what a query returns) and insert forms (what a statement writes).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::schema::{operation_run_events, operation_runs};
+use crate::domain::catalog::RunType;
+use crate::domain::identity::IdentityPolicy;
+use crate::domain::status::{Outcome, RunStatus};
+
+/// One row of `operation_runs`.
+#[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = operation_runs, check_for_backend(diesel::pg::Pg))]
+pub struct OperationRunRow {
+    pub id: i64,
+    pub workspace_id: i64,
+    pub tenant_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub initiator_name: String,
+    #[diesel(column_name = type_)]
+    pub run_type: RunType,
+    pub status: RunStatus,
+    pub outcome: Outcome,
+    pub summary_counts: Value,
+    pub failure_summary: Value,
+    pub context: Value,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A run about to be created, queued.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = operation_runs)]
+pub struct NewOperationRun {
+    pub workspace_id: i64,
+    pub tenant_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub initiator_name: String,
+    #[diesel(column_name = type_)]
+    pub run_type: RunType,
+    pub run_identity_hash: String,
+    pub identity_policy: IdentityPolicy,
+    pub context: Value,
+}
+
+/// One entry of a run's timeline.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = operation_run_events, check_for_backend(diesel::pg::Pg))]
+pub struct RunEventRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub kind: String,
+    pub from_status: Option<RunStatus>,
+    pub to_status: RunStatus,
+    pub outcome: Outcome,
+    pub detail: Value,
+}
+
+/// A timeline entry about to be appended.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = operation_run_events)]
+pub struct NewRunEvent {
+    pub run_id: i64,
+    pub workspace_id: i64,
+    pub actor: String,
+    pub kind: &'static str,
+    pub from_status: Option<RunStatus>,
+    pub to_status: RunStatus,
+    pub outcome: Outcome,
+    pub detail: Value,
+}

@@ -1,0 +1,239 @@
+//! Queries and statements on `operation_runs`. Uniqueness of identities is left to the
+//! database's unique indexes: creation is one `INSERT … ON CONFLICT DO NOTHING`, never
+//! a check followed by an insert.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::{now, sql};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
+use serde_json::{json, Value};
+
+use super::events;
+use super::models::{NewOperationRun, NewRunEvent, OperationRunRow};
+use super::schema::operation_runs::{self, dsl::*};
+use crate::domain::catalog::RunType;
+use crate::domain::identity::IdentityPolicy;
+use crate::domain::status::{Outcome, RunStatus};
+
+/// What an attempt to create a run came to.
+#[derive(Debug)]
+pub enum Created {
+    Run(OperationRunRow),
+    /// Another run holds the identity.
+    Conflict { existing_run_id: i64 },
+}
+
+/// The active-status predicate spelled as a literal, so the planner can match the
+/// partial unique indexes even under a generic prepared plan.
+const ACTIVE: &str = "status IN ('queued', 'running')";
+
+/// The run that holds `new`'s identity, if any.
+fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Option<i64>> {
+    let same_identity = operation_runs
+        .filter(workspace_id.eq(new.workspace_id))
+        .filter(run_identity_hash.eq(&new.run_identity_hash))
+        .select(id)
+        .order(id.asc())
+        .limit(1);
+    match (new.identity_policy, new.tenant_id) {
+        (IdentityPolicy::StrictOnce, _) => same_identity
+            .filter(sql::<Bool>("identity_policy = 'strict_once'"))
+            .first(conn)
+            .optional(),
+        (_, Some(tenant)) => same_identity
+            .filter(tenant_id.eq(tenant))
+            .filter(sql::<Bool>(ACTIVE))
+            .first(conn)
+            .optional(),
+        (_, None) => same_identity
+            .filter(tenant_id.is_null())
+            .filter(sql::<Bool>(ACTIVE))
+            .first(conn)
+            .optional(),
+    }
+}
+
+/// Creates a queued run and its `created` event, or names the run holding its identity.
+pub fn create(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Created> {
+    conn.transaction(|conn| {
+        // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
+        // between our insert and our look, the next insert succeeds.
+        for _ in 0..5 {
+            let inserted = diesel::insert_into(operation_runs)
+                .values(new)
+                .on_conflict_do_nothing()
+                .returning(OperationRunRow::as_returning())
+                .get_result(conn)
+                .optional()?;
+            if let Some(run) = inserted {
+                events::append(conn, &NewRunEvent {
+                    run_id: run.id,
+                    workspace_id: run.workspace_id,
+                    actor: run.initiator_name.clone(),
+                    kind: "created",
+                    from_status: None,
+                    to_status: RunStatus::Queued,
+                    outcome: Outcome::Pending,
+                    detail: json!({ "identity_policy": new.identity_policy }),
+                })?;
+                return Ok(Created::Run(run));
+            }
+            if let Some(existing_run_id) = identity_holder(conn, new)? {
+                return Ok(Created::Conflict { existing_run_id });
+            }
+        }
+        Err(diesel::result::Error::RollbackTransaction)
+    })
+}
+
+/// The run with this id in this workspace; other workspaces' runs do not exist here.
+pub fn find(conn: &mut PgConnection, workspace: i64, run: i64) -> QueryResult<Option<OperationRunRow>> {
+    operation_runs
+        .filter(workspace_id.eq(workspace))
+        .filter(id.eq(run))
+        .select(OperationRunRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// One move of a run, as the statement applies it.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// Counters added to the stored ones, in SQL.
+    pub increments: Option<Value>,
+    /// Counters that replace the stored ones.
+    pub final_counts: Option<Value>,
+    /// Sanitized failure entries to append.
+    pub failures: Vec<Value>,
+}
+
+/// Moves the run from `from` to (`to`, `to_outcome`), guarded on its status still being
+/// `from`. Returns `None` when another request moved it first.
+pub fn update(
+    conn: &mut PgConnection,
+    run: i64,
+    from: RunStatus,
+    to: RunStatus,
+    to_outcome: Outcome,
+    change: Change,
+) -> QueryResult<Option<OperationRunRow>> {
+    let increments = change.increments.unwrap_or_else(|| json!({}));
+    let final_counts = change.final_counts.unwrap_or_else(|| json!({}));
+    let failures = Value::Array(change.failures);
+    let starting = from == RunStatus::Queued && to == RunStatus::Running;
+    let completing = to == RunStatus::Completed;
+    diesel::update(operation_runs.filter(id.eq(run)).filter(status.eq(from)))
+        .set((
+            status.eq(to),
+            outcome.eq(to_outcome),
+            summary_counts.eq(sql::<Jsonb>("opsrun_add_counts(summary_counts, ")
+                .bind::<Jsonb, _>(increments)
+                .sql(") || ")
+                .bind::<Jsonb, _>(final_counts)),
+            failure_summary.eq(sql::<Jsonb>("CASE WHEN jsonb_array_length(")
+                .bind::<Jsonb, _>(failures.clone())
+                .sql(") = 0 THEN failure_summary ELSE opsrun_append_failures(failure_summary, ")
+                .bind::<Jsonb, _>(failures)
+                .sql(") END")),
+            started_at.eq(sql::<Nullable<Timestamptz>>(if starting { "now()" } else { "started_at" })),
+            completed_at.eq(sql::<Nullable<Timestamptz>>(if completing { "now()" } else { "completed_at" })),
+            updated_at.eq(now),
+        ))
+        .returning(OperationRunRow::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// Which statuses a list asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    Is(RunStatus),
+    /// Queued or running.
+    Active,
+}
+
+/// A page request over runs of one workspace, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    pub workspace_id: i64,
+    /// Only these types; the caller's viewable types intersected with any type filter.
+    pub types: Vec<RunType>,
+    /// `None`: every tenant; otherwise runs of these tenants and workspace-scoped runs.
+    pub visible_tenants: Option<Vec<i64>>,
+    pub tenant_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub status: Option<StatusFilter>,
+    pub outcomes: Vec<Outcome>,
+    /// Inclusive lower bound.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub created_before: Option<DateTime<Utc>>,
+    pub backup_schedule_id: Option<i64>,
+    pub trigger: Option<&'static str>,
+    /// Inclusive lower bound, a normalized `scheduled_for`.
+    pub scheduled_after: Option<String>,
+    /// Exclusive upper bound, a normalized `scheduled_for`.
+    pub scheduled_before: Option<String>,
+    /// Keyset position: only runs strictly older than this (created_at, id).
+    pub after: Option<(DateTime<Utc>, i64)>,
+    pub limit: i64,
+}
+
+/// The runs a query selects, newest first, at most `limit`.
+pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<OperationRunRow>> {
+    let mut select = operation_runs::table
+        .filter(workspace_id.eq(query.workspace_id))
+        .select(OperationRunRow::as_select())
+        .into_boxed::<Pg>();
+
+    if query.types.len() < RunType::ALL.len() {
+        select = select.filter(type_.eq_any(query.types.clone()));
+    }
+    if let Some(tenants) = &query.visible_tenants {
+        select = select.filter(tenant_id.is_null().or(tenant_id.eq_any(tenants.clone())));
+    }
+    if let Some(tenant) = query.tenant_id {
+        select = select.filter(tenant_id.eq(tenant));
+    }
+    if let Some(user) = query.user_id {
+        select = select.filter(user_id.eq(user));
+    }
+    match query.status {
+        Some(StatusFilter::Is(wanted)) => select = select.filter(status.eq(wanted)),
+        Some(StatusFilter::Active) => select = select.filter(sql::<Bool>(ACTIVE)),
+        None => {}
+    }
+    if !query.outcomes.is_empty() {
+        select = select.filter(outcome.eq_any(query.outcomes.clone()));
+    }
+    if let Some(after) = query.created_after {
+        select = select.filter(created_at.ge(after));
+    }
+    if let Some(before) = query.created_before {
+        select = select.filter(created_at.lt(before));
+    }
+    if let Some(schedule) = query.backup_schedule_id {
+        select = select.filter(backup_schedule_id.eq(schedule));
+    }
+    if let Some(trigger) = query.trigger {
+        select = select.filter(sql::<Bool>("context ->> 'trigger' = ").bind::<Text, _>(trigger));
+    }
+    if let Some(after) = &query.scheduled_after {
+        select = select.filter(sql::<Bool>("context ->> 'scheduled_for' >= ").bind::<Text, _>(after.clone()));
+    }
+    if let Some(before) = &query.scheduled_before {
+        select = select.filter(sql::<Bool>("context ->> 'scheduled_for' < ").bind::<Text, _>(before.clone()));
+    }
+    if let Some((cursor_created_at, cursor_id)) = query.after {
+        // A row comparison, so the (…, created_at DESC, id DESC) indexes bound the scan.
+        select = select.filter(
+            sql::<Bool>("(created_at, id) < (")
+                .bind::<Timestamptz, _>(cursor_created_at)
+                .sql(", ")
+                .bind::<BigInt, _>(cursor_id)
+                .sql(")"),
+        );
+    }
+    select.order((created_at.desc(), id.desc())).limit(query.limit).load(conn)
+}

@@ -1,0 +1,98 @@
+//! Development defaults: the embedded database when no `DATABASE_URL` is set, and a
+//! dev signing secret kept beside it, so that `opsrun serve` works with no setup.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+
+use crate::auth::{Claims, JwtKey};
+use crate::config::Settings;
+use crate::domain::catalog::{CATALOG, EXECUTE_CAPABILITY};
+use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+
+/// The database the embedded cluster serves.
+const EMBEDDED_DATABASE: &str = "opsrun";
+
+/// The database to use, and the embedded cluster behind it when there is one.
+pub struct Database {
+    pub url: SecretString,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+/// `DATABASE_URL` when set; otherwise starts the embedded cluster under the data dir.
+pub fn database(settings: &Settings) -> anyhow::Result<Database> {
+    if let Some(url) = &settings.database_url {
+        return Ok(Database { url: url.clone(), embedded: None });
+    }
+    let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true };
+    let cluster = EmbeddedPostgres::start(&options).context("cannot start the embedded PostgreSQL")?;
+    let mut admin = PgConnection::establish(&cluster.url("postgres"))?;
+    let exists = sql_query(format!("SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}'"))
+        .execute(&mut admin)?
+        > 0;
+    if !exists {
+        sql_query(format!("CREATE DATABASE {EMBEDDED_DATABASE}")).execute(&mut admin)?;
+    }
+    Ok(Database { url: SecretString::from(cluster.url(EMBEDDED_DATABASE)), embedded: Some(cluster) })
+}
+
+/// Reads the dev secret from the data dir, creating it (mode 0600) on first use.
+pub fn dev_secret(data_dir: &Path) -> anyhow::Result<SecretSlice<u8>> {
+    let path = data_dir.join("jwt-secret");
+    if let Ok(secret) = fs::read_to_string(&path) {
+        return Ok(SecretSlice::from(secret.trim().as_bytes().to_vec()));
+    }
+    fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let secret = hex::encode(bytes);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    Ok(SecretSlice::from(secret.into_bytes()))
+}
+
+/// The signing key for `serve` and `token`: the configured one, else (embedded mode
+/// only) the dev secret.
+pub fn signing_key(settings: &Settings) -> anyhow::Result<(JwtKey, bool)> {
+    match (&settings.jwt_key, &settings.database_url) {
+        (Some(key), _) => Ok((key.clone(), false)),
+        (None, None) => Ok((JwtKey::Hs256(dev_secret(&settings.data_dir)?), true)),
+        (None, Some(_)) => anyhow::bail!(
+            "OPSRUN_JWT_SECRET: not set. With DATABASE_URL, set OPSRUN_JWT_SECRET (at least 32 bytes) or OPSRUN_JWT_PUBLIC_KEY_FILE"
+        ),
+    }
+}
+
+/// Every capability the catalog names, plus the worker's.
+pub fn all_capabilities() -> Vec<String> {
+    let mut caps: Vec<String> = CATALOG
+        .iter()
+        .flat_map(|spec| [spec.start_capability, spec.view_capability])
+        .chain([EXECUTE_CAPABILITY])
+        .map(str::to_owned)
+        .collect();
+    caps.sort();
+    caps.dedup();
+    caps
+}
+
+/// Mints an HS256 token.
+pub fn mint(
+    key: &JwtKey,
+    claims: Claims,
+) -> anyhow::Result<String> {
+    match key {
+        JwtKey::Hs256(secret) => Ok(crate::auth::mint_token(secret.expose_secret(), &claims)?),
+        _ => anyhow::bail!("tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them"),
+    }
+}

@@ -1,0 +1,197 @@
+//! The run state machine: `queued → running → completed`, with an outcome that is
+//! `pending` until completion. Transition legality is decided here and nowhere else.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where a run is in its life.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
+    diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+}
+
+/// How a run ended; `pending` while it has not.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
+    diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pending,
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+    Blocked,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 3] = [RunStatus::Queued, RunStatus::Running, RunStatus::Completed];
+    /// The statuses during which a run holds its identity.
+    pub const ACTIVE: [RunStatus; 2] = [RunStatus::Queued, RunStatus::Running];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Pending,
+        Outcome::Succeeded,
+        Outcome::PartiallySucceeded,
+        Outcome::Failed,
+        Outcome::Blocked,
+        Outcome::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Succeeded => "succeeded",
+            Outcome::PartiallySucceeded => "partially_succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Blocked => "blocked",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+/// A requested move of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Start,
+    Progress,
+    Complete(Outcome),
+    Cancel,
+    /// The reaper completing a stale run as failed.
+    Reap,
+}
+
+impl Transition {
+    /// The event `kind` this transition writes to the timeline.
+    pub fn event_kind(self) -> &'static str {
+        match self {
+            Transition::Start => "started",
+            Transition::Progress => "progressed",
+            Transition::Complete(_) => "completed",
+            Transition::Cancel => "cancelled",
+            Transition::Reap => "reaped",
+        }
+    }
+}
+
+/// Why a move was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("the run is completed ({outcome}) and can no longer change")]
+    AlreadyCompleted { outcome: &'static str },
+    #[error("the run is already running")]
+    AlreadyRunning,
+    #[error("the run is queued; start it before reporting progress")]
+    NotStarted,
+    #[error("complete takes a final outcome (succeeded, partially_succeeded, failed, blocked); use /cancel to cancel")]
+    NotAFinalOutcome,
+}
+
+/// The status and outcome a run moves to, or why it may not.
+pub fn apply(
+    status: RunStatus,
+    outcome: Outcome,
+    transition: Transition,
+) -> Result<(RunStatus, Outcome), TransitionError> {
+    use RunStatus::*;
+    match (status, transition) {
+        (_, Transition::Complete(Outcome::Pending | Outcome::Cancelled)) => {
+            Err(TransitionError::NotAFinalOutcome)
+        }
+        (Completed, _) => Err(TransitionError::AlreadyCompleted { outcome: outcome.as_str() }),
+        (Queued, Transition::Start) => Ok((Running, Outcome::Pending)),
+        (Running, Transition::Start) => Err(TransitionError::AlreadyRunning),
+        (Queued, Transition::Progress) => Err(TransitionError::NotStarted),
+        (Running, Transition::Progress) => Ok((Running, Outcome::Pending)),
+        (Queued | Running, Transition::Complete(final_outcome)) => Ok((Completed, final_outcome)),
+        (Queued | Running, Transition::Cancel) => Ok((Completed, Outcome::Cancelled)),
+        (Queued | Running, Transition::Reap) => Ok((Completed, Outcome::Failed)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRANSITIONS: [Transition; 6] = [
+        Transition::Start,
+        Transition::Progress,
+        Transition::Complete(Outcome::Succeeded),
+        Transition::Complete(Outcome::Blocked),
+        Transition::Cancel,
+        Transition::Reap,
+    ];
+
+    #[test]
+    fn completed_runs_are_immutable() {
+        for outcome in &Outcome::ALL[1..] {
+            for transition in TRANSITIONS {
+                assert!(apply(RunStatus::Completed, *outcome, transition).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn every_legal_move_keeps_status_and_outcome_paired() {
+        for status in [RunStatus::Queued, RunStatus::Running] {
+            for transition in TRANSITIONS {
+                if let Ok((to, outcome)) = apply(status, Outcome::Pending, transition) {
+                    assert_eq!(to == RunStatus::Completed, outcome != Outcome::Pending, "{transition:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_is_queued_running_completed() {
+        let (s, o) = apply(RunStatus::Queued, Outcome::Pending, Transition::Start).unwrap();
+        let (s, o) = apply(s, o, Transition::Progress).unwrap();
+        assert_eq!(apply(s, o, Transition::Complete(Outcome::PartiallySucceeded)).unwrap(), (RunStatus::Completed, Outcome::PartiallySucceeded));
+    }
+
+    #[test]
+    fn progress_before_start_and_double_start_are_refused() {
+        assert_eq!(apply(RunStatus::Queued, Outcome::Pending, Transition::Progress), Err(TransitionError::NotStarted));
+        assert_eq!(apply(RunStatus::Running, Outcome::Pending, Transition::Start), Err(TransitionError::AlreadyRunning));
+    }
+
+    #[test]
+    fn complete_refuses_pending_and_cancelled() {
+        for outcome in [Outcome::Pending, Outcome::Cancelled] {
+            assert_eq!(apply(RunStatus::Running, Outcome::Pending, Transition::Complete(outcome)), Err(TransitionError::NotAFinalOutcome));
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in RunStatus::ALL { assert_eq!(RunStatus::parse(s.as_str()), Some(s)); }
+        for o in Outcome::ALL { assert_eq!(Outcome::parse(o.as_str()), Some(o)); }
+    }
+}

@@ -1,0 +1,15 @@
+//! opsrun: the canonical store of operation runs, as a JSON REST API over PostgreSQL.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod openapi;
+pub mod pagination;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

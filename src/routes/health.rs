@@ -1,0 +1,29 @@
+//! Liveness and readiness probes; neither needs a token.
+
+use actix_web::{get, web, HttpResponse};
+use diesel::{sql_query, RunQueryDsl};
+use serde_json::json;
+
+use crate::db::{self, DbPool};
+use crate::error::ApiError;
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "The process is alive", example = json!({"status": "ok"}))))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready to serve", example = json!({"status": "ready"})),
+        (status = 503, description = "The database is unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(pool: web::Data<DbPool>) -> Result<HttpResponse, ApiError> {
+    db::run(&pool, |conn| Ok(sql_query("SELECT 1").execute(conn)?)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+}

@@ -1,0 +1,82 @@
+//! `GET /v1/runs/{id}/events`: the run's audit timeline.
+
+use actix_web::{get, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::authorize;
+use crate::db::{self, events, runs, DbPool};
+use crate::db::models::RunEventRow;
+use crate::domain::access::{Action, Principal};
+use crate::domain::status::{Outcome, RunStatus};
+use crate::error::{ApiError, Problem};
+
+/// One entry of a run's timeline.
+#[derive(Serialize, ToSchema)]
+pub struct RunEventView {
+    pub id: i64,
+    /// `created`, `started`, `progressed`, `completed`, `cancelled` or `reaped`.
+    #[schema(example = "started")]
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    /// Who made the change: the token's `name`, else its `sub`.
+    #[schema(example = "inventory-worker")]
+    pub actor: String,
+    pub from_status: Option<RunStatus>,
+    pub to_status: RunStatus,
+    pub outcome: Outcome,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+impl From<RunEventRow> for RunEventView {
+    fn from(event: RunEventRow) -> RunEventView {
+        RunEventView {
+            id: event.id,
+            kind: event.kind,
+            at: event.at,
+            actor: event.actor,
+            from_status: event.from_status,
+            to_status: event.to_status,
+            outcome: event.outcome,
+            detail: event.detail,
+        }
+    }
+}
+
+/// A run's timeline.
+#[derive(Serialize, ToSchema)]
+pub struct RunEventList {
+    pub items: Vec<RunEventView>,
+}
+
+/// Show a run's timeline, oldest first.
+#[utoipa::path(
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, body = RunEventList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/runs/{id}/events")]
+pub async fn list_run_events(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let timeline = db::run(&pool, move |conn| {
+        let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
+        authorize(&principal, &run, Action::View)?;
+        Ok(events::for_run(conn, run.id)?)
+    })
+    .await?;
+    let items = timeline.into_iter().map(RunEventView::from).collect();
+    Ok(HttpResponse::Ok().json(RunEventList { items }))
+}

@@ -1,0 +1,133 @@
+//! `/v1/runs`: starting, listing, viewing and moving runs, and the response shapes
+//! they share.
+
+pub mod events;
+pub mod list;
+pub mod start;
+pub mod transition;
+pub mod view;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::db::models::OperationRunRow;
+use crate::domain::access::{decide, Access, Action, Principal};
+use crate::domain::catalog::RunType;
+use crate::domain::status::{Outcome, RunStatus};
+use crate::error::ApiError;
+
+/// Where to find a run and what relates to it.
+#[derive(Serialize, ToSchema)]
+pub struct RunLinks {
+    #[serde(rename = "self")]
+    #[schema(example = "/v1/runs/42")]
+    pub self_: String,
+    #[schema(example = "/v1/runs/42/events")]
+    pub events: String,
+    /// For backup-schedule runs: the schedule's run history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/v1/backup-schedules/7/runs")]
+    pub backup_schedule_runs: Option<String>,
+}
+
+/// A failure entry as stored and served.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // documents the shape of `failure_summary` for OpenAPI
+pub struct FailureSummary {
+    /// At most 100 entries.
+    pub items: Vec<crate::domain::failures::Failure>,
+    /// Entries reported beyond the first 100, counted but not kept.
+    pub dropped: i64,
+}
+
+/// An operation run.
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    #[schema(example = 42)]
+    pub id: i64,
+    #[schema(example = 1)]
+    pub workspace_id: i64,
+    #[schema(example = 7)]
+    pub tenant_id: Option<i64>,
+    #[schema(example = 1001)]
+    pub user_id: Option<i64>,
+    #[schema(example = "Ada Lovelace")]
+    pub initiator_name: String,
+    pub r#type: RunType,
+    #[schema(example = "Inventory sync")]
+    pub type_label: &'static str,
+    pub status: RunStatus,
+    pub outcome: Outcome,
+    /// Counters: `total processed succeeded failed skipped created updated deleted items`.
+    #[schema(value_type = Object, example = json!({"processed": 120, "failed": 2}))]
+    pub summary_counts: Value,
+    #[schema(value_type = FailureSummary)]
+    pub failure_summary: Value,
+    /// Provenance, inputs and target scope.
+    #[schema(value_type = Object, example = json!({"selection_hash": "9f2c…", "target_scope": {"kind": "all"}}))]
+    pub context: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Seconds from start to completion, or to now while running.
+    #[schema(example = 12.5)]
+    pub duration_seconds: Option<f64>,
+    pub links: RunLinks,
+}
+
+impl From<OperationRunRow> for RunView {
+    fn from(run: OperationRunRow) -> RunView {
+        let end = run.completed_at.unwrap_or_else(Utc::now);
+        let duration_seconds = run.started_at.map(|start| (end - start).num_milliseconds().max(0) as f64 / 1000.0);
+        let backup_schedule_runs = run
+            .run_type
+            .is_backup_schedule_type()
+            .then(|| run.context.get("backup_schedule_id").and_then(Value::as_i64))
+            .flatten()
+            .map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
+        RunView {
+            links: RunLinks {
+                self_: format!("/v1/runs/{}", run.id),
+                events: format!("/v1/runs/{}/events", run.id),
+                backup_schedule_runs,
+            },
+            id: run.id,
+            workspace_id: run.workspace_id,
+            tenant_id: run.tenant_id,
+            user_id: run.user_id,
+            initiator_name: run.initiator_name,
+            r#type: run.run_type,
+            type_label: run.run_type.spec().label,
+            status: run.status,
+            outcome: run.outcome,
+            summary_counts: run.summary_counts,
+            failure_summary: run.failure_summary,
+            context: run.context,
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+            started_at: run.started_at,
+            completed_at: run.completed_at,
+            duration_seconds,
+        }
+    }
+}
+
+/// A page of runs.
+#[derive(Serialize, ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunView>,
+    /// Pass as `cursor` (with the same filters) for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Applies SPEC §5 to one stored run: hidden runs are indistinguishable from missing ones.
+pub fn authorize(principal: &Principal, run: &OperationRunRow, action: Action) -> Result<(), ApiError> {
+    match decide(principal, run.workspace_id, run.tenant_id, run.run_type, action) {
+        Access::Hidden => Err(ApiError::NotFound),
+        Access::Forbidden { needs } => Err(ApiError::Forbidden { needs }),
+        Access::Allowed => Ok(()),
+    }
+}

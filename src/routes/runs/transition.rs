@@ -1,0 +1,220 @@
+//! Worker moves: `start`, `progress`, `complete`, `cancel`. Each loads, authorizes and
+//! updates the run in one transaction, with its timeline event; the update is guarded
+//! on the status it was decided from, so racing moves cannot both apply.
+
+use actix_web::{post, web, HttpResponse};
+use diesel::Connection;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use super::{authorize, RunView};
+use crate::db::models::{NewRunEvent, OperationRunRow};
+use crate::db::runs::{self, Change};
+use crate::db::{self, events, DbPool};
+use crate::domain::access::{Action, Principal};
+use crate::domain::counts::Counts;
+use crate::domain::failures::{Failure, ReasonCode, ReportedFailure};
+use crate::domain::status::{self, Outcome, Transition};
+use crate::error::{ApiError, Problem};
+
+/// The most failure entries one report may carry.
+const MAX_FAILURES_PER_REPORT: usize = 1000;
+
+/// A progress report.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"counts": {"processed": 10, "failed": 1}, "failures": [
+    {"code": "graph_forbidden", "reason_code": "provider_permission_denied", "message": "403 from Graph", "item": "policy-17"}
+]}))]
+pub struct ProgressRequest {
+    /// Increments added to the run's counters.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub counts: Map<String, Value>,
+    #[serde(default)]
+    pub failures: Vec<ReportedFailure>,
+}
+
+/// The final report.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"outcome": "partially_succeeded", "counts": {"total": 120, "processed": 120, "failed": 2}}))]
+pub struct CompleteRequest {
+    /// `succeeded`, `partially_succeeded`, `failed` or `blocked`.
+    pub outcome: Outcome,
+    /// Final counter values; counters not named keep their value.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub counts: Map<String, Value>,
+    #[serde(default)]
+    pub failures: Vec<ReportedFailure>,
+}
+
+fn sanitized_failures(reports: Vec<ReportedFailure>) -> Result<Vec<Value>, ApiError> {
+    if reports.len() > MAX_FAILURES_PER_REPORT {
+        return Err(ApiError::unprocessable(
+            "invalid_failure",
+            format!("A report may carry at most {MAX_FAILURES_PER_REPORT} failures; it carried {}.", reports.len()),
+        ));
+    }
+    reports
+        .into_iter()
+        .map(|report| Ok(serde_json::to_value(Failure::from_report(report)?).map_err(ApiError::internal)?))
+        .collect()
+}
+
+fn was_reaped(run: &OperationRunRow) -> bool {
+    let stale = serde_json::to_value(ReasonCode::StaleTimeout).unwrap_or_default();
+    run.failure_summary["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
+}
+
+/// Loads, authorizes and moves one run, appending its event, in one transaction.
+async fn move_run(
+    pool: &DbPool,
+    principal: Principal,
+    run_id: i64,
+    transition: Transition,
+    action: Action,
+    change: Change,
+    detail: Value,
+) -> Result<HttpResponse, ApiError> {
+    let moved = db::run(pool, move |conn| {
+        conn.transaction(|conn| {
+            // Retried only when a concurrent move changed the status under us.
+            for _ in 0..5 {
+                let run = runs::find(conn, principal.workspace_id, run_id)?.ok_or(ApiError::NotFound)?;
+                authorize(&principal, &run, action)?;
+                let (to, outcome) = status::apply(run.status, run.outcome, transition).map_err(|error| {
+                    match ApiError::from(error) {
+                        ApiError::InvalidTransition(reason) if was_reaped(&run) => ApiError::InvalidTransition(format!(
+                            "run {run_id} was reaped as stale (no worker completed it in time) and can no longer change; {reason}"
+                        )),
+                        ApiError::InvalidTransition(reason) => ApiError::InvalidTransition(format!("run {run_id}: {reason}")),
+                        other => other,
+                    }
+                })?;
+                if let Some(updated) = runs::update(conn, run.id, run.status, to, outcome, change.clone())? {
+                    events::append(conn, &NewRunEvent {
+                        run_id: run.id,
+                        workspace_id: run.workspace_id,
+                        actor: principal.initiator_name.clone(),
+                        kind: transition.event_kind(),
+                        from_status: Some(run.status),
+                        to_status: to,
+                        outcome,
+                        detail: detail.clone(),
+                    })?;
+                    return Ok(updated);
+                }
+            }
+            Err(ApiError::InvalidTransition(format!("run {run_id} is being changed by other requests; retry")))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(RunView::from(moved)))
+}
+
+/// Mark a queued run as running.
+#[utoipa::path(
+    tag = "worker",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, body = RunView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "Needs `operations.execute`"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`"),
+    )
+)]
+#[post("/v1/runs/{id}/start")]
+pub async fn start_run_work(pool: web::Data<DbPool>, principal: Principal, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    move_run(&pool, principal, id.into_inner(), Transition::Start, Action::Execute, Change::default(), json!({})).await
+}
+
+/// Report progress of a running run.
+///
+/// Counters are increments, added atomically in SQL: concurrent reports lose nothing.
+/// Failures are sanitized and appended; a run keeps the first 100 and counts the rest.
+#[utoipa::path(
+    tag = "worker",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    request_body = ProgressRequest,
+    responses(
+        (status = 200, body = RunView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: the run is not running"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_counts` or `invalid_failure`"),
+    )
+)]
+#[post("/v1/runs/{id}/progress")]
+pub async fn report_progress(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+    request: web::Json<ProgressRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = request.into_inner();
+    let counts = Counts::parse(&request.counts)?;
+    let failures = sanitized_failures(request.failures)?;
+    let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
+    let change = Change { increments: Some(counts.to_json()), final_counts: None, failures };
+    move_run(&pool, principal, id.into_inner(), Transition::Progress, Action::Execute, change, detail).await
+}
+
+/// Complete a run with its final outcome.
+#[utoipa::path(
+    tag = "worker",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, body = RunView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed (or reaped)"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_outcome`, `invalid_counts` or `invalid_failure`"),
+    )
+)]
+#[post("/v1/runs/{id}/complete")]
+pub async fn complete_run(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+    request: web::Json<CompleteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = request.into_inner();
+    let counts = Counts::parse(&request.counts)?;
+    let failures = sanitized_failures(request.failures)?;
+    let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
+    let change = Change { increments: None, final_counts: Some(counts.to_json()), failures };
+    let transition = Transition::Complete(request.outcome);
+    move_run(&pool, principal, id.into_inner(), transition, Action::Execute, change, detail).await
+}
+
+/// Cancel a queued or running run.
+///
+/// Allowed with `operations.execute` or the type's start capability.
+#[utoipa::path(
+    tag = "worker",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, body = RunView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed"),
+    )
+)]
+#[post("/v1/runs/{id}/cancel")]
+pub async fn cancel_run(pool: web::Data<DbPool>, principal: Principal, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    move_run(&pool, principal, id.into_inner(), Transition::Cancel, Action::Cancel, Change::default(), json!({})).await
+}

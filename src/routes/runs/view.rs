@@ -1,0 +1,40 @@
+//! `GET /v1/runs/{id}`.
+
+use actix_web::{get, web, HttpResponse};
+
+use super::{authorize, RunView};
+use crate::db::{self, runs, DbPool};
+use crate::domain::access::{Action, Principal};
+use crate::error::{ApiError, Problem};
+
+/// Show a run.
+///
+/// 404 for a run that does not exist, is in another workspace or belongs to a tenant
+/// outside the token (all three answer the same bytes); 403 for a member lacking the
+/// type's view capability.
+#[utoipa::path(
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, body = RunView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/runs/{id}")]
+pub async fn view_run(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let run = db::run(&pool, move |conn| {
+        let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
+        authorize(&principal, &run, Action::View)?;
+        Ok(run)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(RunView::from(run)))
+}

@@ -1,0 +1,134 @@
+//! Wiring: the pool, the token verifier, extractor error handlers and routes, bound to
+//! a listener. `opsrun serve` and the tests build the service the same way.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpRequest, HttpServer, ResponseError};
+use secrecy::{ExposeSecret, SecretString};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::{AuthConfig, TokenVerifier};
+use crate::db::{self, DbPool};
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::routes;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything needed to serve, with the database and key already resolved.
+pub struct ApplicationConfig {
+    pub bind: SocketAddr,
+    pub database_url: SecretString,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub workers: usize,
+    pub auth: AuthConfig,
+}
+
+/// A bound, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pool: DbPool,
+}
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match error {
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+        JsonPayloadError::Deserialize(cause) if cause.is_data() => {
+            ApiError::unprocessable("invalid_body", format!("The request body does not have the expected shape: {cause}."))
+        }
+        JsonPayloadError::Deserialize(cause) => {
+            ApiError::bad_request("malformed_json", format!("The request body is not valid JSON: {cause}."))
+        }
+        other => ApiError::bad_request("unreadable_body", format!("The request body could not be read: {other}.")),
+    }
+    .into()
+}
+
+fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
+    // A malformed id names no run: the same answer as a missing one.
+    ApiError::NotFound.into()
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", format!("The query string is not valid: {error}.")).into()
+}
+
+async fn unknown_route() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+/// Error answers that actix-web writes itself (a route without the method, a body it
+/// refused before our extractors ran) become problem documents too.
+fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == b"application/problem+json");
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(response.map_into_left_body()));
+    }
+    let status = response.status();
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        status if status.is_server_error() => ApiError::internal(anyhow::anyhow!("plain {status} answer")),
+        _ => ApiError::bad_request("bad_request", "The request could not be processed; check it against /docs/."),
+    };
+    let (request, _) = response.into_parts();
+    let problem = ServiceResponse::new(request, error.error_response()).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(problem))
+}
+
+impl Application {
+    pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
+        let pool = db::build_pool(config.database_url.expose_secret(), config.pool_size, config.pool_timeout);
+        let verifier = web::Data::new(TokenVerifier::new(&config.auth)?);
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let openapi = ApiDoc::openapi();
+        let app_pool = web::Data::new(pool.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
+                .app_data(app_pool.clone())
+                .app_data(verifier.clone())
+                .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .configure(routes::configure)
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+                .default_service(web::to(unknown_route))
+        })
+        .workers(config.workers)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server, pool })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
