@@ -127,7 +127,11 @@ impl TokenVerifier {
     pub fn new(config: &AuthConfig) -> Result<TokenVerifier, jsonwebtoken::errors::Error> {
         // Validation::new pins the accepted algorithms to exactly this one.
         let mut validation = Validation::new(config.key.algorithm());
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         match &config.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),

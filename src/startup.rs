@@ -64,8 +64,13 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", format!("The query string is not valid: {error}.")).into()
 }
 
-async fn unknown_route() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound)
+async fn unknown_route(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    // Routes are registered per method, so a known path with another method lands here.
+    if request.resource_map().has_resource(request.path()) {
+        Err(ApiError::MethodNotAllowed)
+    } else {
+        Err(ApiError::RouteNotFound)
+    }
 }
 
 /// Error answers that actix-web writes itself (a route without the method, a body it

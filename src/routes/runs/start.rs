@@ -145,7 +145,7 @@ pub async fn start_run(
             };
             Err(ApiError::DuplicateRun {
                 existing_run_id,
-                detail: format!("A {run_type} run with this identity {held}: run {existing_run_id}."),
+                detail: format!("Another {run_type} run with this identity {held}: run {existing_run_id}."),
             })
         }
     }

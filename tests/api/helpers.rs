@@ -1,0 +1,222 @@
+//! `TestApp::spawn` and friends: a server on a random port over its own database, and
+//! tokens minted for it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
+use opsrun::auth::{mint_token, AuthConfig, Claims, JwtKey};
+use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use opsrun::startup::{Application, ApplicationConfig};
+use reqwest::{Method, Response};
+use secrecy::SecretSlice;
+use serde_json::{json, Value};
+
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
+
+/// The server every test database lives on.
+struct TestServer {
+    /// A URL of the server with the database name to be replaced.
+    base_url: url::Url,
+    template: String,
+    _embedded: Option<EmbeddedPostgres>,
+}
+
+fn database_url(base: &url::Url, database: &str) -> String {
+    let mut url = base.clone();
+    url.set_path(database);
+    url.to_string()
+}
+
+/// Removes data directories left by test runs whose process is gone.
+fn remove_stale_clusters(root: &std::path::Path) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("opsrun-test-").and_then(|p| p.split('.').next()?.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = std::fs::remove_file(entry.path().with_extension("log"));
+        }
+    }
+}
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (base_url, embedded) = match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) => (url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL"), None),
+            Err(_) => {
+                let root = std::env::temp_dir();
+                remove_stale_clusters(&root);
+                let data_dir = root.join(format!("opsrun-test-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&data_dir);
+                let cluster = EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false })
+                    .expect("the test PostgreSQL starts");
+                (url::Url::parse(&cluster.url("postgres")).unwrap(), Some(cluster))
+            }
+        };
+        let template = format!("opsrun_template_{}", std::process::id());
+        let mut admin = PgConnection::establish(&database_url(&base_url, "postgres")).expect("connect to the test server");
+        sql_query(format!("DROP DATABASE IF EXISTS {template}")).execute(&mut admin).unwrap();
+        sql_query(format!("CREATE DATABASE {template}")).execute(&mut admin).unwrap();
+        let mut conn = PgConnection::establish(&database_url(&base_url, &template)).unwrap();
+        opsrun::db::migrate(&mut conn).expect("migrations apply");
+        TestServer { base_url, template, _embedded: embedded }
+    })
+}
+
+/// A fresh, migrated database; returns its URL.
+pub fn fresh_database() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    static CLONING: Mutex<()> = Mutex::new(());
+    let server = server();
+    let name = format!("opsrun_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let mut admin = PgConnection::establish(&database_url(&server.base_url, "postgres")).unwrap();
+    // The template must have no other session while it is copied.
+    let _guard = CLONING.lock().unwrap_or_else(|e| e.into_inner());
+    sql_query(format!("CREATE DATABASE {name} TEMPLATE {}", server.template)).execute(&mut admin).unwrap();
+    database_url(&server.base_url, &name)
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+}
+
+pub fn test_auth() -> AuthConfig {
+    AuthConfig { key: JwtKey::Hs256(SecretSlice::from(SECRET.to_vec())), issuer: None, audience: None }
+}
+
+impl TestApp {
+    /// A server on a fresh database.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_on(fresh_database(), test_auth()).await
+    }
+
+    /// A server on the given database with the given verification settings.
+    pub async fn spawn_on(database_url: String, auth: AuthConfig) -> TestApp {
+        let application = Application::build(ApplicationConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            database_url: database_url.clone().into(),
+            pool_size: 8,
+            pool_timeout: Duration::from_secs(10),
+            workers: 2,
+            auth,
+        })
+        .expect("the application builds");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        tokio::spawn(application.run_until_stopped());
+        TestApp { address, database_url, client: reqwest::Client::new() }
+    }
+
+    /// Another instance of the service on this one's database.
+    pub async fn second_instance(&self) -> TestApp {
+        TestApp::spawn_on(self.database_url.clone(), test_auth()).await
+    }
+
+    pub fn db(&self) -> PgConnection {
+        PgConnection::establish(&self.database_url).unwrap()
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the server answers")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Starts a run and returns its id, asserting a 201.
+    pub async fn start(&self, token: &str, body: Value) -> i64 {
+        let response = self.post("/v1/runs", token, body).await;
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "start refused: {json}");
+        json["id"].as_i64().unwrap()
+    }
+}
+
+/// Claims for a token; tweak fields before minting.
+pub fn claims(workspace: i64, tenants: Value, caps: &[&str]) -> Claims {
+    Claims {
+        sub: "1001".into(),
+        name: Some("Test User".into()),
+        workspace_id: workspace,
+        tenants: Some(tenants),
+        caps: caps.iter().map(|c| c.to_string()).collect(),
+        exp: chrono::Utc::now().timestamp() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+    }
+}
+
+pub fn mint(claims: &Claims) -> String {
+    mint_token(SECRET, claims).unwrap()
+}
+
+/// A token for workspace 1 with the given tenants and capabilities.
+pub fn token(tenants: Value, caps: &[&str]) -> String {
+    mint(&claims(1, tenants, caps))
+}
+
+/// Every tenant, every capability, workspace 1.
+pub fn admin_token() -> String {
+    let caps = opsrun::dev::all_capabilities();
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    token(json!("*"), &caps)
+}
+
+/// The worker's service token for workspace 1.
+pub fn worker_token() -> String {
+    token(json!("*"), &["operations.execute"])
+}
+
+pub fn inventory_sync(tenant: i64, selection: &str) -> Value {
+    json!({"type": "inventory_sync", "tenant_id": tenant, "inputs": {"selection_hash": selection}})
+}
+
+/// Asserts a problem+json answer with this status and code; returns the body.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status, "expected {status} {code}");
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()),
+        Some("application/problem+json".to_owned())
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["detail"].as_str().is_some_and(|d| d.len() > 10), "{body}");
+    body
+}
+
+/// Runs every future on its own task and collects the outputs in order.
+pub async fn spawn_all<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("the task completes"));
+    }
+    outputs
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real HTTP server against a real PostgreSQL. One throwaway
+//! cluster serves the whole run (or `TEST_DATABASE_URL`'s server); every test gets a
+//! fresh database cloned from a migrated template.
+
+mod auth;
+mod authorization;
+mod backup_schedules;
+mod errors;
+mod helpers;
+mod openapi;
+mod pagination;
+mod schema;
+mod start;
+mod transitions;
