@@ -146,19 +146,20 @@ impl TokenVerifier {
 
     /// The principal a token speaks for, or a reason fit to show the client.
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
-            match error.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
                 ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
                 ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
-                ErrorKind::InvalidAlgorithm => "the token is signed with an algorithm this service does not accept".to_owned(),
+                ErrorKind::InvalidAlgorithm => {
+                    "the token is signed with an algorithm this service does not accept".to_owned()
+                }
                 ErrorKind::InvalidIssuer => "the token's issuer is not accepted".to_owned(),
                 ErrorKind::InvalidAudience => "the token's audience is not accepted".to_owned(),
                 ErrorKind::MissingRequiredClaim(claim) => format!("the token lacks the `{claim}` claim"),
                 ErrorKind::Json(cause) => format!("the token's claims are malformed ({cause})"),
                 _ => "the token is malformed".to_owned(),
-            }
-        })?;
+            })?;
         data.claims.into_principal()
     }
 }
@@ -173,13 +174,10 @@ fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthenticated("no Authorization header".into()))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthenticated("the Authorization header is not ASCII".into()))?;
+    let value =
+        value.to_str().map_err(|_| ApiError::Unauthenticated("the Authorization header is not ASCII".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-            Ok(token.trim())
-        }
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
         _ => Err(ApiError::Unauthenticated("the Authorization header is not `Bearer <token>`".into())),
     }
 }

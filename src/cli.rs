@@ -143,7 +143,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("opsrun listening on {base}");
     println!("Swagger UI:  {base}/docs/");
     if let Some(cluster) = &database.embedded {
-        println!("database:    embedded PostgreSQL on 127.0.0.1:{} (data in {})", cluster.port(), settings.data_dir.join("pg").display());
+        println!(
+            "database:    embedded PostgreSQL on 127.0.0.1:{} (data in {})",
+            cluster.port(),
+            settings.data_dir.join("pg").display()
+        );
     }
     if dev_mode {
         let args = TokenArgs {
@@ -155,7 +159,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             name: Some("Developer".into()),
         };
         let token = dev::mint(&key, token_claims(&args, &settings)?)?;
-        println!("dev token (workspace 1, every tenant and capability, 12 h), signed with {}:", settings.data_dir.join("jwt-secret").display());
+        println!(
+            "dev token (workspace 1, every tenant and capability, 12 h), signed with {}:",
+            settings.data_dir.join("jwt-secret").display()
+        );
         println!("  curl -H 'Authorization: Bearer {token}' {base}/v1/runs");
     }
 

@@ -50,22 +50,19 @@ fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting, problem: problem.into() }
 }
 
-fn parse_number<T: std::str::FromStr>(
+fn parse_number<T>(
     setting: &'static str,
     value: Option<String>,
     default: T,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<T, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let Some(text) = value else { return Ok(default) };
     match text.trim().parse::<T>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(bad(
-            setting,
-            format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
-        )),
+        _ => Err(bad(setting, format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()))),
     }
 }
 
@@ -78,9 +75,9 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let bind = match lookup("OPSRUN_BIND") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(text) => text.parse().map_err(|_| {
-                bad("OPSRUN_BIND", format!("`{text}` is not an address:port such as 127.0.0.1:8080"))
-            })?,
+            Some(text) => text
+                .parse()
+                .map_err(|_| bad("OPSRUN_BIND", format!("`{text}` is not an address:port such as 127.0.0.1:8080")))?,
         };
 
         let jwt_key = match (lookup("OPSRUN_JWT_SECRET"), lookup("OPSRUN_JWT_PUBLIC_KEY_FILE")) {
@@ -97,7 +94,10 @@ impl Settings {
             (None, Some(path)) => {
                 let pem = std::fs::read(&path)
                     .map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("cannot read `{path}`: {e}")))?;
-                Some(JwtKey::from_public_pem(pem).map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("`{path}` {e}")))?)
+                Some(
+                    JwtKey::from_public_pem(pem)
+                        .map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("`{path}` {e}")))?,
+                )
             }
             (None, None) => None,
         };

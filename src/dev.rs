@@ -32,9 +32,8 @@ pub fn database(settings: &Settings) -> anyhow::Result<Database> {
     let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true };
     let cluster = EmbeddedPostgres::start(&options).context("cannot start the embedded PostgreSQL")?;
     let mut admin = PgConnection::establish(&cluster.url("postgres"))?;
-    let exists = sql_query(format!("SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}'"))
-        .execute(&mut admin)?
-        > 0;
+    let exists =
+        sql_query(format!("SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}'")).execute(&mut admin)? > 0;
     if !exists {
         sql_query(format!("CREATE DATABASE {EMBEDDED_DATABASE}")).execute(&mut admin)?;
     }
@@ -87,12 +86,11 @@ pub fn all_capabilities() -> Vec<String> {
 }
 
 /// Mints an HS256 token.
-pub fn mint(
-    key: &JwtKey,
-    claims: Claims,
-) -> anyhow::Result<String> {
+pub fn mint(key: &JwtKey, claims: Claims) -> anyhow::Result<String> {
     match key {
         JwtKey::Hs256(secret) => Ok(crate::auth::mint_token(secret.expose_secret(), &claims)?),
-        _ => anyhow::bail!("tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them"),
+        _ => anyhow::bail!(
+            "tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them"
+        ),
     }
 }

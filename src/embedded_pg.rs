@@ -69,9 +69,8 @@ fn postgres_user() -> anyhow::Result<Option<RunAs>> {
 /// version under /usr/lib/postgresql.
 pub fn find_binaries() -> anyhow::Result<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let on_path =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
     if let Some(dir) = on_path.into_iter().find(|dir| has_both(dir)) {
         return Ok(dir);
     }
@@ -168,7 +167,16 @@ impl EmbeddedPostgres {
         postgres
             .arg("-D")
             .arg(data_dir)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=300"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-h",
+                "127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=300",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -197,15 +205,11 @@ impl EmbeddedPostgres {
                 Err(error) => return drop(pid_tx.send(Err(error))),
             };
             let _ = pid_tx.send(Ok(child.id()));
-            loop {
-                match stop_rx.recv_timeout(Duration::from_millis(100)) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            *exited_in_keeper.lock().expect("not poisoned") = Some(status.to_string());
-                            return;
-                        }
-                    }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            // Until told to stop (or our side goes away), watch for the server exiting.
+            while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_millis(100)) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    *exited_in_keeper.lock().expect("not poisoned") = Some(status.to_string());
+                    return;
                 }
             }
             stop_child(&mut child);
@@ -216,13 +220,19 @@ impl EmbeddedPostgres {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = exited.lock().expect("not poisoned").clone() {
-                bail!("postgres exited ({status}) before accepting connections; its log ends:\n{}", tail(log_path, 2000));
+                bail!(
+                    "postgres exited ({status}) before accepting connections; its log ends:\n{}",
+                    tail(log_path, 2000)
+                );
             }
             if PgConnection::establish(&cluster.url("postgres")).is_ok() {
                 return Ok(cluster);
             }
             if Instant::now() > deadline {
-                bail!("postgres did not accept connections within {READY_TIMEOUT:?}; its log ends:\n{}", tail(log_path, 2000));
+                bail!(
+                    "postgres did not accept connections within {READY_TIMEOUT:?}; its log ends:\n{}",
+                    tail(log_path, 2000)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

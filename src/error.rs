@@ -107,7 +107,9 @@ impl ApiError {
             }
             ApiError::NotFound => "No run with this id is visible to you.".into(),
             ApiError::RouteNotFound => "No such route. The API lives under /v1; see /docs/ for every route.".into(),
-            ApiError::TenantNotFound => "No tenant with this id is visible to you; check `tenant_id` and your token's `tenants`.".into(),
+            ApiError::TenantNotFound => {
+                "No tenant with this id is visible to you; check `tenant_id` and your token's `tenants`.".into()
+            }
             ApiError::MethodNotAllowed => "This route does not accept that HTTP method; see /docs/.".into(),
             ApiError::Forbidden { needs } => {
                 format!("Your token lacks the capability `{needs}` that this action needs.")
@@ -116,9 +118,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 "The request body must be JSON: send `Content-Type: application/json`.".into()
             }
-            ApiError::Unavailable => {
-                "The database is unavailable right now; retry after the Retry-After delay.".into()
-            }
+            ApiError::Unavailable => "The database is unavailable right now; retry after the Retry-After delay.".into(),
             ApiError::Internal(_) => "Something went wrong on our side; it has been logged.".into(),
             other => capitalize_sentence(&other.to_string()),
         }

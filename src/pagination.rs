@@ -92,7 +92,9 @@ pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
     match requested {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request("invalid_limit", format!("`limit` is {n}; it must be from 1 to {MAX_LIMIT}."))),
+        Some(n) => {
+            Err(ApiError::bad_request("invalid_limit", format!("`limit` is {n}; it must be from 1 to {MAX_LIMIT}.")))
+        }
     }
 }
 

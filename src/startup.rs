@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::dev::ServiceResponse;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpServer, ResponseError};
@@ -44,9 +44,10 @@ fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     match error {
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
-        JsonPayloadError::Deserialize(cause) if cause.is_data() => {
-            ApiError::unprocessable("invalid_body", format!("The request body does not have the expected shape: {cause}."))
-        }
+        JsonPayloadError::Deserialize(cause) if cause.is_data() => ApiError::unprocessable(
+            "invalid_body",
+            format!("The request body does not have the expected shape: {cause}."),
+        ),
         JsonPayloadError::Deserialize(cause) => {
             ApiError::bad_request("malformed_json", format!("The request body is not valid JSON: {cause}."))
         }
@@ -101,8 +102,8 @@ impl Application {
     pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
         let pool = db::build_pool(config.database_url.expose_secret(), config.pool_size, config.pool_timeout);
         let verifier = web::Data::new(TokenVerifier::new(&config.auth)?);
-        let listener = TcpListener::bind(config.bind)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+        let listener =
+            TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let openapi = ApiDoc::openapi();
         let app_pool = web::Data::new(pool.clone());

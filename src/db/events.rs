@@ -11,9 +11,5 @@ pub fn append(conn: &mut PgConnection, event: &NewRunEvent) -> QueryResult<()> {
 
 /// A run's timeline, oldest first.
 pub fn for_run(conn: &mut PgConnection, run: i64) -> QueryResult<Vec<RunEventRow>> {
-    operation_run_events
-        .filter(run_id.eq(run))
-        .order(id.asc())
-        .select(RunEventRow::as_select())
-        .load(conn)
+    operation_run_events.filter(run_id.eq(run)).order(id.asc()).select(RunEventRow::as_select()).load(conn)
 }

@@ -19,9 +19,11 @@ use crate::domain::status::{Outcome, RunStatus};
 /// What an attempt to create a run came to.
 #[derive(Debug)]
 pub enum Created {
-    Run(OperationRunRow),
+    Run(Box<OperationRunRow>),
     /// Another run holds the identity.
-    Conflict { existing_run_id: i64 },
+    Conflict {
+        existing_run_id: i64,
+    },
 }
 
 /// The active-status predicate spelled as a literal, so the planner can match the
@@ -37,20 +39,13 @@ fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResul
         .order(id.asc())
         .limit(1);
     match (new.identity_policy, new.tenant_id) {
-        (IdentityPolicy::StrictOnce, _) => same_identity
-            .filter(sql::<Bool>("identity_policy = 'strict_once'"))
-            .first(conn)
-            .optional(),
-        (_, Some(tenant)) => same_identity
-            .filter(tenant_id.eq(tenant))
-            .filter(sql::<Bool>(ACTIVE))
-            .first(conn)
-            .optional(),
-        (_, None) => same_identity
-            .filter(tenant_id.is_null())
-            .filter(sql::<Bool>(ACTIVE))
-            .first(conn)
-            .optional(),
+        (IdentityPolicy::StrictOnce, _) => {
+            same_identity.filter(sql::<Bool>("identity_policy = 'strict_once'")).first(conn).optional()
+        }
+        (_, Some(tenant)) => {
+            same_identity.filter(tenant_id.eq(tenant)).filter(sql::<Bool>(ACTIVE)).first(conn).optional()
+        }
+        (_, None) => same_identity.filter(tenant_id.is_null()).filter(sql::<Bool>(ACTIVE)).first(conn).optional(),
     }
 }
 
@@ -67,17 +62,20 @@ pub fn create(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Cre
                 .get_result(conn)
                 .optional()?;
             if let Some(run) = inserted {
-                events::append(conn, &NewRunEvent {
-                    run_id: run.id,
-                    workspace_id: run.workspace_id,
-                    actor: run.initiator_name.clone(),
-                    kind: "created",
-                    from_status: None,
-                    to_status: RunStatus::Queued,
-                    outcome: Outcome::Pending,
-                    detail: json!({ "identity_policy": new.identity_policy }),
-                })?;
-                return Ok(Created::Run(run));
+                events::append(
+                    conn,
+                    &NewRunEvent {
+                        run_id: run.id,
+                        workspace_id: run.workspace_id,
+                        actor: run.initiator_name.clone(),
+                        kind: "created",
+                        from_status: None,
+                        to_status: RunStatus::Queued,
+                        outcome: Outcome::Pending,
+                        detail: json!({ "identity_policy": new.identity_policy }),
+                    },
+                )?;
+                return Ok(Created::Run(Box::new(run)));
             }
             if let Some(existing_run_id) = identity_holder(conn, new)? {
                 return Ok(Created::Conflict { existing_run_id });

@@ -26,9 +26,8 @@ macro_rules! text_enum {
             fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
                 let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
                 let parse: fn(&str) -> Option<$type> = $parse;
-                parse(&text).ok_or_else(|| {
-                    format!("unrecognized {} `{text}` in the database", stringify!($type)).into()
-                })
+                parse(&text)
+                    .ok_or_else(|| format!("unrecognized {} `{text}` in the database", stringify!($type)).into())
             }
         }
     };

@@ -116,7 +116,10 @@ mod tests {
         let viewer = principal(TenantScope::All, &["provider_connections.view"]);
         let t = RunType::ProviderConnectionVerify;
         assert_eq!(decide(&viewer, 1, Some(5), t, Action::View), Access::Allowed);
-        assert_eq!(decide(&viewer, 1, Some(5), t, Action::Start), Access::Forbidden { needs: "provider_connections.manage" });
+        assert_eq!(
+            decide(&viewer, 1, Some(5), t, Action::Start),
+            Access::Forbidden { needs: "provider_connections.manage" }
+        );
     }
 
     #[test]
@@ -126,7 +129,10 @@ mod tests {
         for p in [&starter, &worker] {
             assert_eq!(decide(p, 1, Some(1), RunType::InventorySync, Action::Cancel), Access::Allowed);
         }
-        assert!(matches!(decide(&starter, 1, Some(1), RunType::InventorySync, Action::Execute), Access::Forbidden { .. }));
+        assert!(matches!(
+            decide(&starter, 1, Some(1), RunType::InventorySync, Action::Execute),
+            Access::Forbidden { .. }
+        ));
     }
 
     proptest! {

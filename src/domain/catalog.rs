@@ -11,8 +11,19 @@ use utoipa::ToSchema;
 
 /// A canonical operation type.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-    diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
@@ -161,11 +172,7 @@ pub static CATALOG: [TypeSpec; 10] = [
         inputs: &[
             input("backup_schedule_id", InputKind::Id),
             input("trigger", InputKind::Trigger),
-            InputSpec {
-                name: "scheduled_for",
-                kind: InputKind::Timestamp,
-                required: Requirement::WhenScheduled,
-            },
+            InputSpec { name: "scheduled_for", kind: InputKind::Timestamp, required: Requirement::WhenScheduled },
         ],
         expected: minutes(30),
     },
@@ -277,9 +284,7 @@ impl RunType {
             return Ok(run_type);
         }
         match LEGACY_SPELLINGS.iter().find(|(legacy, _)| *legacy == name) {
-            Some((_, canonical)) => {
-                Err(TypeNameError::Legacy { given: name.to_owned(), canonical: *canonical })
-            }
+            Some((_, canonical)) => Err(TypeNameError::Legacy { given: name.to_owned(), canonical: *canonical }),
             None => Err(TypeNameError::Unknown(name.to_owned())),
         }
     }

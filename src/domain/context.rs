@@ -97,7 +97,9 @@ mod tests {
         let big = json!({"blob": "x".repeat(MAX_CONTEXT_BYTES)});
         assert!(matches!(validate_context(big), Err(ContextError::TooLarge(_))));
         let mut deep = json!(1);
-        for _ in 0..=MAX_CONTEXT_DEPTH { deep = json!({"a": deep}); }
+        for _ in 0..=MAX_CONTEXT_DEPTH {
+            deep = json!({"a": deep});
+        }
         assert_eq!(validate_context(deep), Err(ContextError::TooDeep));
     }
 }

@@ -93,9 +93,8 @@ impl Failure {
 
 static BEARER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*").expect("valid regex"));
-static JWT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*").expect("valid regex")
-});
+static JWT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*").expect("valid regex"));
 /// `password=…`, `client_secret: …`, `api_key=…` and the like, up to the next separator.
 static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\b([a-z0-9_\-]*(?:password|passwd|secret|token|api[_-]?key)[a-z0-9_\-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)"#)
@@ -160,7 +159,10 @@ mod tests {
     #[test]
     fn codes_are_checked() {
         let report = |code: &str| ReportedFailure {
-            code: code.into(), reason_code: ReasonCode::Unknown, message: "m".into(), item: None,
+            code: code.into(),
+            reason_code: ReasonCode::Unknown,
+            message: "m".into(),
+            item: None,
         };
         assert!(Failure::from_report(report("graph.403")).is_ok());
         assert_eq!(Failure::from_report(report("")), Err(FailureError::InvalidCode));

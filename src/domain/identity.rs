@@ -11,7 +11,15 @@ use super::inputs::{RunInputs, Trigger};
 /// The identity policy one run was created under; stored with the run so the
 /// strict-once unique index can find its members.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
@@ -42,9 +50,7 @@ impl IdentityPolicy {
         match (rule, inputs.trigger()) {
             (IdentityRule::DedupeActive, _) => IdentityPolicy::DedupeActive,
             (IdentityRule::StrictOnce, _) => IdentityPolicy::StrictOnce,
-            (IdentityRule::StrictOnceWhenScheduled, Some(Trigger::Scheduled)) => {
-                IdentityPolicy::StrictOnce
-            }
+            (IdentityRule::StrictOnceWhenScheduled, Some(Trigger::Scheduled)) => IdentityPolicy::StrictOnce,
             (IdentityRule::StrictOnceWhenScheduled, _) => IdentityPolicy::UniquePerClick,
         }
     }
@@ -103,7 +109,12 @@ mod tests {
 
     #[test]
     fn hash_is_lowercase_hex_sha256() {
-        let hash = identity_hash(ScopeKey::Workspace(1), RunType::WorkspaceAuditExport, &inputs(RunType::WorkspaceAuditExport, json!({})), None);
+        let hash = identity_hash(
+            ScopeKey::Workspace(1),
+            RunType::WorkspaceAuditExport,
+            &inputs(RunType::WorkspaceAuditExport, json!({})),
+            None,
+        );
         assert_eq!(hash.len(), 64);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // sha256("w:1|workspace_audit_export"), computed independently.

@@ -159,25 +159,17 @@ pub fn parse_inputs(spec: &TypeSpec, raw: &Map<String, Value>) -> Result<RunInpu
     for input in spec.inputs {
         match (raw.get(input.name), input.required) {
             (Some(value), _) => values.push((input.name, parse_value(input.name, input.kind, value)?)),
-            (None, Requirement::Always) => {
-                return Err(InputError::Missing { name: input.name, run_type })
-            }
+            (None, Requirement::Always) => return Err(InputError::Missing { name: input.name, run_type }),
             (None, Requirement::WhenScheduled) => {}
         }
     }
     let inputs = RunInputs { values };
 
-    let has_scheduled_for = spec
-        .inputs
-        .iter()
-        .any(|i| i.required == Requirement::WhenScheduled && raw.contains_key(i.name));
+    let has_scheduled_for =
+        spec.inputs.iter().any(|i| i.required == Requirement::WhenScheduled && raw.contains_key(i.name));
     match (inputs.trigger(), has_scheduled_for) {
-        (Some(Trigger::Scheduled), false) => {
-            Err(InputError::Missing { name: "scheduled_for", run_type })
-        }
-        (Some(Trigger::RunNow | Trigger::Retry), true) => {
-            Err(InputError::ScheduledForWithoutSchedule)
-        }
+        (Some(Trigger::Scheduled), false) => Err(InputError::Missing { name: "scheduled_for", run_type }),
+        (Some(Trigger::RunNow | Trigger::Retry), true) => Err(InputError::ScheduledForWithoutSchedule),
         _ => Ok(inputs),
     }
 }
@@ -216,7 +208,10 @@ mod tests {
     #[test]
     fn scheduled_trigger_needs_scheduled_for_and_others_refuse_it() {
         let missing = parse(RunType::BackupScheduleRun, json!({"backup_schedule_id": 1, "trigger": "scheduled"}));
-        assert_eq!(missing.unwrap_err(), InputError::Missing { name: "scheduled_for", run_type: "backup_schedule_run" });
+        assert_eq!(
+            missing.unwrap_err(),
+            InputError::Missing { name: "scheduled_for", run_type: "backup_schedule_run" }
+        );
         let extra = parse(
             RunType::BackupScheduleRun,
             json!({"backup_schedule_id": 1, "trigger": "run_now", "scheduled_for": "2026-03-01T10:00:00Z"}),

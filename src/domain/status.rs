@@ -6,8 +6,17 @@ use utoipa::ToSchema;
 
 /// Where a run is in its life.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
-    diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
@@ -19,8 +28,17 @@ pub enum RunStatus {
 
 /// How a run ended; `pending` while it has not.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema,
-    diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
@@ -122,9 +140,7 @@ pub fn apply(
 ) -> Result<(RunStatus, Outcome), TransitionError> {
     use RunStatus::*;
     match (status, transition) {
-        (_, Transition::Complete(Outcome::Pending | Outcome::Cancelled)) => {
-            Err(TransitionError::NotAFinalOutcome)
-        }
+        (_, Transition::Complete(Outcome::Pending | Outcome::Cancelled)) => Err(TransitionError::NotAFinalOutcome),
         (Completed, _) => Err(TransitionError::AlreadyCompleted { outcome: outcome.as_str() }),
         (Queued, Transition::Start) => Ok((Running, Outcome::Pending)),
         (Running, Transition::Start) => Err(TransitionError::AlreadyRunning),
@@ -173,25 +189,38 @@ mod tests {
     fn the_happy_path_is_queued_running_completed() {
         let (s, o) = apply(RunStatus::Queued, Outcome::Pending, Transition::Start).unwrap();
         let (s, o) = apply(s, o, Transition::Progress).unwrap();
-        assert_eq!(apply(s, o, Transition::Complete(Outcome::PartiallySucceeded)).unwrap(), (RunStatus::Completed, Outcome::PartiallySucceeded));
+        assert_eq!(
+            apply(s, o, Transition::Complete(Outcome::PartiallySucceeded)).unwrap(),
+            (RunStatus::Completed, Outcome::PartiallySucceeded)
+        );
     }
 
     #[test]
     fn progress_before_start_and_double_start_are_refused() {
         assert_eq!(apply(RunStatus::Queued, Outcome::Pending, Transition::Progress), Err(TransitionError::NotStarted));
-        assert_eq!(apply(RunStatus::Running, Outcome::Pending, Transition::Start), Err(TransitionError::AlreadyRunning));
+        assert_eq!(
+            apply(RunStatus::Running, Outcome::Pending, Transition::Start),
+            Err(TransitionError::AlreadyRunning)
+        );
     }
 
     #[test]
     fn complete_refuses_pending_and_cancelled() {
         for outcome in [Outcome::Pending, Outcome::Cancelled] {
-            assert_eq!(apply(RunStatus::Running, Outcome::Pending, Transition::Complete(outcome)), Err(TransitionError::NotAFinalOutcome));
+            assert_eq!(
+                apply(RunStatus::Running, Outcome::Pending, Transition::Complete(outcome)),
+                Err(TransitionError::NotAFinalOutcome)
+            );
         }
     }
 
     #[test]
     fn names_round_trip() {
-        for s in RunStatus::ALL { assert_eq!(RunStatus::parse(s.as_str()), Some(s)); }
-        for o in Outcome::ALL { assert_eq!(Outcome::parse(o.as_str()), Some(o)); }
+        for s in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s));
+        }
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
     }
 }

@@ -5,7 +5,9 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::runs::list::{parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query};
+use super::runs::list::{
+    parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query,
+};
 use super::runs::RunPage;
 use crate::db::DbPool;
 use crate::domain::access::Principal;
@@ -87,7 +89,10 @@ pub async fn list_backup_schedule_runs(
         .as_deref()
         .map(|name| {
             Trigger::parse(name).map(Trigger::as_str).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("`trigger`: `{name}` is not one of scheduled, run_now, retry."))
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`trigger`: `{name}` is not one of scheduled, run_now, retry."),
+                )
             })
         })
         .transpose()?;

@@ -20,8 +20,6 @@ async fn retired() -> Result<actix_web::HttpResponse, ApiError> {
 
 pub fn configure(config: &mut web::ServiceConfig) {
     for prefix in LEGACY_PREFIXES {
-        config
-            .route(prefix, web::to(retired))
-            .route(&format!("{prefix}/{{rest:.*}}"), web::to(retired));
+        config.route(prefix, web::to(retired)).route(&format!("{prefix}/{{rest:.*}}"), web::to(retired));
     }
 }

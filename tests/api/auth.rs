@@ -40,7 +40,8 @@ async fn a_valid_token_is_accepted() {
 async fn missing_malformed_expired_and_immature_tokens_are_refused() {
     let app = TestApp::spawn().await;
     assert_unauthenticated(&app, None, "no Authorization header").await;
-    let raw = app.client.get(format!("{}/v1/runs", app.address)).header("authorization", "Basic abc").send().await.unwrap();
+    let raw =
+        app.client.get(format!("{}/v1/runs", app.address)).header("authorization", "Basic abc").send().await.unwrap();
     assert_problem(raw, 401, "unauthenticated").await;
     assert_unauthenticated(&app, Some("not-a-jwt"), "malformed").await;
 
@@ -79,7 +80,8 @@ async fn tokens_without_required_claims_are_refused() {
     assert_unauthenticated(&app, Some(&no_workspace), "workspace_id").await;
     let no_exp = sign(Algorithm::HS256, &key, &json!({"sub": "1", "workspace_id": 1}));
     assert_unauthenticated(&app, Some(&no_exp), "exp").await;
-    let bad_tenants = sign(Algorithm::HS256, &key, &json!({"sub": "1", "workspace_id": 1, "exp": exp, "tenants": "all"}));
+    let bad_tenants =
+        sign(Algorithm::HS256, &key, &json!({"sub": "1", "workspace_id": 1, "exp": exp, "tenants": "all"}));
     assert_unauthenticated(&app, Some(&bad_tenants), "tenants").await;
 }
 
@@ -105,10 +107,9 @@ async fn issuer_and_audience_are_checked_when_configured() {
 
 #[tokio::test]
 async fn rs256_and_es256_public_keys_verify_their_own_algorithm_only() {
-    for (public, private, algorithm) in [
-        ("rsa-public.pem", "rsa-private.pem", Algorithm::RS256),
-        ("ec-public.pem", "ec-private.pem", Algorithm::ES256),
-    ] {
+    for (public, private, algorithm) in
+        [("rsa-public.pem", "rsa-private.pem", Algorithm::RS256), ("ec-public.pem", "ec-private.pem", Algorithm::ES256)]
+    {
         let key = JwtKey::from_public_pem(fixture(public)).unwrap();
         let app = TestApp::spawn_on(fresh_database(), AuthConfig { key, issuer: None, audience: None }).await;
         let encoding = match algorithm {

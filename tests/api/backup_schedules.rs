@@ -11,7 +11,9 @@ fn scheduled(schedule: i64, tenant: i64, at: &str) -> Value {
 
 fn manual(kind: &str, schedule: i64, tenant: i64) -> Value {
     match kind {
-        "backup_schedule_run" => json!({"type": kind, "tenant_id": tenant, "inputs": {"backup_schedule_id": schedule, "trigger": "run_now"}}),
+        "backup_schedule_run" => {
+            json!({"type": kind, "tenant_id": tenant, "inputs": {"backup_schedule_id": schedule, "trigger": "run_now"}})
+        }
         _ => json!({"type": kind, "tenant_id": tenant, "inputs": {"backup_schedule_id": schedule}}),
     }
 }
@@ -82,7 +84,9 @@ async fn history_filters_by_type_outcome_trigger_and_scheduled_time() {
 
     let query = |q: &str| {
         let (app, admin, q) = (&app, admin.clone(), q.to_owned());
-        async move { ids(&app.get(&format!("/v1/backup-schedules/3/runs?{q}"), &admin).await.json::<Value>().await.unwrap()) }
+        async move {
+            ids(&app.get(&format!("/v1/backup-schedules/3/runs?{q}"), &admin).await.json::<Value>().await.unwrap())
+        }
     };
     assert_eq!(query("type=backup_schedule_retention").await, vec![retention]);
     assert_eq!(query("trigger=scheduled").await, vec![late, early]);
@@ -95,7 +99,8 @@ async fn history_filters_by_type_outcome_trigger_and_scheduled_time() {
 
     let admin = admin_token();
     for bad in ["type=inventory_sync", "trigger=whenever", "scheduled_after=noon", "outcome=meh"] {
-        assert_problem(app.get(&format!("/v1/backup-schedules/3/runs?{bad}"), &admin).await, 400, "invalid_query").await;
+        assert_problem(app.get(&format!("/v1/backup-schedules/3/runs?{bad}"), &admin).await, 400, "invalid_query")
+            .await;
     }
     assert_problem(app.get("/v1/backup-schedules/x/runs", &admin).await, 404, "not_found").await;
 }
@@ -128,7 +133,8 @@ async fn the_retention_question_is_one_call() {
 async fn twenty_concurrent_scheduled_starts_for_one_minute_create_one_run() {
     let app = TestApp::spawn().await;
     let second = app.second_instance().await;
-    let spellings = ["2026-03-01T10:00:00Z", "2026-03-01T10:00:30Z", "2026-03-01T12:00:00+02:00", "2026-03-01T10:00:59.999Z"];
+    let spellings =
+        ["2026-03-01T10:00:00Z", "2026-03-01T10:00:30Z", "2026-03-01T12:00:00+02:00", "2026-03-01T10:00:59.999Z"];
     let starts = (0..20)
         .map(|i| {
             let target = if i % 2 == 0 { &app } else { &second };
@@ -150,6 +156,11 @@ async fn twenty_concurrent_scheduled_starts_for_one_minute_create_one_run() {
 
     // Strict once: still refused after completion; another minute is another run.
     complete(&app, run_id.as_i64().unwrap(), "succeeded").await;
-    assert_problem(app.post("/v1/runs", &admin_token(), scheduled(11, 1, "2026-03-01T10:00:00Z")).await, 409, "duplicate_run").await;
+    assert_problem(
+        app.post("/v1/runs", &admin_token(), scheduled(11, 1, "2026-03-01T10:00:00Z")).await,
+        409,
+        "duplicate_run",
+    )
+    .await;
     app.start(&admin_token(), scheduled(11, 1, "2026-03-01T10:01:00Z")).await;
 }

@@ -43,7 +43,12 @@ async fn a_non_json_body_is_415_problem_json() {
 #[tokio::test]
 async fn a_wrongly_shaped_body_is_422_problem_json() {
     let app = TestApp::spawn().await;
-    for body in [json!([1, 2]), json!({"type": 5}), json!({"type": "inventory_sync", "surprise": 1}), json!({"type": "policy_sync", "inputs": "x"})] {
+    for body in [
+        json!([1, 2]),
+        json!({"type": 5}),
+        json!({"type": "inventory_sync", "surprise": 1}),
+        json!({"type": "policy_sync", "inputs": "x"}),
+    ] {
         assert_problem(app.post("/v1/runs", &admin_token(), body).await, 422, "invalid_body").await;
     }
 }

@@ -60,7 +60,8 @@ fn server() -> &'static TestServer {
             }
         };
         let template = format!("opsrun_template_{}", std::process::id());
-        let mut admin = PgConnection::establish(&database_url(&base_url, "postgres")).expect("connect to the test server");
+        let mut admin =
+            PgConnection::establish(&database_url(&base_url, "postgres")).expect("connect to the test server");
         sql_query(format!("DROP DATABASE IF EXISTS {template}")).execute(&mut admin).unwrap();
         sql_query(format!("CREATE DATABASE {template}")).execute(&mut admin).unwrap();
         let mut conn = PgConnection::establish(&database_url(&base_url, &template)).unwrap();

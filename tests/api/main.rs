@@ -10,5 +10,6 @@ mod helpers;
 mod openapi;
 mod pagination;
 mod schema;
+mod serve;
 mod start;
 mod transitions;

@@ -99,11 +99,24 @@ async fn bad_cursors_limits_and_filters_are_400() {
     assert_eq!(app.get(&format!("/v1/runs?limit=1&status=queued&cursor={cursor}"), &token).await.status(), 200);
 
     assert_problem(app.get("/v1/runs?cursor=garbage", &token).await, 400, "invalid_cursor").await;
-    assert_problem(app.get(&format!("/v1/runs?status=running&cursor={cursor}"), &token).await, 400, "cursor_filter_mismatch").await;
+    assert_problem(
+        app.get(&format!("/v1/runs?status=running&cursor={cursor}"), &token).await,
+        400,
+        "cursor_filter_mismatch",
+    )
+    .await;
     for limit in ["0", "201", "-5"] {
         assert_problem(app.get(&format!("/v1/runs?limit={limit}"), &token).await, 400, "invalid_limit").await;
     }
-    for query in ["limit=many", "status=sleeping", "type=inventory.sync", "outcome=meh", "created_after=yesterday", "tenant_id=x", "colour=blue"] {
+    for query in [
+        "limit=many",
+        "status=sleeping",
+        "type=inventory.sync",
+        "outcome=meh",
+        "created_after=yesterday",
+        "tenant_id=x",
+        "colour=blue",
+    ] {
         assert_problem(app.get(&format!("/v1/runs?{query}"), &token).await, 400, "invalid_query").await;
     }
     let page: Value = app.get("/v1/runs?limit=200", &token).await.json().await.unwrap();

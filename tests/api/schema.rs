@@ -23,7 +23,11 @@ async fn migrations_create_every_index_the_spec_names() {
     let app = TestApp::spawn().await;
     let found = indexes(&mut app.db());
     let definition = |name: &str| {
-        found.iter().find(|i| i.indexname == name).map(|i| i.indexdef.clone()).unwrap_or_else(|| panic!("no index {name}"))
+        found
+            .iter()
+            .find(|i| i.indexname == name)
+            .map(|i| i.indexdef.clone())
+            .unwrap_or_else(|| panic!("no index {name}"))
     };
     let expected = [
         ("operation_runs_workspace_created_idx", "(workspace_id, created_at DESC, id DESC)", None),
@@ -32,7 +36,11 @@ async fn migrations_create_every_index_the_spec_names() {
         ("operation_runs_active_tenant_identity_key", "UNIQUE INDEX", Some("(tenant_id IS NOT NULL)")),
         ("operation_runs_active_workspace_identity_key", "UNIQUE INDEX", Some("(tenant_id IS NULL)")),
         ("operation_runs_strict_once_identity_key", "UNIQUE INDEX", Some("'strict_once'")),
-        ("operation_runs_backup_schedule_history_idx", "(workspace_id, backup_schedule_id, created_at DESC, id DESC)", None),
+        (
+            "operation_runs_backup_schedule_history_idx",
+            "(workspace_id, backup_schedule_id, created_at DESC, id DESC)",
+            None,
+        ),
     ];
     for (name, shape, predicate) in expected {
         let def = definition(name);
@@ -50,7 +58,12 @@ async fn migrations_create_every_index_the_spec_names() {
     }
 }
 
-fn insert_raw(conn: &mut diesel::PgConnection, status: &str, outcome: &str, completed: bool) -> Result<usize, diesel::result::Error> {
+fn insert_raw(
+    conn: &mut diesel::PgConnection,
+    status: &str,
+    outcome: &str,
+    completed: bool,
+) -> Result<usize, diesel::result::Error> {
     sql_query(format!(
         "INSERT INTO operation_runs (workspace_id, tenant_id, initiator_name, type, status, outcome, run_identity_hash, identity_policy, completed_at)
          VALUES (1, 1, 'x', 'inventory_sync', '{status}', '{outcome}', repeat('a', 64), 'dedupe_active', {})",
@@ -71,7 +84,8 @@ async fn check_constraints_refuse_bad_status_and_outcome_pairs() {
         ("queued", "great", false),
         ("completed", "succeeded", false),
     ] {
-        let error = insert_raw(&mut conn, status, outcome, completed).expect_err(&format!("{status}/{outcome} must be refused"));
+        let error = insert_raw(&mut conn, status, outcome, completed)
+            .expect_err(&format!("{status}/{outcome} must be refused"));
         assert!(error.to_string().contains("check constraint"), "{error}");
     }
     insert_raw(&mut conn, "completed", "succeeded", true).expect("a consistent row is accepted");
@@ -102,7 +116,10 @@ async fn migrations_revert_cleanly_and_apply_again() {
     let conn: &mut diesel::PgConnection = &mut conn;
     conn.revert_all_migrations(opsrun::db::MIGRATIONS).expect("down.sql reverts");
     let table_exists = |conn: &mut diesel::PgConnection| {
-        sql_query("SELECT to_regclass('operation_runs') IS NOT NULL AS exists").get_result::<Exists>(conn).unwrap().exists
+        sql_query("SELECT to_regclass('operation_runs') IS NOT NULL AS exists")
+            .get_result::<Exists>(conn)
+            .unwrap()
+            .exists
     };
     assert!(!table_exists(conn));
     opsrun::db::migrate(conn).expect("migrations apply again");

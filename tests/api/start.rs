@@ -40,7 +40,8 @@ async fn a_second_start_of_an_active_identity_is_refused_with_409() {
     // Another selection, another tenant or another type is another identity.
     app.start(&admin_token(), inventory_sync(3, "sel-2")).await;
     app.start(&admin_token(), inventory_sync(4, "sel-1")).await;
-    app.start(&admin_token(), json!({"type": "policy_sync", "tenant_id": 3, "inputs": {"selection_hash": "sel-1"}})).await;
+    app.start(&admin_token(), json!({"type": "policy_sync", "tenant_id": 3, "inputs": {"selection_hash": "sel-1"}}))
+        .await;
 }
 
 #[tokio::test]
@@ -57,7 +58,8 @@ async fn workspace_scoped_identities_dedupe_too() {
     let app = TestApp::spawn().await;
     let export = json!({"type": "workspace_audit_export"});
     let first = app.start(&admin_token(), export.clone()).await;
-    let problem = assert_problem(app.post("/v1/runs", &admin_token(), export.clone()).await, 409, "duplicate_run").await;
+    let problem =
+        assert_problem(app.post("/v1/runs", &admin_token(), export.clone()).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
     complete(&app, first).await;
     app.start(&admin_token(), export).await;
@@ -71,16 +73,21 @@ async fn strict_once_conflicts_even_after_completion() {
     complete(&app, first).await;
     let problem = assert_problem(app.post("/v1/runs", &admin_token(), restore).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
-    app.start(&admin_token(), json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 78}})).await;
+    app.start(&admin_token(), json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 78}}))
+        .await;
 }
 
 #[tokio::test]
 async fn unique_per_click_starts_never_conflict() {
     let app = TestApp::spawn().await;
     let run_now = json!({"type": "backup_schedule_run", "tenant_id": 2, "inputs": {"backup_schedule_id": 5, "trigger": "run_now"}});
-    let ids: HashSet<i64> = [app.start(&admin_token(), run_now.clone()).await, app.start(&admin_token(), run_now.clone()).await, app.start(&admin_token(), run_now).await]
-        .into_iter()
-        .collect();
+    let ids: HashSet<i64> = [
+        app.start(&admin_token(), run_now.clone()).await,
+        app.start(&admin_token(), run_now.clone()).await,
+        app.start(&admin_token(), run_now).await,
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(ids.len(), 3);
 }
 
@@ -116,7 +123,9 @@ async fn thirty_two_concurrent_identical_starts_create_exactly_one_run() {
 async fn concurrent_starts_across_two_instances_create_exactly_one_run() {
     let first = TestApp::spawn().await;
     let second = first.second_instance().await;
-    for body in [inventory_sync(9, "hot"), json!({"type": "restore_execute", "tenant_id": 9, "inputs": {"restore_run_id": 1}})] {
+    for body in
+        [inventory_sync(9, "hot"), json!({"type": "restore_execute", "tenant_id": 9, "inputs": {"restore_run_id": 1}})]
+    {
         let (created, refused) = race(&[&first, &second], body, 32).await;
         assert_eq!(created.len(), 1);
         assert_eq!(refused.len(), 31);
@@ -133,16 +142,48 @@ async fn each_refused_start_names_its_problem() {
         (json!({"type": "coffee_brewing", "tenant_id": 1}), "unknown_type", "operation-types"),
         (json!({"type": "inventory_sync", "inputs": {"selection_hash": "a"}}), "tenant_required", "tenant_id"),
         (json!({"type": "workspace_audit_export", "tenant_id": 1}), "tenant_not_allowed", "tenant_id"),
-        (json!({"type": "inventory_sync", "tenant_id": 0, "inputs": {"selection_hash": "a"}}), "invalid_tenant", "positive"),
+        (
+            json!({"type": "inventory_sync", "tenant_id": 0, "inputs": {"selection_hash": "a"}}),
+            "invalid_tenant",
+            "positive",
+        ),
         (json!({"type": "inventory_sync", "tenant_id": 1}), "missing_input", "selection_hash"),
-        (json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "a", "extra": 1}}), "unknown_input", "extra"),
-        (json!({"type": "restore_execute", "tenant_id": 1, "inputs": {"restore_run_id": "7"}}), "invalid_input", "positive integer"),
-        (json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "scheduled", "scheduled_for": "tomorrow"}}), "invalid_input", "RFC 3339"),
-        (json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "later"}}), "invalid_input", "run_now"),
+        (
+            json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "a", "extra": 1}}),
+            "unknown_input",
+            "extra",
+        ),
+        (
+            json!({"type": "restore_execute", "tenant_id": 1, "inputs": {"restore_run_id": "7"}}),
+            "invalid_input",
+            "positive integer",
+        ),
+        (
+            json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "scheduled", "scheduled_for": "tomorrow"}}),
+            "invalid_input",
+            "RFC 3339",
+        ),
+        (
+            json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "later"}}),
+            "invalid_input",
+            "run_now",
+        ),
         (json!({"type": "workspace_audit_export", "context": [1]}), "invalid_context", "object"),
-        (json!({"type": "workspace_audit_export", "context": {"target": {"DB_Password": "x"}}}), "secret_in_context", "DB_Password"),
-        (json!({"type": "workspace_audit_export", "context": {"blob": "x".repeat(17 * 1024)}}), "context_too_large", "16384"),
-        (json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "a"}, "context": {"selection_hash": "b"}}), "context_conflicts_with_input", "selection_hash"),
+        (
+            json!({"type": "workspace_audit_export", "context": {"target": {"DB_Password": "x"}}}),
+            "secret_in_context",
+            "DB_Password",
+        ),
+        (
+            json!({"type": "workspace_audit_export", "context": {"blob": "x".repeat(17 * 1024)}}),
+            "context_too_large",
+            "16384",
+        ),
+        (
+            json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "a"}, "context": {"selection_hash": "b"}}),
+            "context_conflicts_with_input",
+            "selection_hash",
+        ),
     ];
     for (body, code, mentions) in cases {
         let problem = assert_problem(app.post("/v1/runs", &admin_token(), body.clone()).await, 422, code).await;

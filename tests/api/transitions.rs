@@ -24,7 +24,11 @@ async fn a_run_moves_queued_running_completed_and_records_each_move() {
         .unwrap();
     assert_eq!(progressed["summary_counts"], json!({"processed": 4, "total": 10}));
     let done: Value = app
-        .post(&format!("/v1/runs/{id}/complete"), &worker, json!({"outcome": "partially_succeeded", "counts": {"processed": 10, "failed": 1}}))
+        .post(
+            &format!("/v1/runs/{id}/complete"),
+            &worker,
+            json!({"outcome": "partially_succeeded", "counts": {"processed": 10, "failed": 1}}),
+        )
         .await
         .json()
         .await
@@ -47,14 +51,27 @@ async fn completed_runs_are_immutable_and_illegal_moves_are_409() {
     let app = TestApp::spawn().await;
     let worker = worker_token();
     let queued = app.start(&admin_token(), inventory_sync(1, "q")).await;
-    let problem = assert_problem(app.post(&format!("/v1/runs/{queued}/progress"), &worker, json!({})).await, 409, "invalid_transition").await;
+    let problem = assert_problem(
+        app.post(&format!("/v1/runs/{queued}/progress"), &worker, json!({})).await,
+        409,
+        "invalid_transition",
+    )
+    .await;
     assert!(problem["detail"].as_str().unwrap().contains("queued"));
 
     let id = started_run(&app).await;
-    assert_problem(app.post(&format!("/v1/runs/{id}/start"), &worker, json!({})).await, 409, "invalid_transition").await;
+    assert_problem(app.post(&format!("/v1/runs/{id}/start"), &worker, json!({})).await, 409, "invalid_transition")
+        .await;
     assert_eq!(app.post(&format!("/v1/runs/{id}/cancel"), &worker, json!({})).await.status(), 200);
-    for (verb, body) in [("start", json!({})), ("progress", json!({})), ("complete", json!({"outcome": "succeeded"})), ("cancel", json!({}))] {
-        let problem = assert_problem(app.post(&format!("/v1/runs/{id}/{verb}"), &worker, body).await, 409, "invalid_transition").await;
+    for (verb, body) in [
+        ("start", json!({})),
+        ("progress", json!({})),
+        ("complete", json!({"outcome": "succeeded"})),
+        ("cancel", json!({})),
+    ] {
+        let problem =
+            assert_problem(app.post(&format!("/v1/runs/{id}/{verb}"), &worker, body).await, 409, "invalid_transition")
+                .await;
         assert!(problem["detail"].as_str().unwrap().contains("completed"), "{problem}");
     }
     let run: Value = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.json().await.unwrap();
@@ -83,7 +100,14 @@ async fn fifty_concurrent_progress_reports_lose_nothing() {
             let target = if i % 2 == 0 { &app } else { &second };
             let (client, url) = (target.client.clone(), format!("{}/v1/runs/{id}/progress", target.address));
             async move {
-                client.post(url).bearer_auth(worker_token()).json(&json!({"counts": {"processed": 1}})).send().await.unwrap().status()
+                client
+                    .post(url)
+                    .bearer_auth(worker_token())
+                    .json(&json!({"counts": {"processed": 1}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             }
         })
         .collect();
@@ -100,7 +124,10 @@ async fn failure_messages_are_sanitized_and_cut_to_120_characters() {
     let app = TestApp::spawn().await;
     let id = started_run(&app).await;
     let jwt = admin_token();
-    let message = format!("GET failed: Authorization: Bearer sk_live_abc123 with {jwt} and password=hunter2 \u{7}\n{}", "x".repeat(300));
+    let message = format!(
+        "GET failed: Authorization: Bearer sk_live_abc123 with {jwt} and password=hunter2 \u{7}\n{}",
+        "x".repeat(300)
+    );
     let body = json!({"failures": [{"code": "graph.403", "reason_code": "provider_permission_denied", "message": message, "item": "policy-1"}]});
     let run: Value = app.post(&format!("/v1/runs/{id}/progress"), &worker_token(), body).await.json().await.unwrap();
     let stored = run["failure_summary"]["items"][0]["message"].as_str().unwrap();
@@ -118,7 +145,8 @@ async fn a_run_keeps_the_first_100_failures_and_counts_the_rest() {
     let failure = |i: usize| json!({"code": "e", "reason_code": "timeout", "message": format!("failure {i}")});
     for batch in 0..3 {
         let failures: Vec<Value> = (0..45).map(|i| failure(batch * 45 + i)).collect();
-        let response = app.post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"failures": failures})).await;
+        let response =
+            app.post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"failures": failures})).await;
         assert_eq!(response.status(), 200);
     }
     let run: Value = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.json().await.unwrap();
@@ -134,7 +162,8 @@ async fn bad_counters_and_failures_are_refused_with_their_codes() {
     let app = TestApp::spawn().await;
     let id = started_run(&app).await;
     let path = format!("/v1/runs/{id}/progress");
-    for counts in [json!({"bogus": 1}), json!({"processed": -1}), json!({"processed": 1.5}), json!({"processed": "3"})] {
+    for counts in [json!({"bogus": 1}), json!({"processed": -1}), json!({"processed": 1.5}), json!({"processed": "3"})]
+    {
         assert_problem(app.post(&path, &worker_token(), json!({"counts": counts})).await, 422, "invalid_counts").await;
     }
     let bad_code = json!({"failures": [{"code": "has space", "reason_code": "timeout", "message": "m"}]});

@@ -7,8 +7,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::authorize;
-use crate::db::{self, events, runs, DbPool};
 use crate::db::models::RunEventRow;
+use crate::db::{self, events, runs, DbPool};
 use crate::domain::access::{Action, Principal};
 use crate::domain::status::{Outcome, RunStatus};
 use crate::error::{ApiError, Problem};

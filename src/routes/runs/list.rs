@@ -83,7 +83,10 @@ pub fn parse_status(name: Option<&str>) -> Result<Option<StatusFilter>, ApiError
         None => Ok(None),
         Some("active") => Ok(Some(StatusFilter::Active)),
         Some(name) => RunStatus::parse(name).map(|s| Some(StatusFilter::Is(s))).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("`status`: `{name}` is not one of queued, running, completed, active."))
+            ApiError::bad_request(
+                "invalid_query",
+                format!("`status`: `{name}` is not one of queued, running, completed, active."),
+            )
         }),
     }
 }
@@ -92,7 +95,10 @@ pub fn parse_time(parameter: &str, value: Option<&str>) -> Result<Option<DateTim
     value
         .map(|text| {
             DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-                ApiError::bad_request("invalid_query", format!("`{parameter}`: `{text}` is not an RFC 3339 timestamp such as 2026-01-31T10:00:00Z."))
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`{parameter}`: `{text}` is not an RFC 3339 timestamp such as 2026-01-31T10:00:00Z."),
+                )
             })
         })
         .transpose()
@@ -101,11 +107,8 @@ pub fn parse_time(parameter: &str, value: Option<&str>) -> Result<Option<DateTim
 /// The query over what the caller may see: their workspace, their tenants (and
 /// workspace-scoped runs), and the types they may view, narrowed to `requested`.
 pub fn visible_query(principal: &Principal, requested: &[RunType]) -> RunQuery {
-    let types = principal
-        .viewable_types()
-        .into_iter()
-        .filter(|t| requested.is_empty() || requested.contains(t))
-        .collect();
+    let types =
+        principal.viewable_types().into_iter().filter(|t| requested.is_empty() || requested.contains(t)).collect();
     RunQuery {
         workspace_id: principal.workspace_id,
         types,

@@ -53,10 +53,16 @@ fn plan_run(principal: &Principal, request: StartRunRequest) -> Result<NewOperat
     let spec = run_type.spec();
     let tenant_id = match (spec.scope, request.tenant_id) {
         (Scope::Tenant, None) => {
-            return Err(ApiError::unprocessable("tenant_required", format!("{run_type} runs belong to a tenant: send `tenant_id`.")))
+            return Err(ApiError::unprocessable(
+                "tenant_required",
+                format!("{run_type} runs belong to a tenant: send `tenant_id`."),
+            ))
         }
         (Scope::Workspace, Some(_)) => {
-            return Err(ApiError::unprocessable("tenant_not_allowed", format!("{run_type} runs belong to the workspace: leave out `tenant_id`.")))
+            return Err(ApiError::unprocessable(
+                "tenant_not_allowed",
+                format!("{run_type} runs belong to the workspace: leave out `tenant_id`."),
+            ))
         }
         (_, Some(tenant)) if tenant <= 0 => {
             return Err(ApiError::unprocessable("invalid_tenant", "`tenant_id` must be a positive integer."))
@@ -137,7 +143,7 @@ pub async fn start_run(
     match db::run(&pool, move |conn| Ok(runs::create(conn, &new_run)?)).await? {
         Created::Run(run) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
-            .json(RunView::from(run))),
+            .json(RunView::from(*run))),
         Created::Conflict { existing_run_id } => {
             let held = match policy {
                 IdentityPolicy::StrictOnce => "has already run (this identity runs at most once)",

@@ -60,15 +60,13 @@ fn sanitized_failures(reports: Vec<ReportedFailure>) -> Result<Vec<Value>, ApiEr
     }
     reports
         .into_iter()
-        .map(|report| Ok(serde_json::to_value(Failure::from_report(report)?).map_err(ApiError::internal)?))
+        .map(|report| serde_json::to_value(Failure::from_report(report)?).map_err(ApiError::internal))
         .collect()
 }
 
 fn was_reaped(run: &OperationRunRow) -> bool {
     let stale = serde_json::to_value(ReasonCode::StaleTimeout).unwrap_or_default();
-    run.failure_summary["items"]
-        .as_array()
-        .is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
+    run.failure_summary["items"].as_array().is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
 }
 
 /// Loads, authorizes and moves one run, appending its event, in one transaction.
@@ -131,7 +129,11 @@ async fn move_run(
     )
 )]
 #[post("/v1/runs/{id}/start")]
-pub async fn start_run_work(pool: web::Data<DbPool>, principal: Principal, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn start_run_work(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     move_run(&pool, principal, id.into_inner(), Transition::Start, Action::Execute, Change::default(), json!({})).await
 }
 
@@ -215,6 +217,10 @@ pub async fn complete_run(
     )
 )]
 #[post("/v1/runs/{id}/cancel")]
-pub async fn cancel_run(pool: web::Data<DbPool>, principal: Principal, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel_run(
+    pool: web::Data<DbPool>,
+    principal: Principal,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     move_run(&pool, principal, id.into_inner(), Transition::Cancel, Action::Cancel, Change::default(), json!({})).await
 }

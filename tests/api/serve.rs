@@ -1,0 +1,117 @@
+//! README's first command, end to end: `opsrun serve` with no configuration starts the
+//! embedded PostgreSQL, prints a curl line that works, shuts down cleanly on SIGINT
+//! and finds its data again on the next start.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::inventory_sync;
+
+struct Served {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+#[allow(clippy::zombie_processes)] // `interrupt` waits for it
+fn serve(data_dir: &std::path::Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsrun"))
+        .arg("serve")
+        .env("OPSRUN_DATA_DIR", data_dir)
+        .env("OPSRUN_BIND", "127.0.0.1:0")
+        .env("OPSRUN_WORKERS", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("OPSRUN_JWT_SECRET")
+        .env_remove("OPSRUN_JWT_PUBLIC_KEY_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the opsrun binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut base = None;
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(90)).expect("serve prints its banner");
+        if let Some(url) = line.strip_prefix("opsrun listening on ") {
+            base = Some(url.trim().to_owned());
+        }
+        if let Some(curl) = line.trim().strip_prefix("curl -H 'Authorization: Bearer ") {
+            let (token, rest) = curl.split_once('\'').unwrap();
+            let base = base.expect("the URL comes before the curl line");
+            assert_eq!(rest.trim(), format!("{base}/v1/runs"));
+            return Served { child, base, token: token.to_owned() };
+        }
+    }
+}
+
+fn interrupt(mut served: Served) {
+    // SAFETY: kill with a child's pid and SIGINT.
+    unsafe { libc::kill(served.child.id() as i32, libc::SIGINT) };
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGINT: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_works_and_keeps_its_data_across_restarts() {
+    let data_dir = std::env::temp_dir().join(format!("opsrun-serve-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let client = reqwest::Client::new();
+
+    let first = serve(&data_dir);
+    let listed = client.get(format!("{}/v1/runs", first.base)).bearer_auth(&first.token).send().await.unwrap();
+    assert!(listed.status().is_success(), "the printed curl line gets {}", listed.status());
+    let created: Value = client
+        .post(format!("{}/v1/runs", first.base))
+        .bearer_auth(&first.token)
+        .json(&inventory_sync(1, "persist"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    interrupt(first);
+    assert!(!data_dir.join("pg/postmaster.pid").exists(), "the embedded PostgreSQL stopped with serve");
+
+    let second = serve(&data_dir);
+    let run = client.get(format!("{}/v1/runs/{id}", second.base)).bearer_auth(&second.token).send().await.unwrap();
+    assert_eq!(run.status(), 200, "the run survived the restart");
+    let run: Value = run.json().await.unwrap();
+    assert_eq!(run["context"]["selection_hash"], "persist");
+    interrupt(second);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn a_bad_setting_stops_startup_with_one_line_naming_it() {
+    let cases = [
+        (vec![("OPSRUN_BIND", "localhost")], "OPSRUN_BIND"),
+        (vec![("OPSRUN_DB_POOL_SIZE", "0")], "OPSRUN_DB_POOL_SIZE"),
+        (vec![("OPSRUN_JWT_SECRET", "too-short")], "OPSRUN_JWT_SECRET"),
+        (vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")], "OPSRUN_JWT_SECRET"),
+    ];
+    for (env, setting) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_opsrun"));
+        command.arg("serve").env_remove("DATABASE_URL").env_remove("OPSRUN_JWT_SECRET");
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{env:?} must stop startup");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(setting), "{stderr}");
+    }
+}
