@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token`, `openapi`.
+//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::config::Settings;
 use crate::startup::{Application, ApplicationConfig};
-use crate::{db, dev, openapi, telemetry};
+use crate::{db, dev, openapi, reaper, telemetry};
 
 #[derive(Parser)]
 #[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
@@ -29,6 +29,12 @@ pub enum Command {
     Migrate,
     /// Mint a token signed with the configured HS256 secret (or the dev secret).
     Token(TokenArgs),
+    /// Complete stale runs as failed (stale_timeout), freeing their identities.
+    Reap {
+        /// List the stale runs without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -73,6 +79,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => {
             let (key, _) = dev::signing_key(&settings)?;
             println!("{}", dev::mint(&key, token_claims(&args, &settings)?)?);
+            Ok(())
+        }
+        Command::Reap { dry_run } => {
+            telemetry::init(settings.log_format);
+            let database = dev::database(&settings)?;
+            let mut conn = PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
+            let stale = reaper::reap(&mut conn, &settings.stale_limits, dry_run)?;
+            println!("{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  last change", "run", "workspace", "tenant", "type", "status");
+            for run in &stale {
+                let tenant = run.tenant_id.map_or_else(|| "-".to_owned(), |t| t.to_string());
+                println!(
+                    "{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  {}",
+                    run.id, run.workspace_id, tenant, run.run_type.as_str(), run.status.as_str(), run.last_change.to_rfc3339()
+                );
+            }
+            let verb = if dry_run { "would reap" } else { "reaped" };
+            println!("{verb} {} stale run(s)", stale.len());
             Ok(())
         }
         Command::Openapi => {
@@ -128,6 +151,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         pool_size: settings.pool_size,
         pool_timeout: settings.pool_timeout,
         workers: settings.workers,
+        request_timeout: settings.request_timeout,
+        reaper: settings.reap_interval.map(|interval| (interval, settings.stale_limits.clone())),
         auth: AuthConfig {
             key: key.clone(),
             issuer: settings.jwt_issuer.clone(),

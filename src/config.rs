@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::{SecretSlice, SecretString};
 
 use crate::auth::JwtKey;
+use crate::domain::staleness::StaleLimits;
 
 /// HS256 secrets shorter than this are refused: they can be brute-forced.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -33,6 +34,11 @@ pub struct Settings {
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub workers: usize,
+    /// The longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// How often the stale-run reaper runs inside `serve`; `None` turns it off.
+    pub reap_interval: Option<Duration>,
+    pub stale_limits: StaleLimits,
     pub log_format: LogFormat,
     /// Where the embedded database and dev secret live.
     pub data_dir: PathBuf,
@@ -108,6 +114,19 @@ impl Settings {
             Some(other) => return Err(bad("OPSRUN_LOG_FORMAT", format!("`{other}` is neither `text` nor `json`"))),
         };
 
+        let reap_interval = match lookup("OPSRUN_REAP_INTERVAL").as_deref().map(str::trim) {
+            None => Some(Duration::from_secs(60)),
+            Some("off") => None,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(interval) if interval >= Duration::from_millis(100) => Some(interval),
+                _ => return Err(bad("OPSRUN_REAP_INTERVAL", format!("`{text}` is not `off` or a duration of at least 100ms, such as 60s"))),
+            },
+        };
+        let stale_limits = match lookup("OPSRUN_STALE_LIMITS") {
+            None => StaleLimits::default(),
+            Some(text) => StaleLimits::parse(&text).map_err(|e| bad("OPSRUN_STALE_LIMITS", e))?,
+        };
+
         let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             database_url: lookup("DATABASE_URL").map(SecretString::from),
@@ -123,6 +142,14 @@ impl Settings {
                 10..=60_000,
             )?),
             workers: parse_number("OPSRUN_WORKERS", lookup("OPSRUN_WORKERS"), default_workers, 1..=256)?,
+            request_timeout: Duration::from_millis(parse_number(
+                "OPSRUN_REQUEST_TIMEOUT_MS",
+                lookup("OPSRUN_REQUEST_TIMEOUT_MS"),
+                10_000,
+                100..=600_000,
+            )?),
+            reap_interval,
+            stale_limits,
             log_format,
             data_dir: lookup("OPSRUN_DATA_DIR").map_or_else(|| PathBuf::from(".opsrun"), PathBuf::from),
         })
@@ -156,6 +183,9 @@ mod tests {
             ("OPSRUN_JWT_SECRET", "short"),
             ("OPSRUN_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem"),
             ("OPSRUN_LOG_FORMAT", "xml"),
+            ("OPSRUN_REQUEST_TIMEOUT_MS", "5"),
+            ("OPSRUN_REAP_INTERVAL", "sometimes"),
+            ("OPSRUN_STALE_LIMITS", "inventory_sync=never"),
         ];
         for (name, value) in cases {
             let error = settings(&[(name, value)]).unwrap_err();

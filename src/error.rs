@@ -64,6 +64,8 @@ pub enum ApiError {
     InvalidTransition(String),
     #[error("the database is unavailable")]
     Unavailable,
+    #[error("the request took too long")]
+    RequestTimeout,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -96,6 +98,7 @@ impl ApiError {
             ApiError::DuplicateRun { .. } => "duplicate_run",
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::Unavailable => "service_unavailable",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -119,6 +122,9 @@ impl ApiError {
                 "The request body must be JSON: send `Content-Type: application/json`.".into()
             }
             ApiError::Unavailable => "The database is unavailable right now; retry after the Retry-After delay.".into(),
+            ApiError::RequestTimeout => {
+                "The request took longer than this service allows; retry after the Retry-After delay.".into()
+            }
             ApiError::Internal(_) => "Something went wrong on our side; it has been logged.".into(),
             other => capitalize_sentence(&other.to_string()),
         }
@@ -164,7 +170,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DuplicateRun { .. } | ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -184,7 +190,7 @@ impl ResponseError for ApiError {
             ApiError::DuplicateRun { existing_run_id, .. } => {
                 response.insert_header((header::LOCATION, format!("/v1/runs/{existing_run_id}")));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::RequestTimeout => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
             _ => {}
@@ -204,6 +210,8 @@ impl From<diesel::result::Error> for ApiError {
                 ApiError::Unavailable
             }
             Error::DatabaseError(_, ref info) if is_connection_loss(info.message()) => ApiError::Unavailable,
+            // A connection lost mid-transaction leaves diesel's transaction state unknown.
+            Error::BrokenTransactionManager => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
         }
     }
@@ -211,7 +219,15 @@ impl From<diesel::result::Error> for ApiError {
 
 /// PostgreSQL going away mid-query surfaces as these messages rather than a distinct kind.
 fn is_connection_loss(message: &str) -> bool {
-    ["terminating connection", "server closed the connection", "connection to server", "the database system is"]
+    [
+        "terminating connection",
+        "server closed the connection",
+        "connection to server",
+        "the database system is",
+        "could not receive data from server",
+        "no connection to the server",
+        "canceling statement due to statement timeout",
+    ]
         .iter()
         .any(|fragment| message.contains(fragment))
 }

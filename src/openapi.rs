@@ -37,6 +37,7 @@ impl Modify for BearerScheme {
     paths(
         routes::health::healthz,
         routes::health::readyz,
+        routes::metrics::export_metrics,
         routes::operation_types::list_operation_types,
         routes::runs::start::start_run,
         routes::runs::list::list_runs,

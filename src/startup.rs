@@ -1,27 +1,34 @@
-//! Wiring: the pool, the token verifier, extractor error handlers and routes, bound to
-//! a listener. `opsrun serve` and the tests build the service the same way.
+//! Wiring: the pool, the token verifier, metrics, middleware, extractor error handlers
+//! and routes, bound to a listener, plus the reaper beside the server. `opsrun serve`
+//! and the tests build the service the same way.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::dev::ServiceResponse;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpServer, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{AuthConfig, TokenVerifier};
-use crate::db::{self, DbPool};
+use crate::db::Database;
+use crate::domain::staleness::StaleLimits;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::observability::observe;
 use crate::openapi::ApiDoc;
-use crate::routes;
+use crate::{reaper, routes};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Everything needed to serve, with the database and key already resolved.
 pub struct ApplicationConfig {
@@ -30,14 +37,19 @@ pub struct ApplicationConfig {
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub workers: usize,
+    pub request_timeout: Duration,
     pub auth: AuthConfig,
+    /// How often to reap stale runs, and their limits; `None` runs no reaper.
+    pub reaper: Option<(Duration, StaleLimits)>,
 }
 
 /// A bound, not yet running, server.
 pub struct Application {
     port: u16,
     server: Server,
-    pool: DbPool,
+    database: Database,
+    metrics: Arc<Metrics>,
+    reaper: Option<(Duration, StaleLimits)>,
 }
 
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -100,17 +112,26 @@ fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Resul
 
 impl Application {
     pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
-        let pool = db::build_pool(config.database_url.expose_secret(), config.pool_size, config.pool_timeout);
+        let database = Database::connect(
+            config.database_url.expose_secret(),
+            config.pool_size,
+            config.pool_timeout,
+            config.request_timeout,
+        );
         let verifier = web::Data::new(TokenVerifier::new(&config.auth)?);
-        let listener =
-            TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let openapi = ApiDoc::openapi();
-        let app_pool = web::Data::new(pool.clone());
+        let metrics = web::Data::new(Metrics::default());
+        let app_database = web::Data::new(database.clone());
+        let app_metrics = metrics.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
-                .app_data(app_pool.clone())
+                .wrap(from_fn(observe))
+                .app_data(app_database.clone())
+                .app_data(app_metrics.clone())
                 .app_data(verifier.clone())
                 .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
@@ -120,21 +141,30 @@ impl Application {
                 .default_service(web::to(unknown_route))
         })
         .workers(config.workers)
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
         .run();
-        Ok(Application { port, server, pool })
+        Ok(Application { port, server, database, metrics: metrics.into_inner(), reaper: config.reaper })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    /// Serves (and reaps, when configured) until SIGINT/SIGTERM, then finishes
+    /// in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let reaper = self.reaper.map(|(interval, limits)| {
+            tokio::spawn(reaper::run_periodically(self.database.clone(), limits, interval, self.metrics.clone()))
+        });
+        let served = self.server.await;
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
+        served
     }
 }

@@ -56,9 +56,9 @@ CREATE INDEX operation_runs_workspace_tenant_created_idx
 CREATE INDEX operation_runs_backup_schedule_history_idx
     ON operation_runs (workspace_id, backup_schedule_id, created_at DESC, id DESC)
     WHERE backup_schedule_id IS NOT NULL;
--- The reaper's question: which runs are still active, oldest first.
-CREATE INDEX operation_runs_active_created_idx
-    ON operation_runs (created_at)
+-- The reaper's question: which active runs have been silent longest.
+CREATE INDEX operation_runs_active_updated_idx
+    ON operation_runs (updated_at)
     WHERE status IN ('queued', 'running');
 
 -- At most one active run per identity; workspace_id leads so the table can be

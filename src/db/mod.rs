@@ -7,11 +7,14 @@ pub mod runs;
 pub mod schema;
 mod sql_types;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 use anyhow::anyhow;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::connection::SimpleConnection;
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -25,18 +28,95 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Serializes migrations across instances that start at once.
 const MIGRATION_LOCK_KEY: i64 = 0x6f70_7372_756e; // "opsrun"
 
-/// A pool whose checkout waits at most `checkout_timeout`, so a database outage turns
-/// into prompt 503s rather than hung requests. It connects lazily: the service can
-/// start, and report not-ready, while the database is away.
-pub fn build_pool(database_url: &str, size: u32, checkout_timeout: Duration) -> DbPool {
-    Pool::builder()
-        .max_size(size)
-        .min_idle(Some(size.min(2)))
-        .connection_timeout(checkout_timeout)
-        // A broken connection fails its query with a 503 and is then discarded by
-        // `has_broken`; a round trip per checkout would cost every request.
-        .test_on_check_out(false)
-        .build_unchecked(ConnectionManager::new(database_url))
+/// Per-session settings applied to every pooled connection.
+#[derive(Debug)]
+struct SessionSettings {
+    statement_timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        // Bounds the database work of a request that has already timed out for its client.
+        conn.batch_execute(&format!(
+            "SET application_name = 'opsrun'; SET statement_timeout = {}",
+            self.statement_timeout.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The connection pool and what it reports about itself.
+#[derive(Clone)]
+pub struct Database {
+    pool: DbPool,
+    /// Requests waiting for a connection right now.
+    waiting: Arc<AtomicI64>,
+    /// The longest one piece of work may take, checkout included.
+    work_timeout: Duration,
+}
+
+/// What the pool looks like at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolState {
+    pub max: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    pub waiting: i64,
+}
+
+impl Database {
+    /// A pool whose checkout waits at most `checkout_timeout`, so a database outage turns
+    /// into prompt 503s rather than hung requests. It connects lazily: the service can
+    /// start, and report not-ready, while the database is away.
+    ///
+    /// `work_timeout` bounds each call of [`Database::run`] as the client sees it, and
+    /// each statement on the server.
+    pub fn connect(database_url: &str, size: u32, checkout_timeout: Duration, work_timeout: Duration) -> Database {
+        let pool = Pool::builder()
+            .max_size(size)
+            .min_idle(Some(size.min(2)))
+            .connection_timeout(checkout_timeout)
+            // A broken connection fails its query with a 503 and is then discarded by
+            // `has_broken`; a round trip per checkout would cost every request.
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(SessionSettings { statement_timeout: work_timeout }))
+            .build_unchecked(ConnectionManager::new(database_url));
+        Database { pool, waiting: Arc::default(), work_timeout }
+    }
+
+    pub fn state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            max: self.pool.max_size(),
+            idle: state.idle_connections,
+            in_use: state.connections - state.idle_connections,
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `work` with a pooled connection on the blocking thread pool. The connection
+    /// is checked out and returned inside the closure, never held across an `.await`.
+    /// Past the work timeout the caller gets a 503; the statement timeout then ends the
+    /// database side.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let waiting = Arc::clone(&self.waiting);
+        let blocking = web::block(move || {
+            waiting.fetch_add(1, Ordering::Relaxed);
+            let checkout = pool.get();
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut conn = checkout?;
+            work(&mut conn)
+        });
+        match tokio::time::timeout(self.work_timeout, blocking).await {
+            Ok(finished) => finished.map_err(ApiError::internal)?,
+            Err(_elapsed) => Err(ApiError::RequestTimeout),
+        }
+    }
 }
 
 /// Applies pending migrations, holding an advisory lock so that several instances
@@ -49,20 +129,4 @@ pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
         .map_err(|e| anyhow!("migration failed: {e}"));
     sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn)?;
     applied
-}
-
-/// Runs `work` with a pooled connection on the blocking thread pool. The connection is
-/// checked out and returned inside the closure, never held across an `.await`.
-pub async fn run<T, F>(pool: &DbPool, work: F) -> Result<T, ApiError>
-where
-    F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
-    T: Send + 'static,
-{
-    let pool = pool.clone();
-    web::block(move || {
-        let mut conn = pool.get()?;
-        work(&mut conn)
-    })
-    .await
-    .map_err(ApiError::internal)?
 }

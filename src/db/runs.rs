@@ -14,6 +14,7 @@ use super::models::{NewOperationRun, NewRunEvent, OperationRunRow};
 use super::schema::operation_runs::{self, dsl::*};
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
+use crate::domain::staleness::StaleLimits;
 use crate::domain::status::{Outcome, RunStatus};
 
 /// What an attempt to create a run came to.
@@ -234,4 +235,28 @@ pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<Operat
         );
     }
     select.order((created_at.desc(), id.desc())).limit(query.limit).load(conn)
+}
+
+/// Active runs unchanged for longer than their type's stale limit, least recently
+/// changed first. With `lock`, the rows are locked for this transaction and rows another
+/// reaper holds are skipped, so concurrent reapers never take the same run.
+pub fn stale(
+    conn: &mut PgConnection,
+    limits: &StaleLimits,
+    batch: i64,
+    lock: bool,
+) -> QueryResult<Vec<OperationRunRow>> {
+    // Types and whole milliseconds only: nothing from a client reaches this SQL.
+    let cases: String = limits.iter().map(|(t, limit)| format!(" WHEN '{}' THEN {}", t.as_str(), limit.as_millis())).collect();
+    let query = operation_runs
+        .filter(sql::<Bool>(ACTIVE))
+        .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => (CASE type{cases} END) / 1000.0)")))
+        .order(updated_at.asc())
+        .limit(batch)
+        .select(OperationRunRow::as_select());
+    if lock {
+        query.for_update().skip_locked().load(conn)
+    } else {
+        query.load(conn)
+    }
 }

@@ -8,4 +8,5 @@ pub mod counts;
 pub mod failures;
 pub mod identity;
 pub mod inputs;
+pub mod staleness;
 pub mod status;

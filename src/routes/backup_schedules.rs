@@ -9,7 +9,7 @@ use super::runs::list::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query,
 };
 use super::runs::RunPage;
-use crate::db::DbPool;
+use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
 use crate::domain::inputs::{format_minute, Trigger};
@@ -66,7 +66,7 @@ pub struct ScheduleHistoryParams {
 )]
 #[get("/v1/backup-schedules/{schedule_id}/runs")]
 pub async fn list_backup_schedule_runs(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
     principal: Principal,
     schedule_id: web::Path<i64>,
     request: HttpRequest,
@@ -102,5 +102,5 @@ pub async fn list_backup_schedule_runs(
     query.scheduled_before = parse_time("scheduled_before", params.scheduled_before.as_deref())?
         .map(|at| format_minute(crate::domain::inputs::ceil_minute(at)));
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&pool, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
 }

@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use diesel::{sql_query, RunQueryDsl};
 use serde_json::json;
 
-use crate::db::{self, DbPool};
+use crate::db::Database;
 use crate::error::ApiError;
 
 /// Liveness: the process serves HTTP.
@@ -23,7 +23,7 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(pool: web::Data<DbPool>) -> Result<HttpResponse, ApiError> {
-    db::run(&pool, |conn| Ok(sql_query("SELECT 1").execute(conn)?)).await?;
+pub async fn readyz(db: web::Data<Database>) -> Result<HttpResponse, ApiError> {
+    db.run(|conn| Ok(sql_query("SELECT 1").execute(conn)?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }

@@ -4,6 +4,7 @@
 pub mod backup_schedules;
 pub mod health;
 pub mod legacy;
+pub mod metrics;
 pub mod operation_types;
 pub mod runs;
 
@@ -14,6 +15,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(health::healthz)
         .service(health::readyz)
+        .service(metrics::export_metrics)
         .service(operation_types::list_operation_types)
         .service(runs::start::start_run)
         .service(runs::list::list_runs)

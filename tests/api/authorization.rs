@@ -3,35 +3,37 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, claims, inventory_sync, mint, token, TestApp};
+use crate::helpers::{
+    admin_token, assert_problem, claims, inventory_sync, mint, problem_without_request_id, token, TestApp,
+};
 
-/// The body of a 404, with nothing that varies per request.
-async fn not_found_bytes(app: &TestApp, path: &str, token: &str) -> Vec<u8> {
-    let response = app.get(path, token).await;
-    assert_eq!(response.status(), 404, "{path}");
-    response.bytes().await.unwrap().to_vec()
+/// The body of a 404, without the request id (the one part that varies per request).
+async fn not_found_body(app: &TestApp, path: &str, token: &str) -> String {
+    let (status, body) = problem_without_request_id(app.get(path, token).await).await;
+    assert_eq!(status, 404, "{path}");
+    body
 }
 
 #[tokio::test]
-async fn foreign_workspace_foreign_tenant_and_missing_runs_answer_identical_404s() {
+async fn foreign_workspace_foreign_tenant_and_missing_runs_answer_identical_404s_apart_from_request_ids() {
     let app = TestApp::spawn().await;
     let run = app.start(&admin_token(), inventory_sync(5, "a")).await;
     let other_workspace = mint(&claims(2, json!("*"), &["inventory.sync"]));
     let other_tenant = token(json!([6, 7]), &["inventory.sync"]);
     let member = token(json!([5]), &["inventory.sync"]);
 
-    let missing = not_found_bytes(&app, "/v1/runs/987654", &member).await;
+    let missing = not_found_body(&app, "/v1/runs/987654", &member).await;
     for path in [format!("/v1/runs/{run}"), format!("/v1/runs/{run}/events")] {
-        assert_eq!(not_found_bytes(&app, &path, &other_workspace).await, missing, "{path}");
-        assert_eq!(not_found_bytes(&app, &path, &other_tenant).await, missing, "{path}");
+        assert_eq!(not_found_body(&app, &path, &other_workspace).await, missing, "{path}");
+        assert_eq!(not_found_body(&app, &path, &other_tenant).await, missing, "{path}");
         assert_eq!(app.get(&path, &member).await.status(), 200, "{path}");
     }
     for verb in ["start", "progress", "complete", "cancel"] {
         let path = format!("/v1/runs/{run}/{verb}");
         let worker_elsewhere = mint(&claims(2, json!("*"), &["operations.execute"]));
         let body = if verb == "complete" { json!({"outcome": "succeeded"}) } else { json!({}) };
-        let response = app.post(&path, &worker_elsewhere, body).await;
-        assert_eq!(response.bytes().await.unwrap().to_vec(), missing, "{path}");
+        let (status, body) = problem_without_request_id(app.post(&path, &worker_elsewhere, body).await).await;
+        assert_eq!((status, body), (404, missing.clone()), "{path}");
     }
 }
 

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{admin_token, assert_problem, TestApp};
+use crate::helpers::{admin_token, assert_problem, problem_without_request_id, TestApp};
 
 #[tokio::test]
 async fn malformed_json_is_400_problem_json() {
@@ -83,8 +83,8 @@ async fn legacy_run_urls_answer_404_and_never_redirect() {
 #[tokio::test]
 async fn a_non_numeric_run_id_is_the_same_404_as_a_missing_run() {
     let app = TestApp::spawn().await;
-    let missing = app.get("/v1/runs/999999", &admin_token()).await.bytes().await.unwrap();
+    let missing = problem_without_request_id(app.get("/v1/runs/999999", &admin_token()).await).await;
     for path in ["/v1/runs/abc", "/v1/runs/99999999999999999999999", "/v1/runs/-1"] {
-        assert_eq!(app.get(path, &admin_token()).await.bytes().await.unwrap(), missing, "{path}");
+        assert_eq!(problem_without_request_id(app.get(path, &admin_token()).await).await, missing, "{path}");
     }
 }

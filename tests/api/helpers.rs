@@ -108,7 +108,9 @@ impl TestApp {
             pool_size: 8,
             pool_timeout: Duration::from_secs(10),
             workers: 2,
+            request_timeout: Duration::from_secs(30),
             auth,
+            reaper: None,
         })
         .expect("the application builds");
         let address = format!("http://127.0.0.1:{}", application.port());
@@ -220,4 +222,17 @@ where
         outputs.push(handle.await.expect("the task completes"));
     }
     outputs
+}
+
+/// A problem body's bytes with its request id taken out: what must be identical across
+/// answers that should not tell each other apart.
+pub async fn problem_without_request_id(response: Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let request_id = body["request_id"].as_str().expect("every problem carries a request id");
+    assert!(request_id.len() >= 16, "{request_id}");
+    let field = format!(",\"request_id\":\"{request_id}\"");
+    assert!(text.contains(&field), "{text}");
+    (status, text.replacen(&field, "", 1))
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::authorize;
 use crate::db::models::RunEventRow;
-use crate::db::{self, events, runs, DbPool};
+use crate::db::{events, runs, Database};
 use crate::domain::access::{Action, Principal};
 use crate::domain::status::{Outcome, RunStatus};
 use crate::error::{ApiError, Problem};
@@ -66,12 +66,12 @@ pub struct RunEventList {
 )]
 #[get("/v1/runs/{id}/events")]
 pub async fn list_run_events(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let timeline = db::run(&pool, move |conn| {
+    let timeline = db.run(move |conn| {
         let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
         authorize(&principal, &run, Action::View)?;
         Ok(events::for_run(conn, run.id)?)

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 
 use super::{RunPage, RunView};
 use crate::db::runs::{self, RunQuery, StatusFilter};
-use crate::db::{self, DbPool};
+use crate::db::Database;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
 use crate::domain::status::{Outcome, RunStatus};
@@ -122,7 +122,7 @@ pub fn visible_query(principal: &Principal, requested: &[RunType]) -> RunQuery {
 
 /// Runs one page of `query` and answers with the page and its `Link` header.
 pub async fn respond_with_page(
-    pool: &DbPool,
+    db: &Database,
     mut query: RunQuery,
     list: ListRequest,
     cursor: Option<&str>,
@@ -134,7 +134,7 @@ pub async fn respond_with_page(
     let mut rows = if query.types.is_empty() {
         Vec::new()
     } else {
-        db::run(pool, move |conn| Ok(runs::list(conn, &query)?)).await?
+        db.run(move |conn| Ok(runs::list(conn, &query)?)).await?
     };
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
@@ -167,7 +167,7 @@ pub async fn respond_with_page(
 )]
 #[get("/v1/runs")]
 pub async fn list_runs(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
     principal: Principal,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -181,5 +181,5 @@ pub async fn list_runs(
     query.created_before = parse_time("created_before", params.created_before.as_deref())?;
     query.backup_schedule_id = params.backup_schedule_id;
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&pool, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
 }

@@ -9,13 +9,14 @@ use utoipa::ToSchema;
 use super::RunView;
 use crate::db::models::NewOperationRun;
 use crate::db::runs::{self, Created};
-use crate::db::{self, DbPool};
+use crate::db::Database;
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::{RunType, Scope};
 use crate::domain::context::validate_context;
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::inputs::parse_inputs;
 use crate::error::{ApiError, Problem};
+use crate::metrics::Metrics;
 
 /// What to start.
 #[derive(Deserialize, ToSchema)]
@@ -133,14 +134,21 @@ fn plan_run(principal: &Principal, request: StartRunRequest) -> Result<NewOperat
 )]
 #[post("/v1/runs")]
 pub async fn start_run(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
     principal: Principal,
     request: web::Json<StartRunRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_run = plan_run(&principal, request.into_inner())?;
     let run_type = new_run.run_type;
     let policy = new_run.identity_policy;
-    match db::run(&pool, move |conn| Ok(runs::create(conn, &new_run)?)).await? {
+    let created = db.run(move |conn| Ok(runs::create(conn, &new_run)?)).await?;
+    let counter = match created {
+        Created::Run(_) => &metrics.runs_started,
+        Created::Conflict { .. } => &metrics.duplicate_refusals,
+    };
+    counter.with_label_values(&[run_type.as_str()]).inc();
+    match created {
         Created::Run(run) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
             .json(RunView::from(*run))),

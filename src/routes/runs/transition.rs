@@ -11,12 +11,13 @@ use utoipa::ToSchema;
 use super::{authorize, RunView};
 use crate::db::models::{NewRunEvent, OperationRunRow};
 use crate::db::runs::{self, Change};
-use crate::db::{self, events, DbPool};
+use crate::db::{events, Database};
 use crate::domain::access::{Action, Principal};
 use crate::domain::counts::Counts;
 use crate::domain::failures::{Failure, ReasonCode, ReportedFailure};
 use crate::domain::status::{self, Outcome, Transition};
 use crate::error::{ApiError, Problem};
+use crate::metrics::Metrics;
 
 /// The most failure entries one report may carry.
 const MAX_FAILURES_PER_REPORT: usize = 1000;
@@ -71,7 +72,8 @@ fn was_reaped(run: &OperationRunRow) -> bool {
 
 /// Loads, authorizes and moves one run, appending its event, in one transaction.
 async fn move_run(
-    pool: &DbPool,
+    db: &Database,
+    metrics: &Metrics,
     principal: Principal,
     run_id: i64,
     transition: Transition,
@@ -79,7 +81,7 @@ async fn move_run(
     change: Change,
     detail: Value,
 ) -> Result<HttpResponse, ApiError> {
-    let moved = db::run(pool, move |conn| {
+    let moved = db.run(move |conn| {
         conn.transaction(|conn| {
             // Retried only when a concurrent move changed the status under us.
             for _ in 0..5 {
@@ -112,6 +114,7 @@ async fn move_run(
         })
     })
     .await?;
+    metrics.transitions.with_label_values(&[transition.event_kind()]).inc();
     Ok(HttpResponse::Ok().json(RunView::from(moved)))
 }
 
@@ -130,11 +133,12 @@ async fn move_run(
 )]
 #[post("/v1/runs/{id}/start")]
 pub async fn start_run_work(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&pool, principal, id.into_inner(), Transition::Start, Action::Execute, Change::default(), json!({})).await
+    move_run(&db, &metrics, principal, id.into_inner(), Transition::Start, Action::Execute, Change::default(), json!({})).await
 }
 
 /// Report progress of a running run.
@@ -157,7 +161,8 @@ pub async fn start_run_work(
 )]
 #[post("/v1/runs/{id}/progress")]
 pub async fn report_progress(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
     principal: Principal,
     id: web::Path<i64>,
     request: web::Json<ProgressRequest>,
@@ -167,7 +172,7 @@ pub async fn report_progress(
     let failures = sanitized_failures(request.failures)?;
     let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
     let change = Change { increments: Some(counts.to_json()), final_counts: None, failures };
-    move_run(&pool, principal, id.into_inner(), Transition::Progress, Action::Execute, change, detail).await
+    move_run(&db, &metrics, principal, id.into_inner(), Transition::Progress, Action::Execute, change, detail).await
 }
 
 /// Complete a run with its final outcome.
@@ -187,7 +192,8 @@ pub async fn report_progress(
 )]
 #[post("/v1/runs/{id}/complete")]
 pub async fn complete_run(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
     principal: Principal,
     id: web::Path<i64>,
     request: web::Json<CompleteRequest>,
@@ -198,7 +204,7 @@ pub async fn complete_run(
     let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
     let change = Change { increments: None, final_counts: Some(counts.to_json()), failures };
     let transition = Transition::Complete(request.outcome);
-    move_run(&pool, principal, id.into_inner(), transition, Action::Execute, change, detail).await
+    move_run(&db, &metrics, principal, id.into_inner(), transition, Action::Execute, change, detail).await
 }
 
 /// Cancel a queued or running run.
@@ -218,9 +224,10 @@ pub async fn complete_run(
 )]
 #[post("/v1/runs/{id}/cancel")]
 pub async fn cancel_run(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&pool, principal, id.into_inner(), Transition::Cancel, Action::Cancel, Change::default(), json!({})).await
+    move_run(&db, &metrics, principal, id.into_inner(), Transition::Cancel, Action::Cancel, Change::default(), json!({})).await
 }

@@ -3,7 +3,7 @@
 use actix_web::{get, web, HttpResponse};
 
 use super::{authorize, RunView};
-use crate::db::{self, runs, DbPool};
+use crate::db::{runs, Database};
 use crate::domain::access::{Action, Principal};
 use crate::error::{ApiError, Problem};
 
@@ -25,12 +25,12 @@ use crate::error::{ApiError, Problem};
 )]
 #[get("/v1/runs/{id}")]
 pub async fn view_run(
-    pool: web::Data<DbPool>,
+    db: web::Data<Database>,
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let run = db::run(&pool, move |conn| {
+    let run = db.run(move |conn| {
         let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
         authorize(&principal, &run, Action::View)?;
         Ok(run)

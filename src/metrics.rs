@@ -1,0 +1,73 @@
+//! Prometheus metrics: HTTP traffic by route template, run lifecycle counters and the
+//! connection pool, rendered in the text exposition format at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::db::Database;
+
+/// Every metric family the service exports, in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub runs_started: IntCounterVec,
+    pub duplicate_refusals: IntCounterVec,
+    pub transitions: IntCounterVec,
+    pub runs_reaped: IntCounterVec,
+    pool_connections: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(counter.clone())).expect("metric names are unique");
+    counter
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let registry = Registry::new();
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new("opsrun_http_request_duration_seconds", "HTTP request latency, by route template")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(http_request_duration.clone())).expect("metric names are unique");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new("opsrun_db_pool_connections", "Database pool: max, idle and in-use connections, and waiting requests"),
+            &["state"],
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(pool_connections.clone())).expect("metric names are unique");
+        Metrics {
+            http_requests: counter(&registry, "opsrun_http_requests_total", "HTTP requests, by route template and status", &["method", "route", "status"]),
+            runs_started: counter(&registry, "opsrun_runs_started_total", "Runs created, by type", &["type"]),
+            duplicate_refusals: counter(&registry, "opsrun_duplicate_refusals_total", "Starts refused because the identity is held, by type", &["type"]),
+            transitions: counter(&registry, "opsrun_transitions_total", "Run moves, by kind", &["kind"]),
+            runs_reaped: counter(&registry, "opsrun_runs_reaped_total", "Stale runs completed as failed by the reaper, by type", &["type"]),
+            http_request_duration,
+            pool_connections,
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// The exposition text, with the pool gauges read now.
+    pub fn render(&self, database: &Database) -> String {
+        let state = database.state();
+        for (label, value) in [
+            ("max", i64::from(state.max)),
+            ("idle", i64::from(state.idle)),
+            ("in_use", i64::from(state.in_use)),
+            ("waiting", state.waiting),
+        ] {
+            self.pool_connections.with_label_values(&[label]).set(value);
+        }
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("the exposition format is UTF-8")
+    }
+}

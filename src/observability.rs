@@ -1,0 +1,100 @@
+//! What happens around every request: a request id (accepted from `X-Request-Id` or
+//! made here, and echoed), one log line, request metrics, and the request id written
+//! into every problem+json body.
+
+use std::time::Instant;
+
+use actix_web::body::{self, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse};
+
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// This request's id.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    // An id is for correlation, not security: fall back to the clock if the OS has no randomness.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..16].copy_from_slice(&Instant::now().elapsed().as_nanos().to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+/// Rewrites a problem+json body to carry the request id.
+async fn with_request_id(response: HttpResponse<BoxBody>, request_id: &str) -> HttpResponse<BoxBody> {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !is_problem {
+        return response;
+    }
+    let (response, payload) = response.into_parts();
+    let Ok(bytes) = body::to_bytes(payload).await else {
+        return response.set_body(BoxBody::new(()));
+    };
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut problem)) => {
+            problem.insert("request_id".into(), Value::from(request_id));
+            serde_json::to_vec(&problem).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    response.set_body(BoxBody::new(body))
+}
+
+/// The middleware itself; see the module header.
+pub async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| acceptable(id))
+        .map_or_else(new_request_id, str::to_owned);
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = request.method().clone();
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+
+    // Handlers turn their errors into responses; an error here is actix-web's own.
+    let (request, response) = next.call(request).await?.map_into_boxed_body().into_parts();
+    let mut response = with_request_id(response, &request_id).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+
+    let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status();
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        let labels = [method.as_str(), route.as_str(), status.as_str()];
+        metrics.http_requests.with_label_values(&labels).inc();
+        metrics.http_request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        target: "opsrun::request",
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        "request"
+    );
+    Ok(ServiceResponse::new(request, response))
+}

@@ -1,0 +1,121 @@
+//! The stale-run reaper: completes runs that no worker has touched within their type's
+//! stale limit as `failed` with a `stale_timeout` failure and a `reaped` event, which
+//! frees their identity for a new start. It runs on an interval inside `serve` and once
+//! as `opsrun reap`. Row locks with SKIP LOCKED keep concurrent reapers from taking the
+//! same run, and the status-guarded update keeps a run from being reaped twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::{Connection, PgConnection, QueryResult};
+use serde_json::json;
+
+use crate::db::models::NewRunEvent;
+use crate::db::runs::{self, Change};
+use crate::db::{events, Database};
+use crate::domain::catalog::RunType;
+use crate::domain::failures::Failure;
+use crate::domain::staleness::StaleLimits;
+use crate::domain::status::{self, RunStatus, Transition};
+use crate::metrics::Metrics;
+
+/// Runs reaped (or, in a dry run, that would be) per transaction.
+const BATCH: i64 = 500;
+/// The actor reaped events name.
+pub const REAPER_ACTOR: &str = "opsrun-reaper";
+
+/// One stale run.
+#[derive(Clone, Debug)]
+pub struct StaleRun {
+    pub id: i64,
+    pub workspace_id: i64,
+    pub tenant_id: Option<i64>,
+    pub run_type: RunType,
+    pub status: RunStatus,
+    pub last_change: DateTime<Utc>,
+}
+
+/// Reaps one batch in one transaction; returns the runs it completed.
+fn reap_batch(conn: &mut PgConnection, limits: &StaleLimits) -> QueryResult<Vec<StaleRun>> {
+    conn.transaction(|conn| {
+        let mut reaped = Vec::new();
+        for run in runs::stale(conn, limits, BATCH, true)? {
+            let Ok((to, outcome)) = status::apply(run.status, run.outcome, Transition::Reap) else { continue };
+            let limit = limits.limit(run.run_type);
+            let failure = Failure::stale_timeout(limit.as_secs().div_ceil(60));
+            let change = Change {
+                failures: vec![serde_json::to_value(failure).expect("a failure serializes")],
+                ..Change::default()
+            };
+            if runs::update(conn, run.id, run.status, to, outcome, change)?.is_none() {
+                continue;
+            }
+            events::append(conn, &NewRunEvent {
+                run_id: run.id,
+                workspace_id: run.workspace_id,
+                actor: REAPER_ACTOR.into(),
+                kind: Transition::Reap.event_kind(),
+                from_status: Some(run.status),
+                to_status: to,
+                outcome,
+                detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
+            })?;
+            reaped.push(StaleRun {
+                id: run.id,
+                workspace_id: run.workspace_id,
+                tenant_id: run.tenant_id,
+                run_type: run.run_type,
+                status: run.status,
+                last_change: run.updated_at,
+            });
+        }
+        Ok(reaped)
+    })
+}
+
+/// Reaps every stale run (or, with `dry_run`, lists them without changing anything).
+pub fn reap(conn: &mut PgConnection, limits: &StaleLimits, dry_run: bool) -> QueryResult<Vec<StaleRun>> {
+    if dry_run {
+        let stale = runs::stale(conn, limits, i64::MAX, false)?;
+        return Ok(stale
+            .into_iter()
+            .map(|run| StaleRun {
+                id: run.id,
+                workspace_id: run.workspace_id,
+                tenant_id: run.tenant_id,
+                run_type: run.run_type,
+                status: run.status,
+                last_change: run.updated_at,
+            })
+            .collect());
+    }
+    let mut all = Vec::new();
+    loop {
+        let batch = reap_batch(conn, limits)?;
+        let done = (batch.len() as i64) < BATCH;
+        all.extend(batch);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Reaps on every tick of `interval` until the task is dropped.
+pub async fn run_periodically(database: Database, limits: StaleLimits, interval: Duration, metrics: Arc<Metrics>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let limits = limits.clone();
+        match database.run(move |conn| Ok(reap(conn, &limits, false)?)).await {
+            Ok(reaped) => {
+                for run in &reaped {
+                    metrics.runs_reaped.with_label_values(&[run.run_type.as_str()]).inc();
+                    tracing::warn!(run_id = run.id, run_type = %run.run_type, last_change = %run.last_change, "reaped a stale run");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the reaper could not run; it will try again"),
+        }
+    }
+}

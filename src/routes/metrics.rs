@@ -1,0 +1,19 @@
+//! `GET /metrics`: Prometheus text exposition; needs no token.
+
+use actix_web::{get, web, HttpResponse};
+
+use crate::db::Database;
+use crate::metrics::Metrics;
+
+/// Prometheus metrics.
+///
+/// Request counts and latency by route template and status, runs started, duplicate
+/// refusals, transitions, reaped runs, and the database pool.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
+pub async fn export_metrics(metrics: web::Data<Metrics>, db: web::Data<Database>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render(&db))
+}
