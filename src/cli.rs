@@ -84,14 +84,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reap { dry_run } => {
             telemetry::init(settings.log_format);
             let database = dev::database(&settings)?;
-            let mut conn = PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
+            let mut conn =
+                PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
             let stale = reaper::reap(&mut conn, &settings.stale_limits, dry_run)?;
-            println!("{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  last change", "run", "workspace", "tenant", "type", "status");
+            println!(
+                "{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  last change",
+                "run", "workspace", "tenant", "type", "status"
+            );
             for run in &stale {
                 let tenant = run.tenant_id.map_or_else(|| "-".to_owned(), |t| t.to_string());
                 println!(
                     "{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  {}",
-                    run.id, run.workspace_id, tenant, run.run_type.as_str(), run.status.as_str(), run.last_change.to_rfc3339()
+                    run.id,
+                    run.workspace_id,
+                    tenant,
+                    run.run_type.as_str(),
+                    run.status.as_str(),
+                    run.last_change.to_rfc3339()
                 );
             }
             let verb = if dry_run { "would reap" } else { "reaped" };

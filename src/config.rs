@@ -119,7 +119,12 @@ impl Settings {
             Some("off") => None,
             Some(text) => match humantime::parse_duration(text) {
                 Ok(interval) if interval >= Duration::from_millis(100) => Some(interval),
-                _ => return Err(bad("OPSRUN_REAP_INTERVAL", format!("`{text}` is not `off` or a duration of at least 100ms, such as 60s"))),
+                _ => {
+                    return Err(bad(
+                        "OPSRUN_REAP_INTERVAL",
+                        format!("`{text}` is not `off` or a duration of at least 100ms, such as 60s"),
+                    ))
+                }
             },
         };
         let stale_limits = match lookup("OPSRUN_STALE_LIMITS") {

@@ -29,7 +29,7 @@ pub fn database(settings: &Settings) -> anyhow::Result<Database> {
     if let Some(url) = &settings.database_url {
         return Ok(Database { url: url.clone(), embedded: None });
     }
-    let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true };
+    let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true, port: None };
     let cluster = EmbeddedPostgres::start(&options).context("cannot start the embedded PostgreSQL")?;
     let mut admin = PgConnection::establish(&cluster.url("postgres"))?;
     let exists =

@@ -33,6 +33,8 @@ pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// `false` trades crash safety for speed (fsync off): for throwaway test clusters.
     pub durable: bool,
+    /// The port to listen on; `None` picks a free one.
+    pub port: Option<u16>,
 }
 
 /// A running cluster; stopped when dropped.
@@ -145,7 +147,10 @@ impl EmbeddedPostgres {
 
         let mut last_error = None;
         for _attempt in 0..3 {
-            let port = free_port()?;
+            let port = match options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             match Self::launch(&bin, run_as, &data_dir, &log_path, port, options.durable) {
                 Ok(cluster) => return Ok(cluster),
                 Err(error) => last_error = Some(error),

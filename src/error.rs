@@ -228,8 +228,8 @@ fn is_connection_loss(message: &str) -> bool {
         "no connection to the server",
         "canceling statement due to statement timeout",
     ]
-        .iter()
-        .any(|fragment| message.contains(fragment))
+    .iter()
+    .any(|fragment| message.contains(fragment))
 }
 
 impl From<diesel::r2d2::PoolError> for ApiError {

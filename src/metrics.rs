@@ -1,11 +1,10 @@
 //! Prometheus metrics: HTTP traffic by route template, run lifecycle counters and the
 //! connection pool, rendered in the text exposition format at `/metrics`.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::db::Database;
+use crate::domain::catalog::RunType;
 
 /// Every metric family the service exports, in its own registry.
 pub struct Metrics {
@@ -36,21 +35,49 @@ impl Default for Metrics {
         .expect("valid metric definition");
         registry.register(Box::new(http_request_duration.clone())).expect("metric names are unique");
         let pool_connections = IntGaugeVec::new(
-            Opts::new("opsrun_db_pool_connections", "Database pool: max, idle and in-use connections, and waiting requests"),
+            Opts::new(
+                "opsrun_db_pool_connections",
+                "Database pool: max, idle and in-use connections, and waiting requests",
+            ),
             &["state"],
         )
         .expect("valid metric definition");
         registry.register(Box::new(pool_connections.clone())).expect("metric names are unique");
-        Metrics {
-            http_requests: counter(&registry, "opsrun_http_requests_total", "HTTP requests, by route template and status", &["method", "route", "status"]),
+        let metrics = Metrics {
+            http_requests: counter(
+                &registry,
+                "opsrun_http_requests_total",
+                "HTTP requests, by route template and status",
+                &["method", "route", "status"],
+            ),
             runs_started: counter(&registry, "opsrun_runs_started_total", "Runs created, by type", &["type"]),
-            duplicate_refusals: counter(&registry, "opsrun_duplicate_refusals_total", "Starts refused because the identity is held, by type", &["type"]),
+            duplicate_refusals: counter(
+                &registry,
+                "opsrun_duplicate_refusals_total",
+                "Starts refused because the identity is held, by type",
+                &["type"],
+            ),
             transitions: counter(&registry, "opsrun_transitions_total", "Run moves, by kind", &["kind"]),
-            runs_reaped: counter(&registry, "opsrun_runs_reaped_total", "Stale runs completed as failed by the reaper, by type", &["type"]),
+            runs_reaped: counter(
+                &registry,
+                "opsrun_runs_reaped_total",
+                "Stale runs completed as failed by the reaper, by type",
+                &["type"],
+            ),
             http_request_duration,
             pool_connections,
             registry,
+        };
+        // Every series exists from the start, at zero, so rates and alerts need no special case.
+        for run_type in RunType::ALL {
+            for family in [&metrics.runs_started, &metrics.duplicate_refusals, &metrics.runs_reaped] {
+                family.with_label_values(&[run_type.as_str()]);
+            }
         }
+        for kind in ["started", "progressed", "completed", "cancelled"] {
+            metrics.transitions.with_label_values(&[kind]);
+        }
+        metrics
     }
 }
 

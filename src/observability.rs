@@ -35,10 +35,8 @@ fn new_request_id() -> String {
 
 /// Rewrites a problem+json body to carry the request id.
 async fn with_request_id(response: HttpResponse<BoxBody>, request_id: &str) -> HttpResponse<BoxBody> {
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/problem+json");
     if !is_problem {
         return response;
     }

@@ -51,16 +51,19 @@ fn reap_batch(conn: &mut PgConnection, limits: &StaleLimits) -> QueryResult<Vec<
             if runs::update(conn, run.id, run.status, to, outcome, change)?.is_none() {
                 continue;
             }
-            events::append(conn, &NewRunEvent {
-                run_id: run.id,
-                workspace_id: run.workspace_id,
-                actor: REAPER_ACTOR.into(),
-                kind: Transition::Reap.event_kind(),
-                from_status: Some(run.status),
-                to_status: to,
-                outcome,
-                detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
-            })?;
+            events::append(
+                conn,
+                &NewRunEvent {
+                    run_id: run.id,
+                    workspace_id: run.workspace_id,
+                    actor: REAPER_ACTOR.into(),
+                    kind: Transition::Reap.event_kind(),
+                    from_status: Some(run.status),
+                    to_status: to,
+                    outcome,
+                    detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
+                },
+            )?;
             reaped.push(StaleRun {
                 id: run.id,
                 workspace_id: run.workspace_id,

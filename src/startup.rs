@@ -119,8 +119,8 @@ impl Application {
             config.request_timeout,
         );
         let verifier = web::Data::new(TokenVerifier::new(&config.auth)?);
-        let listener = TcpListener::bind(config.bind)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+        let listener =
+            TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let openapi = ApiDoc::openapi();
         let metrics = web::Data::new(Metrics::default());

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use actix_web::web;
 use anyhow::anyhow;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 

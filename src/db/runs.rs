@@ -247,7 +247,8 @@ pub fn stale(
     lock: bool,
 ) -> QueryResult<Vec<OperationRunRow>> {
     // Types and whole milliseconds only: nothing from a client reaches this SQL.
-    let cases: String = limits.iter().map(|(t, limit)| format!(" WHEN '{}' THEN {}", t.as_str(), limit.as_millis())).collect();
+    let cases: String =
+        limits.iter().map(|(t, limit)| format!(" WHEN '{}' THEN {}", t.as_str(), limit.as_millis())).collect();
     let query = operation_runs
         .filter(sql::<Bool>(ACTIVE))
         .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => (CASE type{cases} END) / 1000.0)")))

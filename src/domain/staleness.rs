@@ -26,8 +26,9 @@ impl StaleLimits {
     pub fn parse(overrides: &str) -> Result<StaleLimits, String> {
         let mut limits = StaleLimits::default();
         for entry in overrides.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (name, duration) =
-                entry.split_once('=').ok_or_else(|| format!("`{entry}` is not `type=duration` (e.g. inventory_sync=45m)"))?;
+            let (name, duration) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("`{entry}` is not `type=duration` (e.g. inventory_sync=45m)"))?;
             let run_type = RunType::parse(name.trim()).map_err(|e| e.to_string())?;
             let duration = humantime::parse_duration(duration.trim())
                 .map_err(|e| format!("`{}` is not a duration such as 45m or 4h: {e}", duration.trim()))?;

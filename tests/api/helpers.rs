@@ -54,7 +54,7 @@ fn server() -> &'static TestServer {
                 remove_stale_clusters(&root);
                 let data_dir = root.join(format!("opsrun-test-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&data_dir);
-                let cluster = EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false })
+                let cluster = EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false, port: None })
                     .expect("the test PostgreSQL starts");
                 (url::Url::parse(&cluster.url("postgres")).unwrap(), Some(cluster))
             }
@@ -102,17 +102,23 @@ impl TestApp {
 
     /// A server on the given database with the given verification settings.
     pub async fn spawn_on(database_url: String, auth: AuthConfig) -> TestApp {
-        let application = Application::build(ApplicationConfig {
+        TestApp::spawn_with(database_url, |config| config.auth = auth).await
+    }
+
+    /// A server on the given database, its configuration adjusted by `adjust`.
+    pub async fn spawn_with(database_url: String, adjust: impl FnOnce(&mut ApplicationConfig)) -> TestApp {
+        let mut config = ApplicationConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             database_url: database_url.clone().into(),
             pool_size: 8,
             pool_timeout: Duration::from_secs(10),
             workers: 2,
             request_timeout: Duration::from_secs(30),
-            auth,
+            auth: test_auth(),
             reaper: None,
-        })
-        .expect("the application builds");
+        };
+        adjust(&mut config);
+        let application = Application::build(config).expect("the application builds");
         let address = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
         TestApp { address, database_url, client: reqwest::Client::new() }
@@ -121,6 +127,17 @@ impl TestApp {
     /// Another instance of the service on this one's database.
     pub async fn second_instance(&self) -> TestApp {
         TestApp::spawn_on(self.database_url.clone(), test_auth()).await
+    }
+
+    /// The `/metrics` text, fetched without an async runtime of the caller's.
+    pub fn metrics_text_blocking(&self) -> String {
+        let address = self.address.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async { reqwest::get(format!("{address}/metrics")).await.unwrap().text().await.unwrap() })
+        })
+        .join()
+        .unwrap()
     }
 
     pub fn db(&self) -> PgConnection {

@@ -8,6 +8,7 @@ mod backup_schedules;
 mod errors;
 mod helpers;
 mod openapi;
+mod operability;
 mod pagination;
 mod schema;
 mod serve;

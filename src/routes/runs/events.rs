@@ -71,12 +71,13 @@ pub async fn list_run_events(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let timeline = db.run(move |conn| {
-        let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
-        authorize(&principal, &run, Action::View)?;
-        Ok(events::for_run(conn, run.id)?)
-    })
-    .await?;
+    let timeline = db
+        .run(move |conn| {
+            let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
+            authorize(&principal, &run, Action::View)?;
+            Ok(events::for_run(conn, run.id)?)
+        })
+        .await?;
     let items = timeline.into_iter().map(RunEventView::from).collect();
     Ok(HttpResponse::Ok().json(RunEventList { items }))
 }

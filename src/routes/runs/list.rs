@@ -131,11 +131,8 @@ pub async fn respond_with_page(
     let limit = pagination::limit(limit)?;
     query.after = cursor.map(|c| list.decode_cursor(c)).transpose()?;
     query.limit = limit + 1;
-    let mut rows = if query.types.is_empty() {
-        Vec::new()
-    } else {
-        db.run(move |conn| Ok(runs::list(conn, &query)?)).await?
-    };
+    let mut rows =
+        if query.types.is_empty() { Vec::new() } else { db.run(move |conn| Ok(runs::list(conn, &query)?)).await? };
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| list.encode_cursor(last.created_at, last.id))

@@ -138,7 +138,17 @@ pub async fn start_run_work(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&db, &metrics, principal, id.into_inner(), Transition::Start, Action::Execute, Change::default(), json!({})).await
+    move_run(
+        &db,
+        &metrics,
+        principal,
+        id.into_inner(),
+        Transition::Start,
+        Action::Execute,
+        Change::default(),
+        json!({}),
+    )
+    .await
 }
 
 /// Report progress of a running run.
@@ -229,5 +239,15 @@ pub async fn cancel_run(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&db, &metrics, principal, id.into_inner(), Transition::Cancel, Action::Cancel, Change::default(), json!({})).await
+    move_run(
+        &db,
+        &metrics,
+        principal,
+        id.into_inner(),
+        Transition::Cancel,
+        Action::Cancel,
+        Change::default(),
+        json!({}),
+    )
+    .await
 }

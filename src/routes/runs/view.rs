@@ -30,11 +30,12 @@ pub async fn view_run(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let run = db.run(move |conn| {
-        let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
-        authorize(&principal, &run, Action::View)?;
-        Ok(run)
-    })
-    .await?;
+    let run = db
+        .run(move |conn| {
+            let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
+            authorize(&principal, &run, Action::View)?;
+            Ok(run)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(RunView::from(run)))
 }

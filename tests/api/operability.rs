@@ -1,0 +1,236 @@
+//! Operating it: database outages answer 503 and recover without a restart, stale runs
+//! are reaped exactly once across instances, metrics and request ids are there.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use diesel::{sql_query, Connection, PgConnection};
+use opsrun::domain::staleness::StaleLimits;
+use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use serde_json::{json, Value};
+
+use crate::helpers::{admin_token, assert_problem, fresh_database, inventory_sync, spawn_all, worker_token, TestApp};
+
+fn click() -> Value {
+    json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
+}
+
+/// A cluster of the test's own, so stopping it disturbs no other test.
+fn own_cluster(name: &str, port: Option<u16>) -> EmbeddedPostgres {
+    let data_dir = std::env::temp_dir().join(format!("opsrun-test-{}.{name}", std::process::id()));
+    EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false, port }).expect("the cluster starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_without_restart() {
+    let mut cluster = own_cluster("fault", None);
+    let port = cluster.port();
+    let mut admin = PgConnection::establish(&cluster.url("postgres")).unwrap();
+    sql_query("CREATE DATABASE opsrun").execute(&mut admin).unwrap();
+    drop(admin);
+    opsrun::db::migrate(&mut PgConnection::establish(&cluster.url("opsrun")).unwrap()).unwrap();
+    let app = Arc::new(
+        TestApp::spawn_with(cluster.url("opsrun"), |config| {
+            config.pool_timeout = Duration::from_millis(500);
+            config.request_timeout = Duration::from_secs(5);
+        })
+        .await,
+    );
+
+    // Four clients start runs in a loop until told to stop, noting every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let clients = (0..4)
+        .map(|_| {
+            let (app, stop, answers) = (app.clone(), stop.clone(), answers.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let status = app.post("/v1/runs", &admin_token(), click()).await.status().as_u16();
+                    answers.lock().unwrap().push((status, started.elapsed()));
+                }
+            }
+        })
+        .collect();
+    let load = tokio::spawn(spawn_all(clients));
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::task::spawn_blocking(move || cluster.stop()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()), Some("2".into()));
+    assert_problem(ready, 503, "service_unavailable").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cluster = tokio::task::spawn_blocking(move || own_cluster("fault", Some(port))).await.unwrap();
+
+    // Healed without a restart: a start succeeds again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if app.post("/v1/runs", &admin_token(), click()).await.status() == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(app.request(reqwest::Method::GET, "/readyz", None, None).await.status(), 200);
+
+    let answers = answers.lock().unwrap().clone();
+    let created = answers.iter().filter(|(s, _)| *s == 201).count() as i64 + 1; // + the recovery probe
+    let unavailable = answers.iter().filter(|(s, _)| *s == 503).count();
+    let other: Vec<_> = answers.iter().filter(|(s, _)| *s != 201 && *s != 503).collect();
+    assert!(other.is_empty(), "only 201 or 503 during an outage: {other:?}");
+    assert!(unavailable > 0 && created > 1, "the load spanned the outage: {created} created, {unavailable} refused");
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    println!("outage: {created} runs created, {unavailable} answered 503, slowest answer {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "answers stayed prompt; slowest took {slowest:?}");
+
+    let rows: i64 = opsrun::db::schema::operation_runs::table
+        .count()
+        .get_result(&mut PgConnection::establish(&cluster.url("opsrun")).unwrap())
+        .unwrap();
+    assert_eq!(rows, created, "every acknowledged run is stored, and nothing else");
+}
+
+async fn wait_until_no_active_runs(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = app.get("/v1/runs?status=active", &admin_token()).await.json().await.unwrap();
+        if page["items"].as_array().unwrap().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stale runs were not reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_reap_each_stale_run_exactly_once() {
+    let database = fresh_database();
+    let reaping = |config: &mut opsrun::startup::ApplicationConfig| {
+        config.reaper = Some((Duration::from_millis(20), StaleLimits::default()));
+    };
+    let first = TestApp::spawn_with(database.clone(), reaping).await;
+    let second = TestApp::spawn_with(database, reaping).await;
+
+    let mut stale = Vec::new();
+    for i in 0..40 {
+        let id = first.start(&admin_token(), inventory_sync(1 + i % 3, &format!("sel-{i}"))).await;
+        if i % 2 == 0 {
+            first.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+        }
+        stale.push(id);
+    }
+    let fresh = first.start(&admin_token(), inventory_sync(9, "fresh")).await;
+    // Silent for a day: far past every type's default limit. The fresh run stays active.
+    sql_query(format!("UPDATE operation_runs SET updated_at = now() - interval '1 day' WHERE id <> {fresh}"))
+        .execute(&mut first.db())
+        .unwrap();
+    first.post(&format!("/v1/runs/{fresh}/complete"), &worker_token(), json!({"outcome": "succeeded"})).await;
+    wait_until_no_active_runs(&first).await;
+
+    #[derive(QueryableByName)]
+    struct Reaped {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        run_id: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        times: i64,
+    }
+    let reaped: Vec<Reaped> = sql_query(
+        "SELECT run_id, count(*) AS times FROM operation_run_events WHERE kind = 'reaped' GROUP BY run_id ORDER BY run_id",
+    )
+    .load(&mut first.db())
+    .unwrap();
+    assert_eq!(reaped.iter().map(|r| r.run_id).collect::<Vec<_>>(), stale);
+    assert!(reaped.iter().all(|r| r.times == 1), "a run reaped twice");
+
+    let run: Value = first.get(&format!("/v1/runs/{}", stale[0]), &admin_token()).await.json().await.unwrap();
+    assert_eq!((run["status"].as_str(), run["outcome"].as_str()), (Some("completed"), Some("failed")));
+    assert_eq!(run["failure_summary"]["items"][0]["reason_code"], "stale_timeout");
+
+    // The worker that comes back late is told what happened.
+    let late =
+        first.post(&format!("/v1/runs/{}/complete", stale[0]), &worker_token(), json!({"outcome": "succeeded"})).await;
+    let problem = assert_problem(late, 409, "invalid_transition").await;
+    assert!(problem["detail"].as_str().unwrap().contains("reaped"), "{problem}");
+    // And the identity is free again.
+    first.start(&admin_token(), inventory_sync(1, "sel-0")).await;
+
+    let reaped_total: f64 =
+        [&first, &second].iter().map(|app| metric_sum(&app.metrics_text_blocking(), "opsrun_runs_reaped_total")).sum();
+    assert_eq!(reaped_total as usize, stale.len());
+}
+
+fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(family) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_show_every_family_after_a_short_load() {
+    let app = TestApp::spawn_with(fresh_database(), |config| {
+        config.reaper = Some((Duration::from_millis(20), StaleLimits::default()));
+    })
+    .await;
+    let stale = app.start(&admin_token(), json!({"type": "workspace_audit_export"})).await;
+    sql_query(format!("UPDATE operation_runs SET updated_at = now() - interval '1 day' WHERE id = {stale}"))
+        .execute(&mut app.db())
+        .unwrap();
+    wait_until_no_active_runs(&app).await;
+    let run = app.start(&admin_token(), inventory_sync(1, "a")).await;
+    app.post("/v1/runs", &admin_token(), inventory_sync(1, "a")).await;
+    app.post(&format!("/v1/runs/{run}/start"), &worker_token(), json!({})).await;
+    app.get(&format!("/v1/runs/{run}"), &admin_token()).await;
+    app.get("/v1/runs/12345", &admin_token()).await;
+
+    let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"opsrun_http_requests_total{method="POST",route="/v1/runs",status="201"} 2"#,
+        r#"opsrun_http_requests_total{method="POST",route="/v1/runs",status="409"} 1"#,
+        r#"opsrun_http_requests_total{method="GET",route="/v1/runs/{id}",status="404"} 1"#,
+        r#"opsrun_http_request_duration_seconds_bucket{method="GET",route="/v1/runs/{id}",status="200",le="+Inf"} 1"#,
+        r#"opsrun_runs_started_total{type="inventory_sync"} 1"#,
+        r#"opsrun_duplicate_refusals_total{type="inventory_sync"} 1"#,
+        r#"opsrun_transitions_total{kind="started"} 1"#,
+        r#"opsrun_db_pool_connections{state="max"} 8"#,
+        r#"opsrun_db_pool_connections{state="waiting"} 0"#,
+        r#"opsrun_runs_reaped_total{type="workspace_audit_export"} 1"#,
+        r#"opsrun_runs_reaped_total{type="inventory_sync"} 0"#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_accepted_or_made_and_echoed_into_problems() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/v1/runs/424242", app.address);
+    let given =
+        app.client.get(&url).bearer_auth(admin_token()).header("x-request-id", "trace-abc.123").send().await.unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-abc.123");
+    let body: Value = given.json().await.unwrap();
+    assert_eq!(body["request_id"], "trace-abc.123");
+
+    for unusable in [None, Some("has spaces and ünïcode"), Some(&*"x".repeat(200))] {
+        let mut request = app.client.get(&url).bearer_auth(admin_token());
+        if let Some(id) = unusable {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().await.unwrap();
+        let echoed = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(echoed.len(), 32, "a fresh id replaces {unusable:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["request_id"], echoed.as_str());
+    }
+    let ok = app.get("/v1/runs", &admin_token()).await;
+    assert!(ok.headers().contains_key("x-request-id"));
+}
