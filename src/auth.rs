@@ -72,6 +72,9 @@ pub struct AuthConfig {
     pub audience: Option<String>,
 }
 
+/// The longest initiator name kept from a token.
+const MAX_INITIATOR_CHARS: usize = 200;
+
 /// The claims opsrun reads from a token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -106,9 +109,17 @@ impl Claims {
             ),
             Some(_) => return Err("the `tenants` claim must be \"*\" or an array of tenant ids".into()),
         };
+        let printable = |text: &str| -> String {
+            text.chars().filter(|c| !c.is_control()).take(MAX_INITIATOR_CHARS).collect::<String>().trim().to_owned()
+        };
+        let initiator_name =
+            self.name.as_deref().map(printable).filter(|name| !name.is_empty()).unwrap_or_else(|| printable(&self.sub));
+        if initiator_name.is_empty() {
+            return Err("the token's `sub` is empty".into());
+        }
         Ok(Principal {
             user_id: self.sub.parse().ok(),
-            initiator_name: self.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| self.sub.clone()),
+            initiator_name,
             subject: self.sub,
             workspace_id: self.workspace_id,
             tenants,

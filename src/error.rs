@@ -47,7 +47,10 @@ pub enum ApiError {
     #[error("the tenant is not visible to you")]
     TenantNotFound,
     #[error("this route does not take that method")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods it does take, for the `Allow` header.
+        allow: String,
+    },
     #[error("your token lacks the capability `{needs}`")]
     Forbidden { needs: &'static str },
     #[error("{detail}")]
@@ -90,7 +93,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::TenantNotFound => "tenant_not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -113,7 +116,7 @@ impl ApiError {
             ApiError::TenantNotFound => {
                 "No tenant with this id is visible to you; check `tenant_id` and your token's `tenants`.".into()
             }
-            ApiError::MethodNotAllowed => "This route does not accept that HTTP method; see /docs/.".into(),
+            ApiError::MethodNotAllowed { allow } => format!("This route accepts only {allow}; see /docs/."),
             ApiError::Forbidden { needs } => {
                 format!("Your token lacks the capability `{needs}` that this action needs.")
             }
@@ -163,7 +166,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound | ApiError::RouteNotFound | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -186,6 +189,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthenticated(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="opsrun", error="invalid_token""#));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, allow.clone()));
             }
             ApiError::DuplicateRun { existing_run_id, .. } => {
                 response.insert_header((header::LOCATION, format!("/v1/runs/{existing_run_id}")));
@@ -272,7 +278,7 @@ mod domain_refusals {
     impl From<ContextError> for ApiError {
         fn from(error: ContextError) -> ApiError {
             let code = match error {
-                ContextError::NotAnObject => "invalid_context",
+                ContextError::NotAnObject | ContextError::NulCharacter => "invalid_context",
                 ContextError::TooLarge(_) => "context_too_large",
                 ContextError::TooDeep => "context_too_deep",
                 ContextError::SecretKey(_) => "secret_in_context",

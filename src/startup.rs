@@ -77,12 +77,49 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", format!("The query string is not valid: {error}.")).into()
 }
 
-async fn unknown_route(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+/// The methods each documented path takes, read from the OpenAPI document, so a 405
+/// can name them in its `Allow` header.
+struct AllowedMethods(Vec<(Vec<String>, String)>);
+
+impl AllowedMethods {
+    fn from_document(openapi: &utoipa::openapi::OpenApi) -> AllowedMethods {
+        let routes = openapi
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods: Vec<&str> =
+                    [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("DELETE", &item.delete)]
+                        .into_iter()
+                        .filter(|(_, operation)| operation.is_some())
+                        .map(|(method, _)| method)
+                        .collect();
+                (path.split('/').map(str::to_owned).collect(), methods.join(", "))
+            })
+            .collect();
+        AllowedMethods(routes)
+    }
+
+    fn for_path(&self, path: &str) -> Option<&str> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+            })
+            .map(|(_, allow)| allow.as_str())
+    }
+}
+
+async fn unknown_route(
+    request: HttpRequest,
+    allowed: web::Data<AllowedMethods>,
+) -> Result<actix_web::HttpResponse, ApiError> {
     // Routes are registered per method, so a known path with another method lands here.
-    if request.resource_map().has_resource(request.path()) {
-        Err(ApiError::MethodNotAllowed)
-    } else {
-        Err(ApiError::RouteNotFound)
+    match allowed.for_path(request.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed { allow: allow.to_owned() }),
+        None => Err(ApiError::RouteNotFound),
     }
 }
 
@@ -99,7 +136,9 @@ fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Resul
     let status = response.status();
     let error = match status {
         StatusCode::NOT_FOUND => ApiError::RouteNotFound,
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        // Our own routes answer 405 in `unknown_route`; the only resources actix-web guards by
+        // method itself are Swagger UI's, which serve GET.
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { allow: "GET".into() },
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         status if status.is_server_error() => ApiError::internal(anyhow::anyhow!("plain {status} answer")),
@@ -123,6 +162,7 @@ impl Application {
             TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let openapi = ApiDoc::openapi();
+        let allowed = web::Data::new(AllowedMethods::from_document(&openapi));
         let metrics = web::Data::new(Metrics::default());
         let app_database = web::Data::new(database.clone());
         let app_metrics = metrics.clone();
@@ -133,6 +173,7 @@ impl Application {
                 .app_data(app_database.clone())
                 .app_data(app_metrics.clone())
                 .app_data(verifier.clone())
+                .app_data(allowed.clone())
                 .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .app_data(web::QueryConfig::default().error_handler(query_error))

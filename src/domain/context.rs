@@ -19,6 +19,17 @@ pub enum ContextError {
     TooDeep,
     #[error("context key `{0}` looks like a secret; credentials do not belong in a run's context")]
     SecretKey(String),
+    #[error("context holds a NUL character (\\u0000), which cannot be stored; remove it")]
+    NulCharacter,
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(key, nested)| key.contains('\0') || has_nul(nested)),
+        _ => false,
+    }
 }
 
 /// Returns the first key (depth-first) that looks like a secret.
@@ -56,6 +67,9 @@ pub fn validate_context(value: Value) -> Result<Map<String, Value>, ContextError
     }
     if let Some(key) = find_secret_key(&map) {
         return Err(ContextError::SecretKey(key.to_owned()));
+    }
+    if has_nul(&map) {
+        return Err(ContextError::NulCharacter);
     }
     let size = map.to_string().len();
     if size > MAX_CONTEXT_BYTES {
@@ -101,5 +115,6 @@ mod tests {
             deep = json!({"a": deep});
         }
         assert_eq!(validate_context(deep), Err(ContextError::TooDeep));
+        assert_eq!(validate_context(json!({"a": ["x\u{0}y"]})), Err(ContextError::NulCharacter));
     }
 }

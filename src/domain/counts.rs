@@ -32,7 +32,7 @@ impl Counts {
                 .into_iter()
                 .find(|known| known == key)
                 .ok_or_else(|| CountsError::UnknownKey(key.clone()))?;
-            match value.as_i64() {
+            match super::integer(value) {
                 Some(n) if (0..=MAX_COUNT).contains(&n) => counts.insert(key, n),
                 _ => return Err(CountsError::InvalidValue(key.to_owned())),
             };
@@ -60,14 +60,14 @@ mod tests {
 
     #[test]
     fn known_keys_with_non_negative_integers_are_accepted() {
-        let counts = parse(json!({"processed": 3, "failed": 0, "items": MAX_COUNT})).unwrap();
+        let counts = parse(json!({"processed": 3, "failed": 0.0, "items": MAX_COUNT})).unwrap();
         assert_eq!(counts.to_json(), json!({"processed": 3, "failed": 0, "items": MAX_COUNT}));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert_eq!(parse(json!({"errors": 1})), Err(CountsError::UnknownKey("errors".into())));
-        for bad in [json!(-1), json!(1.5), json!("2"), json!(MAX_COUNT + 1), json!(null)] {
+        for bad in [json!(-1), json!(1.5), json!("2"), json!(MAX_COUNT + 1), json!(null), json!(1e20)] {
             assert_eq!(parse(json!({"total": bad})), Err(CountsError::InvalidValue("total".into())));
         }
     }

@@ -37,7 +37,7 @@ pub enum ReasonCode {
 #[serde(deny_unknown_fields)]
 pub struct ReportedFailure {
     /// The worker's own error code, e.g. `graph.403`.
-    #[schema(example = "graph_forbidden")]
+    #[schema(example = "graph_forbidden", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub code: String,
     pub reason_code: ReasonCode,
     /// Free text; credentials are redacted and it is cut to 120 characters.

@@ -120,15 +120,19 @@ pub fn ceil_minute(at: DateTime<Utc>) -> DateTime<Utc> {
 fn parse_value(name: &'static str, kind: InputKind, raw: &Value) -> Result<InputValue, InputError> {
     let invalid = |expected| InputError::Invalid { name, expected };
     match kind {
-        InputKind::Id => match raw.as_i64() {
+        InputKind::Id => match super::integer(raw) {
             Some(id) if id > 0 => Ok(InputValue::Id(id)),
             _ => Err(invalid("a positive integer")),
         },
         InputKind::Key => match raw.as_str() {
-            Some(key) if !key.trim().is_empty() && key.chars().count() <= MAX_KEY_CHARS => {
+            Some(key)
+                if !key.trim().is_empty()
+                    && key.chars().count() <= MAX_KEY_CHARS
+                    && !key.chars().any(char::is_control) =>
+            {
                 Ok(InputValue::Key(key.to_owned()))
             }
-            _ => Err(invalid("a non-empty string of at most 200 characters")),
+            _ => Err(invalid("a non-empty string of at most 200 characters, without control characters")),
         },
         InputKind::Trigger => raw
             .as_str()
@@ -222,10 +226,16 @@ mod tests {
 
     #[test]
     fn ids_must_be_positive_integers() {
-        for bad in [json!(0), json!(-3), json!("7"), json!(1.5), json!(null)] {
+        for bad in [json!(0), json!(-3), json!("7"), json!(1.5), json!(null), json!(1e300)] {
             let err = parse(RunType::RestoreExecute, json!({ "restore_run_id": bad })).unwrap_err();
             assert!(matches!(err, InputError::Invalid { name: "restore_run_id", .. }));
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let inputs = parse(RunType::RestoreExecute, json!({ "restore_run_id": 7.0 })).unwrap();
+        assert_eq!(inputs.iter().next().unwrap().1, InputValue::Id(7));
     }
 
     #[test]

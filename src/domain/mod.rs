@@ -10,3 +10,16 @@ pub mod identity;
 pub mod inputs;
 pub mod staleness;
 pub mod status;
+
+use serde_json::Value;
+
+/// A JSON number that is a whole number within i64, however it was written (`7`, `7.0`,
+/// `7e0`): JSON Schema's `integer` accepts all three, so we do too.
+pub fn integer(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let float = value.as_f64()?;
+        // i64::MAX is not exactly representable; 2^63 is the first float past the range.
+        (float.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&float))
+            .then_some(float as i64)
+    })
+}

@@ -95,6 +95,27 @@ impl Outcome {
     }
 }
 
+/// The outcomes a worker may complete a run with (`cancelled` has its own move).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalOutcome {
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+    Blocked,
+}
+
+impl From<FinalOutcome> for Outcome {
+    fn from(outcome: FinalOutcome) -> Outcome {
+        match outcome {
+            FinalOutcome::Succeeded => Outcome::Succeeded,
+            FinalOutcome::PartiallySucceeded => Outcome::PartiallySucceeded,
+            FinalOutcome::Failed => Outcome::Failed,
+            FinalOutcome::Blocked => Outcome::Blocked,
+        }
+    }
+}
+
 /// A requested move of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {

@@ -25,7 +25,7 @@ use crate::pagination::ListRequest;
 pub struct ScheduleHistoryParams {
     /// `backup_schedule_run`, `backup_schedule_retention` or `backup_schedule_purge` (repeatable).
     #[serde(default)]
-    #[param(value_type = Option<Vec<RunType>>, style = Form, explode)]
+    #[param(schema_with = schedule_run_types, style = Form, explode)]
     pub r#type: Vec<String>,
     /// `queued`, `running`, `completed`, or `active`.
     #[param(value_type = Option<String>, pattern = "^(queued|running|completed|active)$")]
@@ -48,6 +48,13 @@ pub struct ScheduleHistoryParams {
     pub cursor: Option<String>,
 }
 
+/// The `type` filter's schema: an array of the history's three types.
+fn schedule_run_types() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let names = BACKUP_SCHEDULE_TYPES.map(RunType::as_str);
+    ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names))).build()
+}
+
 /// List a backup schedule's runs.
 ///
 /// Runs of type `backup_schedule_run`, `backup_schedule_retention` and
@@ -62,6 +69,7 @@ pub struct ScheduleHistoryParams {
         (status = 200, body = RunPage, headers(("Link" = String, description = "`<…>; rel=\"next\"` while more pages remain"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "The schedule id is not an integer"),
     )
 )]
 #[get("/v1/backup-schedules/{schedule_id}/runs")]

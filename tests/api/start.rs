@@ -169,6 +169,13 @@ async fn each_refused_start_names_its_problem() {
             "run_now",
         ),
         (json!({"type": "workspace_audit_export", "context": [1]}), "invalid_context", "object"),
+        (json!({"type": "workspace_audit_export", "context": null}), "invalid_context", "object"),
+        (json!({"type": "workspace_audit_export", "context": {"note": "a\u{0}b"}}), "invalid_context", "NUL"),
+        (
+            json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "a\u{0}"}}),
+            "invalid_input",
+            "control",
+        ),
         (
             json!({"type": "workspace_audit_export", "context": {"target": {"DB_Password": "x"}}}),
             "secret_in_context",
@@ -191,4 +198,15 @@ async fn each_refused_start_names_its_problem() {
     }
     let count: i64 = opsrun::db::schema::operation_runs::table.count().get_result(&mut app.db()).unwrap();
     assert_eq!(count, 0, "no refused start leaves a row");
+}
+
+#[tokio::test]
+async fn context_keeps_extreme_numbers_and_unicode_exactly() {
+    // Found by the API fuzzer: PostgreSQL spells f64::MAX out in 309 digits, which must
+    // parse back to the same number.
+    let app = TestApp::spawn().await;
+    let context = json!({"max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324, "big": 1e300, "\u{1F600}ключ": "värde"});
+    let body = json!({"type": "workspace_audit_export", "context": context});
+    let run: Value = app.post("/v1/runs", &admin_token(), body).await.json().await.unwrap();
+    assert_eq!(run["context"], context);
 }

@@ -56,7 +56,14 @@ pub fn parse_query<T: DeserializeOwned>(request: &HttpRequest) -> Result<(T, Vec
         ApiError::bad_request("invalid_query", format!("The query string is not valid: {e}."))
     };
     let params = serde_html_form::from_str(request.query_string()).map_err(invalid)?;
-    let pairs = serde_html_form::from_str(request.query_string()).map_err(invalid)?;
+    let pairs: Vec<(String, String)> = serde_html_form::from_str(request.query_string()).map_err(invalid)?;
+    // An empty value would otherwise read as "no filter": say so instead of ignoring it.
+    if let Some((name, _)) = pairs.iter().find(|(_, value)| value.is_empty()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`{name}` has no value; give one or leave it out."),
+        ));
+    }
     Ok((params, pairs))
 }
 
@@ -88,6 +95,17 @@ pub fn parse_status(name: Option<&str>) -> Result<Option<StatusFilter>, ApiError
                 format!("`status`: `{name}` is not one of queued, running, completed, active."),
             )
         }),
+    }
+}
+
+/// Ids in filters are positive; anything else is a mistake worth saying so.
+pub fn positive_id(parameter: &str, value: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(id) if id < 1 => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`{parameter}`: {id} is not an id; ids are positive integers."),
+        )),
+        other => Ok(other),
     }
 }
 
@@ -172,11 +190,11 @@ pub async fn list_runs(
     let mut query = visible_query(&principal, &parse_types(&params.r#type)?);
     query.status = parse_status(params.status.as_deref())?;
     query.outcomes = parse_outcomes(&params.outcome)?;
-    query.tenant_id = params.tenant_id;
+    query.tenant_id = positive_id("tenant_id", params.tenant_id)?;
     query.user_id = params.user_id;
     query.created_after = parse_time("created_after", params.created_after.as_deref())?;
     query.created_before = parse_time("created_before", params.created_before.as_deref())?;
-    query.backup_schedule_id = params.backup_schedule_id;
+    query.backup_schedule_id = positive_id("backup_schedule_id", params.backup_schedule_id)?;
     let list = ListRequest::new(request.path(), pairs);
     respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
 }

@@ -61,7 +61,7 @@ pub struct RunView {
     pub status: RunStatus,
     pub outcome: Outcome,
     /// Counters: `total processed succeeded failed skipped created updated deleted items`.
-    #[schema(value_type = Object, example = json!({"processed": 120, "failed": 2}))]
+    #[schema(schema_with = crate::openapi::counts_schema)]
     pub summary_counts: Value,
     #[schema(value_type = FailureSummary)]
     pub failure_summary: Value,

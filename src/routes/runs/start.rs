@@ -18,15 +18,9 @@ use crate::domain::inputs::parse_inputs;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
 
-/// What to start.
-#[derive(Deserialize, ToSchema)]
+/// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({
-    "type": "inventory_sync",
-    "tenant_id": 7,
-    "inputs": {"selection_hash": "9f2c4e"},
-    "context": {"target_scope": {"kind": "all"}}
-}))]
 pub struct StartRunRequest {
     /// A canonical type from `GET /v1/operation-types`.
     pub r#type: String,
@@ -34,12 +28,26 @@ pub struct StartRunRequest {
     pub tenant_id: Option<i64>,
     /// The type's inputs; they join the run's identity and are stored in its context.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub inputs: Map<String, Value>,
     /// Provenance and target scope: an object of at most 16 KiB without secret-like keys.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub context: Option<Value>,
+    #[serde(default = "empty_object")]
+    pub context: Value,
+}
+
+impl utoipa::PartialSchema for StartRunRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::start_run_request_schema()
+    }
+}
+
+impl ToSchema for StartRunRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "StartRunRequest".into()
+    }
+}
+
+fn empty_object() -> Value {
+    json!({})
 }
 
 fn random_nonce() -> Result<String, ApiError> {
@@ -77,7 +85,7 @@ fn plan_run(principal: &Principal, request: StartRunRequest) -> Result<NewOperat
     }
 
     let inputs = parse_inputs(spec, &request.inputs)?;
-    let mut context = validate_context(request.context.unwrap_or_else(|| json!({})))?;
+    let mut context = validate_context(request.context)?;
     for (name, value) in inputs.iter() {
         let value = value.to_json();
         match context.get(*name) {

@@ -15,7 +15,7 @@ use crate::db::{events, Database};
 use crate::domain::access::{Action, Principal};
 use crate::domain::counts::Counts;
 use crate::domain::failures::{Failure, ReasonCode, ReportedFailure};
-use crate::domain::status::{self, Outcome, Transition};
+use crate::domain::status::{self, FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
 
@@ -31,7 +31,7 @@ const MAX_FAILURES_PER_REPORT: usize = 1000;
 pub struct ProgressRequest {
     /// Increments added to the run's counters.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::openapi::counts_schema)]
     pub counts: Map<String, Value>,
     #[serde(default)]
     pub failures: Vec<ReportedFailure>,
@@ -42,11 +42,10 @@ pub struct ProgressRequest {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"outcome": "partially_succeeded", "counts": {"total": 120, "processed": 120, "failed": 2}}))]
 pub struct CompleteRequest {
-    /// `succeeded`, `partially_succeeded`, `failed` or `blocked`.
-    pub outcome: Outcome,
+    pub outcome: FinalOutcome,
     /// Final counter values; counters not named keep their value.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::openapi::counts_schema)]
     pub counts: Map<String, Value>,
     #[serde(default)]
     pub failures: Vec<ReportedFailure>,
@@ -70,17 +69,31 @@ fn was_reaped(run: &OperationRunRow) -> bool {
     run.failure_summary["items"].as_array().is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
 }
 
+/// One requested move: what it is, who may make it, what it writes.
+struct RunMove {
+    transition: Transition,
+    action: Action,
+    change: Change,
+    /// The timeline event's `detail`.
+    detail: Value,
+}
+
+impl RunMove {
+    /// A move that changes only the status.
+    fn bare(transition: Transition, action: Action) -> RunMove {
+        RunMove { transition, action, change: Change::default(), detail: json!({}) }
+    }
+}
+
 /// Loads, authorizes and moves one run, appending its event, in one transaction.
 async fn move_run(
     db: &Database,
     metrics: &Metrics,
     principal: Principal,
     run_id: i64,
-    transition: Transition,
-    action: Action,
-    change: Change,
-    detail: Value,
+    requested: RunMove,
 ) -> Result<HttpResponse, ApiError> {
+    let RunMove { transition, action, change, detail } = requested;
     let moved = db.run(move |conn| {
         conn.transaction(|conn| {
             // Retried only when a concurrent move changed the status under us.
@@ -138,17 +151,7 @@ pub async fn start_run_work(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(
-        &db,
-        &metrics,
-        principal,
-        id.into_inner(),
-        Transition::Start,
-        Action::Execute,
-        Change::default(),
-        json!({}),
-    )
-    .await
+    move_run(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Start, Action::Execute)).await
 }
 
 /// Report progress of a running run.
@@ -165,8 +168,11 @@ pub async fn start_run_work(
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "Malformed JSON"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: the run is not running"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_counts` or `invalid_failure`"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`"),
     )
 )]
 #[post("/v1/runs/{id}/progress")]
@@ -182,7 +188,8 @@ pub async fn report_progress(
     let failures = sanitized_failures(request.failures)?;
     let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
     let change = Change { increments: Some(counts.to_json()), final_counts: None, failures };
-    move_run(&db, &metrics, principal, id.into_inner(), Transition::Progress, Action::Execute, change, detail).await
+    let requested = RunMove { transition: Transition::Progress, action: Action::Execute, change, detail };
+    move_run(&db, &metrics, principal, id.into_inner(), requested).await
 }
 
 /// Complete a run with its final outcome.
@@ -196,8 +203,11 @@ pub async fn report_progress(
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "Malformed JSON"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed (or reaped)"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_outcome`, `invalid_counts` or `invalid_failure`"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`"),
     )
 )]
 #[post("/v1/runs/{id}/complete")]
@@ -213,8 +223,9 @@ pub async fn complete_run(
     let failures = sanitized_failures(request.failures)?;
     let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
     let change = Change { increments: None, final_counts: Some(counts.to_json()), failures };
-    let transition = Transition::Complete(request.outcome);
-    move_run(&db, &metrics, principal, id.into_inner(), transition, Action::Execute, change, detail).await
+    let transition = Transition::Complete(request.outcome.into());
+    move_run(&db, &metrics, principal, id.into_inner(), RunMove { transition, action: Action::Execute, change, detail })
+        .await
 }
 
 /// Cancel a queued or running run.
@@ -239,15 +250,5 @@ pub async fn cancel_run(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(
-        &db,
-        &metrics,
-        principal,
-        id.into_inner(),
-        Transition::Cancel,
-        Action::Cancel,
-        Change::default(),
-        json!({}),
-    )
-    .await
+    move_run(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Cancel, Action::Cancel)).await
 }
