@@ -234,3 +234,38 @@ async fn request_ids_are_accepted_or_made_and_echoed_into_problems() {
     let ok = app.get("/v1/runs", &admin_token()).await;
     assert!(ok.headers().contains_key("x-request-id"));
 }
+
+#[test]
+fn opsrun_reap_lists_with_dry_run_and_then_reaps() {
+    let database_url = fresh_database();
+    let mut conn = PgConnection::establish(&database_url).unwrap();
+    sql_query(
+        "INSERT INTO operation_runs (workspace_id, tenant_id, initiator_name, type, run_identity_hash, identity_policy, updated_at)
+         VALUES (1, 1, 'x', 'policy_sync', repeat('b', 64), 'dedupe_active', now() - interval '2 hours'),
+                (1, 1, 'x', 'policy_sync', repeat('c', 64), 'dedupe_active', now() - interval '10 minutes')",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    let reap = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_opsrun"))
+            .arg("reap")
+            .args(extra)
+            .env("DATABASE_URL", &database_url)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = reap(&["--dry-run"]);
+    assert!(listed.contains("would reap 1 stale run(s)"), "{listed}");
+    assert!(listed.contains("policy_sync"), "{listed}");
+    let reaped = reap(&[]);
+    assert!(reaped.contains("reaped 1 stale run(s)"), "{reaped}");
+    assert!(reap(&[]).contains("reaped 0 stale run(s)"), "a second pass finds nothing");
+    let active: i64 = opsrun::db::schema::operation_runs::table
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("status IN ('queued', 'running')"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(active, 1, "the run silent for ten minutes is within policy_sync's 45-minute limit");
+}
