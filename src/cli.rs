@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`.
+//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`, `seed`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::config::Settings;
 use crate::startup::{Application, ApplicationConfig};
-use crate::{db, dev, openapi, reaper, telemetry};
+use crate::{db, dev, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
 #[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
@@ -37,6 +37,27 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Add many realistic runs (with their events), for benchmarks and trials.
+    Seed(SeedArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SeedArgs {
+    /// How many runs to add.
+    #[arg(long)]
+    pub runs: i64,
+    /// Spread over this many workspaces (ids 1..=N).
+    #[arg(long, default_value_t = 10)]
+    pub workspaces: i64,
+    /// Tenants per workspace.
+    #[arg(long, default_value_t = 20)]
+    pub tenants: i64,
+    /// Backup schedules per workspace.
+    #[arg(long, default_value_t = 200)]
+    pub schedules: i64,
+    /// Runs per INSERT statement.
+    #[arg(long, default_value_t = 50_000)]
+    pub batch: i64,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +126,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let verb = if dry_run { "would reap" } else { "reaped" };
             println!("{verb} {} stale run(s)", stale.len());
+            Ok(())
+        }
+        Command::Seed(args) => {
+            telemetry::init(settings.log_format);
+            let database = dev::database(&settings)?;
+            let mut conn =
+                PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
+            migrate(database.url.expose_secret())?;
+            let plan = seed::SeedPlan {
+                runs: args.runs.max(0),
+                workspaces: args.workspaces.max(1),
+                tenants_per_workspace: args.tenants.max(1),
+                schedules_per_workspace: args.schedules.max(1),
+                batch: args.batch.clamp(1, 1_000_000),
+            };
+            seed::seed(&mut conn, plan)?;
             Ok(())
         }
         Command::Openapi => {

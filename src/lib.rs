@@ -14,5 +14,6 @@ pub mod openapi;
 pub mod pagination;
 pub mod reaper;
 pub mod routes;
+pub mod seed;
 pub mod startup;
 pub mod telemetry;

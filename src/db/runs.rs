@@ -189,11 +189,13 @@ pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<Operat
     if query.types.len() < RunType::ALL.len() {
         select = select.filter(type_.eq_any(query.types.clone()));
     }
-    if let Some(tenants) = &query.visible_tenants {
-        select = select.filter(tenant_id.is_null().or(tenant_id.eq_any(tenants.clone())));
-    }
-    if let Some(tenant) = query.tenant_id {
-        select = select.filter(tenant_id.eq(tenant));
+    match (query.tenant_id, &query.visible_tenants) {
+        // One tenant asked for: the caller sees all of it or none of it, so the
+        // visibility test leaves the SQL and the (workspace, tenant) index serves the page.
+        (Some(tenant), Some(visible)) if !visible.contains(&tenant) => return Ok(Vec::new()),
+        (Some(tenant), _) => select = select.filter(tenant_id.eq(tenant)),
+        (None, Some(visible)) => select = select.filter(tenant_id.is_null().or(tenant_id.eq_any(visible.clone()))),
+        (None, None) => {}
     }
     if let Some(user) = query.user_id {
         select = select.filter(user_id.eq(user));
@@ -249,8 +251,11 @@ pub fn stale(
     // Types and whole milliseconds only: nothing from a client reaches this SQL.
     let cases: String =
         limits.iter().map(|(t, limit)| format!(" WHEN '{}' THEN {}", t.as_str(), limit.as_millis())).collect();
+    // The shortest limit bounds the index range; the per-type limit then filters within it.
+    let shortest = limits.iter().map(|(_, limit)| limit.as_millis()).min().unwrap_or(0);
     let query = operation_runs
         .filter(sql::<Bool>(ACTIVE))
+        .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => {shortest} / 1000.0)")))
         .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => (CASE type{cases} END) / 1000.0)")))
         .order(updated_at.asc())
         .limit(batch)
