@@ -67,7 +67,7 @@ FROM operation_runs WHERE workspace_id = 1 AND id = 11 LIMIT 1;
 \echo '== identity holder after a refused start'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id FROM operation_runs
-WHERE workspace_id = 1 AND run_identity_hash = repeat('a', 64)::bpchar AND tenant_id = 1005 AND status IN ('queued', 'running')
+WHERE workspace_id = 1 AND run_identity_hash = repeat('a', 64) AND tenant_id = 1005 AND status IN ('queued', 'running')
 ORDER BY id ASC LIMIT 1;
 
 \echo '== the reaper'

@@ -149,6 +149,11 @@ fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Resul
     Ok(ErrorHandlerResponse::Response(problem))
 }
 
+/// Blocking threads each HTTP worker may use: its share of the connection pool.
+fn blocking_threads_per_worker(pool_size: u32, workers: usize) -> usize {
+    (pool_size as usize).div_ceil(workers.max(1)).max(1)
+}
+
 impl Application {
     pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
         let database = Database::connect(
@@ -182,6 +187,9 @@ impl Application {
                 .default_service(web::to(unknown_route))
         })
         .workers(config.workers)
+        // Every database call runs on a worker's blocking pool; threads beyond the
+        // connections they share would only queue on the pool and cost context switches.
+        .worker_max_blocking_threads(blocking_threads_per_worker(config.pool_size, config.workers))
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
         .run();

@@ -1,4 +1,8 @@
 -- The one canonical store of operation runs (SPEC §2) and its append-only timeline.
+-- run_identity_hash is text with a CHECK for 64 lowercase hex digits rather than
+-- char(64): bpchar compares with blank-padding rules, and parameters sent as text or
+-- varchar would be cast on the column side, which keeps the unique indexes from serving
+-- the identity look-up.
 
 CREATE TABLE operation_runs (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -9,7 +13,7 @@ CREATE TABLE operation_runs (
     type              text        NOT NULL,
     status            text        NOT NULL DEFAULT 'queued',
     outcome           text        NOT NULL DEFAULT 'pending',
-    run_identity_hash char(64)    NOT NULL,
+    run_identity_hash text        NOT NULL,
     identity_policy   text        NOT NULL,
     summary_counts    jsonb       NOT NULL DEFAULT '{}',
     failure_summary   jsonb       NOT NULL DEFAULT '{"items": [], "dropped": 0}',

@@ -26,8 +26,7 @@ diesel::table! {
         type_ -> Text,
         status -> Text,
         outcome -> Text,
-        #[max_length = 64]
-        run_identity_hash -> Bpchar,
+        run_identity_hash -> Text,
         identity_policy -> Text,
         summary_counts -> Jsonb,
         failure_summary -> Jsonb,

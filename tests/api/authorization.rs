@@ -103,6 +103,14 @@ async fn lists_silently_hold_only_runs_the_caller_may_view() {
     let ids: Vec<i64> = page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![workspace_run, visible]);
 
+    // Asking for a tenant outside the token gives an empty list; your own tenant, its runs.
+    let page: Value = app.get("/v1/runs?tenant_id=6", &member).await.json().await.unwrap();
+    assert_eq!(page["items"], json!([]));
+    let page: Value = app.get("/v1/runs?tenant_id=5", &member).await.json().await.unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(),
+        vec![visible]
+    );
     // Asking for a type you may not view gives an empty list, not an error.
     let page: Value = app.get("/v1/runs?type=policy_sync", &member).await.json().await.unwrap();
     assert_eq!(page["items"], json!([]));

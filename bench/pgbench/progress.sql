@@ -1,0 +1,6 @@
+-- POST /v1/runs/{id}/progress on one hot run.
+BEGIN;
+SELECT "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at" FROM "operation_runs" WHERE (("workspace_id" = 1) AND ("id" = :hot)) LIMIT 1;
+UPDATE "operation_runs" SET "status" = 'running', "outcome" = 'pending', "summary_counts" = opsrun_add_counts(summary_counts, '{"processed": 1}') || '{}', "failure_summary" = CASE WHEN jsonb_array_length('[]') = 0 THEN failure_summary ELSE opsrun_append_failures(failure_summary, '[]') END, "started_at" = started_at, "completed_at" = completed_at, "updated_at" = CURRENT_TIMESTAMP WHERE (("operation_runs"."id" = :hot) AND ("operation_runs"."status" = 'running')) RETURNING "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at";
+INSERT INTO "operation_run_events" ("run_id", "workspace_id", "actor", "kind", "from_status", "to_status", "outcome", "detail") VALUES (:hot, 1, 'bench', 'progressed', 'running', 'running', 'pending', '{"counts": {"processed": 1}, "failures_reported": 0}');
+COMMIT;
