@@ -7,6 +7,8 @@ pub mod runs;
 pub mod schema;
 mod sql_types;
 
+pub use sql_types::JsonText;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

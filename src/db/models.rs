@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::schema::{operation_run_events, operation_runs};
+use super::JsonText;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::status::{Outcome, RunStatus};
@@ -22,13 +23,15 @@ pub struct OperationRunRow {
     pub run_type: RunType,
     pub status: RunStatus,
     pub outcome: Outcome,
-    pub summary_counts: Value,
-    pub failure_summary: Value,
-    pub context: Value,
+    pub summary_counts: JsonText,
+    pub failure_summary: JsonText,
+    pub context: JsonText,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Generated from `context.backup_schedule_id` for backup-schedule types.
+    pub backup_schedule_id: Option<i64>,
 }
 
 /// A run about to be created, queued.

@@ -7,7 +7,9 @@ use std::io::Write;
 use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, IsNull, Output, ToSql};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Jsonb, Text};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
@@ -37,3 +39,31 @@ text_enum!(RunStatus, RunStatus::parse);
 text_enum!(Outcome, Outcome::parse);
 text_enum!(IdentityPolicy, IdentityPolicy::parse);
 text_enum!(RunType, |text| RunType::parse(text).ok());
+
+/// A jsonb value kept as its JSON text: read from the database and written to a response
+/// without building a `serde_json::Value` tree in between.
+#[derive(Debug, Clone, diesel::deserialize::FromSqlRow)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// The value as a tree, for the rare places that look inside it.
+    pub fn parse(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl FromSql<Jsonb, Pg> for JsonText {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        // jsonb's binary form is a version byte (1) followed by the JSON text.
+        match value.as_bytes().split_first() {
+            Some((1, text)) => Ok(JsonText(RawValue::from_string(std::str::from_utf8(text)?.to_owned())?)),
+            _ => Err("unsupported jsonb binary format".into()),
+        }
+    }
+}

@@ -9,10 +9,10 @@ pub mod view;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::db::models::OperationRunRow;
+use crate::db::JsonText;
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::RunType;
 use crate::domain::status::{Outcome, RunStatus};
@@ -62,12 +62,12 @@ pub struct RunView {
     pub outcome: Outcome,
     /// Counters: `total processed succeeded failed skipped created updated deleted items`.
     #[schema(schema_with = crate::openapi::counts_schema)]
-    pub summary_counts: Value,
+    pub summary_counts: JsonText,
     #[schema(value_type = FailureSummary)]
-    pub failure_summary: Value,
+    pub failure_summary: JsonText,
     /// Provenance, inputs and target scope.
     #[schema(value_type = Object, example = json!({"selection_hash": "9f2c…", "target_scope": {"kind": "all"}}))]
-    pub context: Value,
+    pub context: JsonText,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -82,12 +82,8 @@ impl From<OperationRunRow> for RunView {
     fn from(run: OperationRunRow) -> RunView {
         let end = run.completed_at.unwrap_or_else(Utc::now);
         let duration_seconds = run.started_at.map(|start| (end - start).num_milliseconds().max(0) as f64 / 1000.0);
-        let backup_schedule_runs = run
-            .run_type
-            .is_backup_schedule_type()
-            .then(|| run.context.get("backup_schedule_id").and_then(Value::as_i64))
-            .flatten()
-            .map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
+        let backup_schedule_runs =
+            run.backup_schedule_id.map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
         RunView {
             links: RunLinks {
                 self_: format!("/v1/runs/{}", run.id),

@@ -66,7 +66,9 @@ fn sanitized_failures(reports: Vec<ReportedFailure>) -> Result<Vec<Value>, ApiEr
 
 fn was_reaped(run: &OperationRunRow) -> bool {
     let stale = serde_json::to_value(ReasonCode::StaleTimeout).unwrap_or_default();
-    run.failure_summary["items"].as_array().is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
+    run.failure_summary.parse()["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
 }
 
 /// One requested move: what it is, who may make it, what it writes.
