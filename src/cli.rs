@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`, `seed`.
+//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`, `seed`, `legacy`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::config::Settings;
 use crate::startup::{Application, ApplicationConfig};
-use crate::{db, dev, openapi, reaper, seed, telemetry};
+use crate::{db, dev, legacy, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
 #[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
@@ -39,6 +39,8 @@ pub enum Command {
     Openapi,
     /// Add many realistic runs (with their events), for benchmarks and trials.
     Seed(SeedArgs),
+    /// Carry a database from the legacy run tables to operation_runs.
+    Legacy(legacy::LegacyArgs),
 }
 
 #[derive(clap::Args)]
@@ -143,6 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             seed::seed(&mut conn, plan)?;
             Ok(())
+        }
+        Command::Legacy(args) => {
+            let default_url = settings.database_url.as_ref().map(|url| url.expose_secret().to_owned());
+            legacy::run(args, default_url)
         }
         Command::Openapi => {
             print!("{}", openapi::document_json());

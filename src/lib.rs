@@ -8,6 +8,7 @@ pub mod dev;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod legacy;
 pub mod metrics;
 pub mod observability;
 pub mod openapi;

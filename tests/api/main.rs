@@ -7,6 +7,7 @@ mod authorization;
 mod backup_schedules;
 mod errors;
 mod helpers;
+mod legacy;
 mod openapi;
 mod operability;
 mod pagination;

@@ -1,0 +1,354 @@
+//! Backfill: one operation run per unlinked legacy row, each in its own transaction
+//! together with the link written back, so an interrupted run resumes where it stopped
+//! and a second run creates nothing.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{sql_query, QueryableByName};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
+use super::mapping::{map_row, LegacyTable, Mapped, MappedRun};
+use crate::db::models::NewRunEvent;
+use crate::db::schema::operation_runs;
+use crate::domain::catalog::RunType;
+use crate::domain::identity::IdentityPolicy;
+use crate::domain::status::{Outcome, RunStatus};
+
+/// The actor on backfilled runs' `created` events.
+pub const BACKFILL_ACTOR: &str = "opsrun legacy backfill";
+
+/// A backfilled run as inserted: status, outcome and timestamps come from the legacy row.
+#[derive(Insertable)]
+#[diesel(table_name = operation_runs)]
+struct BackfilledRun {
+    workspace_id: i64,
+    tenant_id: Option<i64>,
+    user_id: Option<i64>,
+    initiator_name: String,
+    #[diesel(column_name = type_)]
+    run_type: RunType,
+    status: RunStatus,
+    outcome: Outcome,
+    run_identity_hash: String,
+    identity_policy: IdentityPolicy,
+    summary_counts: serde_json::Value,
+    failure_summary: serde_json::Value,
+    context: serde_json::Value,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// What backfill did (or, in a dry run, would do) to one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    pub created: u64,
+    /// Linked to a run that already held the identity.
+    pub linked_existing: u64,
+    pub skipped: u64,
+    /// Rows that could not be mapped, with the reason.
+    pub refused: Vec<String>,
+    /// Rows mapped with defaults, with what was defaulted.
+    pub notes: Vec<String>,
+}
+
+#[derive(QueryableByName)]
+struct LegacyRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    row: String,
+}
+
+/// Options for one backfill.
+pub struct Backfill<'a> {
+    pub workspaces: &'a mut WorkspaceResolver,
+    pub users: &'a Users,
+    pub dry_run: bool,
+    pub batch: i64,
+}
+
+impl Backfill<'_> {
+    /// Backfills one table; `None` when it does not exist.
+    pub fn table(&mut self, conn: &mut PgConnection, table: LegacyTable) -> anyhow::Result<Option<TableReport>> {
+        if !table_exists(conn, table.name())? {
+            return Ok(None);
+        }
+        if !column_exists(conn, table.name(), "operation_run_id")? {
+            anyhow::bail!("{} has no operation_run_id column to link rows with", table.name());
+        }
+        let mut report = TableReport::default();
+        let total: i64 =
+            sql_query(format!("SELECT count(*) AS id FROM {} WHERE operation_run_id IS NULL", table.name()))
+                .get_result::<OptionalId>(conn)?
+                .id
+                .unwrap_or(0);
+        let progress = ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template(&format!(
+                "{:<22} {{bar:30}} {{human_pos}}/{{human_len}} {{per_sec}}",
+                table.name()
+            ))
+            .expect("a valid template"),
+        );
+        let mut after = 0i64;
+        loop {
+            let rows: Vec<LegacyRow> = sql_query(format!(
+                "SELECT id::bigint AS id, row_to_json(t)::text AS row FROM {} t
+                 WHERE operation_run_id IS NULL AND id > $1 ORDER BY id LIMIT $2",
+                table.name()
+            ))
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(self.batch)
+            .load(conn)?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            for legacy in rows {
+                self.row(conn, table, legacy, &mut report)?;
+                progress.inc(1);
+            }
+        }
+        progress.finish_and_clear();
+        Ok(Some(report))
+    }
+
+    fn row(
+        &mut self,
+        conn: &mut PgConnection,
+        table: LegacyTable,
+        legacy: LegacyRow,
+        report: &mut TableReport,
+    ) -> anyhow::Result<()> {
+        let json: serde_json::Value = match serde_json::from_str(&legacy.row) {
+            Ok(json) => json,
+            Err(e) => {
+                report.refused.push(format!("row {}: unreadable ({e})", legacy.id));
+                return Ok(());
+            }
+        };
+        let (mapped, notes) = match map_row(table, &json) {
+            Mapped::Run(mapped, notes) => (mapped, notes),
+            Mapped::Skip(_) => {
+                report.skipped += 1;
+                return Ok(());
+            }
+            Mapped::Refuse(reason) => {
+                report.refused.push(reason);
+                return Ok(());
+            }
+        };
+        report.notes.extend(notes.into_iter().map(|n| format!("row {}: {n}", legacy.id)));
+        let Some(workspace_id) = self.workspaces.workspace_of(conn, mapped.tenant_id)? else {
+            report.refused.push(format!("row {}: no workspace known for tenant {}", legacy.id, mapped.tenant_id));
+            return Ok(());
+        };
+        if self.dry_run {
+            report.created += 1;
+            return Ok(());
+        }
+        let new = self.to_insert(conn, *mapped, workspace_id)?;
+        let linked = conn.transaction(|conn| link(conn, table, legacy.id, &new))?;
+        match linked {
+            Linked::Created => report.created += 1,
+            Linked::Existing => report.linked_existing += 1,
+            Linked::Before => {}
+        }
+        Ok(())
+    }
+
+    fn to_insert(&self, conn: &mut PgConnection, mapped: MappedRun, workspace_id: i64) -> QueryResult<BackfilledRun> {
+        let (user_id, initiator) = match mapped.initiator_hint.as_deref() {
+            Some(hint) if hint.starts_with("name:") => {
+                let name = hint.trim_start_matches("name:").to_owned();
+                (self.users.id_named(conn, &name)?, Some(name))
+            }
+            Some(hint) => {
+                let user = hint.parse::<i64>().ok();
+                let name = match user {
+                    Some(user) => self.users.name_of(conn, user)?,
+                    None => None,
+                };
+                (user, name)
+            }
+            None => (None, None),
+        };
+        let completed_at = match mapped.status {
+            RunStatus::Completed => mapped.completed_at.or(mapped.created_at).or_else(|| Some(Utc::now())),
+            _ => None,
+        };
+        Ok(BackfilledRun {
+            workspace_id,
+            tenant_id: Some(mapped.tenant_id),
+            user_id,
+            initiator_name: initiator.unwrap_or_else(|| mapped.default_initiator.to_owned()),
+            run_type: mapped.run_type,
+            status: mapped.status,
+            outcome: mapped.outcome,
+            run_identity_hash: mapped.identity_hash,
+            identity_policy: mapped.identity_policy,
+            summary_counts: mapped.summary_counts,
+            failure_summary: mapped.failure_summary,
+            context: mapped.context,
+            started_at: mapped.started_at,
+            completed_at,
+            created_at: mapped.created_at,
+            updated_at: mapped.updated_at.or(mapped.created_at),
+        })
+    }
+}
+
+/// How one legacy row ended up linked.
+enum Linked {
+    /// To a run created for it.
+    Created,
+    /// To the run that already held its identity.
+    Existing,
+    /// It was linked already (another backfill got there first).
+    Before,
+}
+
+/// Inside one transaction: lock the legacy row, create (or find) its run, link it.
+fn link(conn: &mut PgConnection, table: LegacyTable, legacy_id: i64, new: &BackfilledRun) -> anyhow::Result<Linked> {
+    let current: Vec<OptionalId> =
+        sql_query(format!("SELECT operation_run_id::bigint AS id FROM {} WHERE id = $1 FOR UPDATE", table.name()))
+            .bind::<BigInt, _>(legacy_id)
+            .load(conn)?;
+    if current.first().is_none_or(|row| row.id.is_some()) {
+        return Ok(Linked::Before); // another backfill got here first
+    }
+    let created: Option<i64> = diesel::insert_into(operation_runs::table)
+        .values(new)
+        .on_conflict_do_nothing()
+        .returning(operation_runs::id)
+        .get_result(conn)
+        .optional()?;
+    let (run_id, outcome) = match created {
+        Some(run_id) => {
+            crate::db::events::append(
+                conn,
+                &NewRunEvent {
+                    run_id,
+                    workspace_id: new.workspace_id,
+                    actor: BACKFILL_ACTOR.into(),
+                    kind: "created",
+                    from_status: None,
+                    to_status: new.status,
+                    outcome: new.outcome,
+                    detail: json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
+                },
+            )?;
+            (run_id, Linked::Created)
+        }
+        None => (identity_holder(conn, new)?, Linked::Existing),
+    };
+    sql_query(format!("UPDATE {} SET operation_run_id = $1 WHERE id = $2", table.name()))
+        .bind::<BigInt, _>(run_id)
+        .bind::<BigInt, _>(legacy_id)
+        .execute(conn)?;
+    Ok(outcome)
+}
+
+/// The run holding a conflicting identity: a strict-once run, or an active one.
+fn identity_holder(conn: &mut PgConnection, new: &BackfilledRun) -> anyhow::Result<i64> {
+    use crate::db::schema::operation_runs::dsl::{id, operation_runs as runs, run_identity_hash, workspace_id};
+    let holder = runs
+        .filter(workspace_id.eq(new.workspace_id))
+        .filter(run_identity_hash.eq(&new.run_identity_hash))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "(identity_policy = 'strict_once' OR status IN ('queued', 'running'))",
+        ))
+        .select(id)
+        .order(id.asc())
+        .first::<i64>(conn)
+        .optional()?;
+    holder.ok_or_else(|| anyhow::anyhow!("an insert conflicted but no run holds its identity"))
+}
+
+/// Dotted legacy spellings still in operation_runs, and what each becomes.
+const DOTTED: [(&str, &str, Option<&str>); 7] = [
+    ("inventory.sync", "inventory_sync", None),
+    ("directory_groups.sync", "directory_groups_sync", None),
+    ("directory_role_definitions.sync", "directory_role_definitions_sync", None),
+    ("restore.execute", "restore_execute", None),
+    ("backup_schedule.scheduled", "backup_schedule_run", Some("scheduled")),
+    ("backup_schedule.run_now", "backup_schedule_run", Some("run_now")),
+    ("backup_schedule.retry", "backup_schedule_run", Some("retry")),
+];
+
+/// Rewrites dotted types to canonical ones (backup-schedule spellings keep their
+/// trigger in the context). Returns how many runs changed per spelling.
+pub fn canonicalize_types(conn: &mut PgConnection, dry_run: bool) -> QueryResult<Vec<(&'static str, i64)>> {
+    let mut changed = Vec::new();
+    for (dotted, canonical, trigger) in DOTTED {
+        let count = sql_query("SELECT count(*)::bigint AS id FROM operation_runs WHERE type = $1")
+            .bind::<Text, _>(dotted)
+            .get_result::<OptionalId>(conn)?
+            .id
+            .unwrap_or(0);
+        if count > 0 && !dry_run {
+            sql_query(
+                "UPDATE operation_runs SET type = $2,
+                        context = CASE WHEN $3::text IS NULL THEN context ELSE context || jsonb_build_object('trigger', $3::text) END
+                 WHERE type = $1",
+            )
+            .bind::<Text, _>(dotted)
+            .bind::<Text, _>(canonical)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(trigger)
+            .execute(conn)?;
+        }
+        changed.push((dotted, count));
+    }
+    Ok(changed)
+}
+
+/// The references that point at inventory sync runs, and the column each gains.
+pub const REFERENCES: [(&str, &str, &str); 3] = [
+    ("findings", "baseline_run_id", "baseline_operation_run_id"),
+    ("findings", "current_run_id", "current_operation_run_id"),
+    ("inventory_items", "last_seen_run_id", "last_seen_operation_run_id"),
+];
+
+/// Points drift findings and inventory items at operation runs (report §3a): where the
+/// legacy run they name is linked and its run exists, copy the link. Returns the rows
+/// filled per column.
+pub fn repoint_references(conn: &mut PgConnection, dry_run: bool) -> QueryResult<Vec<(String, i64)>> {
+    let mut filled = Vec::new();
+    if !table_exists(conn, "inventory_sync_runs")? {
+        return Ok(filled);
+    }
+    for (table, legacy_column, canonical_column) in REFERENCES {
+        if !table_exists(conn, table)? || !column_exists(conn, table, legacy_column)? {
+            continue;
+        }
+        let resolvable = format!(
+            "FROM inventory_sync_runs i JOIN operation_runs o ON o.id = i.operation_run_id
+             WHERE t.{legacy_column} = i.id AND t.{canonical_column} IS NULL"
+        );
+        let count = if dry_run && !column_exists(conn, table, canonical_column)? {
+            sql_query(format!(
+                "SELECT count(*)::bigint AS id FROM {table} t JOIN inventory_sync_runs i ON t.{legacy_column} = i.id
+                 JOIN operation_runs o ON o.id = i.operation_run_id"
+            ))
+            .get_result::<OptionalId>(conn)?
+            .id
+            .unwrap_or(0)
+        } else if dry_run {
+            sql_query(format!("SELECT count(*)::bigint AS id FROM {table} t WHERE EXISTS (SELECT 1 {resolvable})"))
+                .get_result::<OptionalId>(conn)?
+                .id
+                .unwrap_or(0)
+        } else {
+            sql_query(format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {canonical_column} bigint REFERENCES operation_runs (id) ON DELETE SET NULL"
+            ))
+            .execute(conn)?;
+            sql_query(format!("UPDATE {table} t SET {canonical_column} = i.operation_run_id {resolvable}"))
+                .execute(conn)? as i64
+        };
+        filled.push((format!("{table}.{canonical_column}"), count));
+    }
+    Ok(filled)
+}

@@ -1,0 +1,137 @@
+//! Small questions to the database about its own shape, and the lookups backfill needs:
+//! which tables and columns exist, which workspace a tenant belongs to, who a user is.
+
+use std::collections::HashMap;
+
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::{sql_query, PgConnection, QueryResult, QueryableByName, RunQueryDsl};
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+#[derive(QueryableByName)]
+pub struct OptionalId {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub id: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct OptionalName {
+    #[diesel(sql_type = Nullable<Text>)]
+    name: Option<String>,
+}
+
+pub fn table_exists(conn: &mut PgConnection, table: &str) -> QueryResult<bool> {
+    sql_query("SELECT to_regclass($1) IS NOT NULL AS exists")
+        .bind::<Text, _>(format!("public.{table}"))
+        .get_result::<Exists>(conn)
+        .map(|e| e.exists)
+}
+
+pub fn column_exists(conn: &mut PgConnection, table: &str, column: &str) -> QueryResult<bool> {
+    sql_query(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                        WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2) AS exists",
+    )
+    .bind::<Text, _>(table)
+    .bind::<Text, _>(column)
+    .get_result::<Exists>(conn)
+    .map(|e| e.exists)
+}
+
+/// Where a tenant's workspace comes from; backfill refuses to guess.
+#[derive(Clone, Debug)]
+pub enum WorkspaceSource {
+    /// `tenants.workspace_id`.
+    TenantsTable,
+    /// A query taking the tenant id as `$1` and returning one `bigint`.
+    Sql(String),
+    /// Every tenant belongs to this workspace.
+    Fixed(i64),
+}
+
+impl WorkspaceSource {
+    /// The tenants table when it has `workspace_id`, else what the operator said.
+    pub fn choose(conn: &mut PgConnection, sql: Option<String>, fixed: Option<i64>) -> anyhow::Result<WorkspaceSource> {
+        if table_exists(conn, "tenants")? && column_exists(conn, "tenants", "workspace_id")? {
+            return Ok(WorkspaceSource::TenantsTable);
+        }
+        match (sql, fixed) {
+            (Some(sql), _) => Ok(WorkspaceSource::Sql(sql)),
+            (None, Some(workspace)) => Ok(WorkspaceSource::Fixed(workspace)),
+            (None, None) => anyhow::bail!(
+                "cannot tell which workspace each tenant belongs to: there is no tenants.workspace_id; \
+                 pass --workspace-of-tenant-sql 'SELECT workspace_id FROM ... WHERE tenant_id = $1' or --workspace N"
+            ),
+        }
+    }
+}
+
+/// Tenant → workspace, asked once per tenant.
+pub struct WorkspaceResolver {
+    source: WorkspaceSource,
+    known: HashMap<i64, Option<i64>>,
+}
+
+impl WorkspaceResolver {
+    pub fn new(source: WorkspaceSource) -> WorkspaceResolver {
+        WorkspaceResolver { source, known: HashMap::new() }
+    }
+
+    pub fn workspace_of(&mut self, conn: &mut PgConnection, tenant: i64) -> QueryResult<Option<i64>> {
+        if let Some(known) = self.known.get(&tenant) {
+            return Ok(*known);
+        }
+        let found = match &self.source {
+            WorkspaceSource::Fixed(workspace) => Some(*workspace),
+            WorkspaceSource::TenantsTable => sql_query("SELECT workspace_id::bigint AS id FROM tenants WHERE id = $1")
+                .bind::<BigInt, _>(tenant)
+                .get_results::<OptionalId>(conn)?
+                .into_iter()
+                .find_map(|row| row.id),
+            WorkspaceSource::Sql(sql) => sql_query(format!("SELECT ({sql})::bigint AS id"))
+                .bind::<BigInt, _>(tenant)
+                .get_results::<OptionalId>(conn)?
+                .into_iter()
+                .find_map(|row| row.id),
+        };
+        self.known.insert(tenant, found);
+        Ok(found)
+    }
+}
+
+/// `users.name` lookups, when a users table exists.
+pub struct Users {
+    present: bool,
+}
+
+impl Users {
+    pub fn new(conn: &mut PgConnection) -> QueryResult<Users> {
+        Ok(Users { present: table_exists(conn, "users")? && column_exists(conn, "users", "name")? })
+    }
+
+    pub fn name_of(&self, conn: &mut PgConnection, user: i64) -> QueryResult<Option<String>> {
+        if !self.present {
+            return Ok(None);
+        }
+        Ok(sql_query("SELECT name::text AS name FROM users WHERE id = $1")
+            .bind::<BigInt, _>(user)
+            .get_results::<OptionalName>(conn)?
+            .into_iter()
+            .find_map(|row| row.name))
+    }
+
+    /// The one user with this name, if exactly one has it.
+    pub fn id_named(&self, conn: &mut PgConnection, name: &str) -> QueryResult<Option<i64>> {
+        if !self.present {
+            return Ok(None);
+        }
+        let ids = sql_query("SELECT id::bigint AS id FROM users WHERE name = $1 LIMIT 2")
+            .bind::<Text, _>(name)
+            .get_results::<OptionalId>(conn)?;
+        Ok(if ids.len() == 1 { ids[0].id } else { None })
+    }
+}

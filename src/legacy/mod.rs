@@ -1,0 +1,170 @@
+//! `opsrun legacy`: carries a database through the cut-over from the legacy run tables
+//! (inventory_sync_runs, entra_group_sync_runs, backup_schedule_runs, restore_runs) to
+//! operation_runs: analyze, backfill, verify, drop (analysis report §2, §3, §6).
+
+mod archive;
+mod backfill;
+mod catalog_sql;
+mod checks;
+pub mod mapping;
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Subcommand;
+use diesel::{Connection, PgConnection};
+
+pub use archive::{drop_table, restore_table};
+pub use backfill::{canonicalize_types, repoint_references, Backfill, TableReport, BACKFILL_ACTOR};
+pub use catalog_sql::{Users, WorkspaceResolver, WorkspaceSource};
+pub use checks::{analyze, verify, Check, TableSummary};
+use mapping::LegacyTable;
+
+#[derive(clap::Args)]
+pub struct LegacyArgs {
+    /// The database holding the legacy tables beside operation_runs (default: DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: LegacyCommand,
+}
+
+#[derive(Subcommand)]
+pub enum LegacyCommand {
+    /// Per legacy table: rows, linked, unlinked, and what backfill would create.
+    Analyze,
+    /// Create one operation run per unlinked legacy row and link it; idempotent.
+    Backfill {
+        /// Change nothing; print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows read per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+        /// Every tenant belongs to this workspace (when tenants has no workspace_id).
+        #[arg(long)]
+        workspace: Option<i64>,
+        /// SQL giving a tenant's workspace, with the tenant id as $1.
+        #[arg(long)]
+        workspace_of_tenant_sql: Option<String>,
+    },
+    /// Check that the cut-over is complete; exits non-zero when a check fails.
+    Verify,
+    /// Archive a legacy table to _archive_<table> and drop it, only while its checks pass.
+    Drop {
+        /// The table (inventory_sync_runs, entra_group_sync_runs, backup_schedule_runs).
+        table: String,
+        /// Bring the archived table back instead.
+        #[arg(long)]
+        restore: bool,
+    },
+}
+
+fn legacy_table(name: &str) -> anyhow::Result<LegacyTable> {
+    LegacyTable::parse(name).with_context(|| {
+        format!("`{name}` is not a legacy run table; they are inventory_sync_runs, entra_group_sync_runs, backup_schedule_runs, restore_runs")
+    })
+}
+
+fn print_checks(checks: &[Check]) -> bool {
+    println!("{:<24} {:<62} {:>8}", "table", "check", "failing");
+    for check in checks {
+        let table = check.table.map_or("operation_runs", |t| t.name());
+        let mark = if check.passed() { "ok" } else { "FAIL" };
+        println!("{table:<24} {:<62} {:>8}  {mark}", check.name, check.failing);
+    }
+    checks.iter().all(Check::passed)
+}
+
+/// Runs one legacy command against `database_url`.
+pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> {
+    let url = args.database_url.or(default_url).context("--database-url or DATABASE_URL is required")?;
+    let mut conn = PgConnection::establish(&url).context("cannot connect to the database")?;
+    let conn = &mut conn;
+    crate::db::migrate(conn)?;
+    let started = Instant::now();
+    match args.command {
+        LegacyCommand::Analyze => {
+            println!("{:<24} {:>10} {:>10} {:>10} {:>12}", "table", "rows", "linked", "unlinked", "to backfill");
+            for summary in analyze(conn)? {
+                if summary.present {
+                    println!(
+                        "{:<24} {:>10} {:>10} {:>10} {:>12}",
+                        summary.table.name(),
+                        summary.rows,
+                        summary.linked,
+                        summary.unlinked,
+                        summary.to_backfill
+                    );
+                } else {
+                    println!("{:<24} {:>10}", summary.table.name(), "absent");
+                }
+            }
+        }
+        LegacyCommand::Backfill { dry_run, batch, workspace, workspace_of_tenant_sql } => {
+            let source = WorkspaceSource::choose(conn, workspace_of_tenant_sql, workspace)?;
+            let mut workspaces = WorkspaceResolver::new(source);
+            let users = Users::new(conn)?;
+            let mut backfill =
+                Backfill { workspaces: &mut workspaces, users: &users, dry_run, batch: batch.clamp(1, 100_000) };
+            let verb = if dry_run { "would create" } else { "created" };
+            println!(
+                "{:<24} {:>12} {:>16} {:>8} {:>8} {:>8}",
+                "table", verb, "linked existing", "skipped", "refused", "notes"
+            );
+            let mut problems = Vec::new();
+            for table in LegacyTable::ALL {
+                match backfill.table(conn, table)? {
+                    None => println!("{:<24} {:>12}", table.name(), "absent"),
+                    Some(report) => {
+                        println!(
+                            "{:<24} {:>12} {:>16} {:>8} {:>8} {:>8}",
+                            table.name(),
+                            report.created,
+                            report.linked_existing,
+                            report.skipped,
+                            report.refused.len(),
+                            report.notes.len()
+                        );
+                        problems.extend(report.refused.iter().map(|r| format!("{}: refused {r}", table.name())));
+                        problems.extend(report.notes.iter().map(|n| format!("{}: {n}", table.name())));
+                    }
+                }
+            }
+            for (dotted, count) in canonicalize_types(conn, dry_run)? {
+                if count > 0 {
+                    println!(
+                        "operation_runs: {count} run(s) of `{dotted}` {}",
+                        if dry_run { "would be canonicalized" } else { "canonicalized" }
+                    );
+                }
+            }
+            for (column, count) in repoint_references(conn, dry_run)? {
+                println!("{column}: {count} reference(s) {}", if dry_run { "would be filled" } else { "filled" });
+            }
+            for problem in problems.iter().take(50) {
+                println!("  {problem}");
+            }
+            if problems.len() > 50 {
+                println!("  … and {} more", problems.len() - 50);
+            }
+        }
+        LegacyCommand::Verify => {
+            if !print_checks(&verify(conn)?) {
+                anyhow::bail!("verification failed");
+            }
+        }
+        LegacyCommand::Drop { table, restore } => {
+            let table = legacy_table(&table)?;
+            if restore {
+                let rows = restore_table(conn, table)?;
+                println!("restored {} ({rows} rows) from _archive_{}", table.name(), table.name());
+            } else {
+                let rows = drop_table(conn, table)?;
+                println!("archived {rows} rows of {} to _archive_{} and dropped it", table.name(), table.name());
+            }
+        }
+    }
+    eprintln!("done in {:.1?}", started.elapsed());
+    Ok(())
+}
