@@ -8,6 +8,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{sql_query, QueryableByName};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use sha2::Digest;
 
 use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyTable, Mapped, MappedRun};
@@ -47,13 +48,16 @@ struct BackfilledRun {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TableReport {
     pub created: u64,
-    /// Linked to a run that already held the identity.
+    /// Linked to a run (started through the API) that already held the identity.
     pub linked_existing: u64,
+    /// Created under an identity of their own, because another legacy row's run held
+    /// theirs (duplicate active rows, two fires in one minute).
+    pub kept_apart: u64,
     pub skipped: u64,
-    /// Rows that could not be mapped, with the reason.
-    pub refused: Vec<String>,
-    /// Rows mapped with defaults, with what was defaulted.
-    pub notes: Vec<String>,
+    /// Rows that could not be mapped: (legacy id, reason).
+    pub refused: Vec<(i64, String)>,
+    /// Rows mapped with defaults: (legacy id, what was defaulted).
+    pub notes: Vec<(i64, String)>,
 }
 
 #[derive(QueryableByName)]
@@ -81,6 +85,10 @@ impl Backfill<'_> {
         if !column_exists(conn, table.name(), "operation_run_id")? {
             anyhow::bail!("{} has no operation_run_id column to link rows with", table.name());
         }
+        // Each row's run and link commit together, so a commit lost in a crash only means
+        // that row is backfilled again on the next pass: durability can wait for the WAL
+        // writer instead of an fsync per row.
+        sql_query("SET synchronous_commit = off").execute(conn)?;
         let mut report = TableReport::default();
         let total: i64 =
             sql_query(format!("SELECT count(*) AS id FROM {} WHERE operation_run_id IS NULL", table.name()))
@@ -125,7 +133,7 @@ impl Backfill<'_> {
         let json: serde_json::Value = match serde_json::from_str(&legacy.row) {
             Ok(json) => json,
             Err(e) => {
-                report.refused.push(format!("row {}: unreadable ({e})", legacy.id));
+                report.refused.push((legacy.id, format!("unreadable row ({e})")));
                 return Ok(());
             }
         };
@@ -136,24 +144,25 @@ impl Backfill<'_> {
                 return Ok(());
             }
             Mapped::Refuse(reason) => {
-                report.refused.push(reason);
+                report.refused.push((legacy.id, reason));
                 return Ok(());
             }
         };
-        report.notes.extend(notes.into_iter().map(|n| format!("row {}: {n}", legacy.id)));
+        report.notes.extend(notes.into_iter().map(|n| (legacy.id, n)));
         let Some(workspace_id) = self.workspaces.workspace_of(conn, mapped.tenant_id)? else {
-            report.refused.push(format!("row {}: no workspace known for tenant {}", legacy.id, mapped.tenant_id));
+            report.refused.push((legacy.id, format!("no workspace known for tenant {}", mapped.tenant_id)));
             return Ok(());
         };
         if self.dry_run {
             report.created += 1;
             return Ok(());
         }
-        let new = self.to_insert(conn, *mapped, workspace_id)?;
-        let linked = conn.transaction(|conn| link(conn, table, legacy.id, &new))?;
+        let mut new = self.to_insert(conn, *mapped, workspace_id)?;
+        let linked = conn.transaction(|conn| link(conn, table, legacy.id, &mut new))?;
         match linked {
             Linked::Created => report.created += 1,
             Linked::Existing => report.linked_existing += 1,
+            Linked::KeptApart => report.kept_apart += 1,
             Linked::Before => {}
         }
         Ok(())
@@ -204,14 +213,21 @@ impl Backfill<'_> {
 enum Linked {
     /// To a run created for it.
     Created,
-    /// To the run that already held its identity.
+    /// To the run (not a backfilled one) that already held its identity.
     Existing,
+    /// To a run of its own under a unique identity: a backfilled run held its identity.
+    KeptApart,
     /// It was linked already (another backfill got there first).
     Before,
 }
 
 /// Inside one transaction: lock the legacy row, create (or find) its run, link it.
-fn link(conn: &mut PgConnection, table: LegacyTable, legacy_id: i64, new: &BackfilledRun) -> anyhow::Result<Linked> {
+fn link(
+    conn: &mut PgConnection,
+    table: LegacyTable,
+    legacy_id: i64,
+    new: &mut BackfilledRun,
+) -> anyhow::Result<Linked> {
     let current: Vec<OptionalId> =
         sql_query(format!("SELECT operation_run_id::bigint AS id FROM {} WHERE id = $1 FOR UPDATE", table.name()))
             .bind::<BigInt, _>(legacy_id)
@@ -219,36 +235,68 @@ fn link(conn: &mut PgConnection, table: LegacyTable, legacy_id: i64, new: &Backf
     if current.first().is_none_or(|row| row.id.is_some()) {
         return Ok(Linked::Before); // another backfill got here first
     }
-    let created: Option<i64> = diesel::insert_into(operation_runs::table)
-        .values(new)
-        .on_conflict_do_nothing()
-        .returning(operation_runs::id)
-        .get_result(conn)
-        .optional()?;
-    let (run_id, outcome) = match created {
-        Some(run_id) => {
-            crate::db::events::append(
-                conn,
-                &NewRunEvent {
-                    run_id,
-                    workspace_id: new.workspace_id,
-                    actor: BACKFILL_ACTOR.into(),
-                    kind: "created",
-                    from_status: None,
-                    to_status: new.status,
-                    outcome: new.outcome,
-                    detail: json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
-                },
-            )?;
-            (run_id, Linked::Created)
+    let (run_id, outcome) = match insert(conn, table, legacy_id, new)? {
+        Some(run_id) => (run_id, Linked::Created),
+        None => {
+            let holder = identity_holder(conn, new)?;
+            if !is_backfilled(conn, holder)? {
+                (holder, Linked::Existing)
+            } else {
+                // Two legacy rows, one identity (duplicate "running" rows, two fires in one
+                // minute): the first keeps it; this one gets an identity of its own, so each
+                // legacy row keeps its own run. Stale active ones are left to the reaper.
+                let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
+                new.run_identity_hash = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
+                new.identity_policy = IdentityPolicy::UniquePerClick;
+                let run_id = insert(conn, table, legacy_id, new)?
+                    .ok_or_else(|| anyhow::anyhow!("a unique legacy identity conflicted"))?;
+                (run_id, Linked::KeptApart)
+            }
         }
-        None => (identity_holder(conn, new)?, Linked::Existing),
     };
     sql_query(format!("UPDATE {} SET operation_run_id = $1 WHERE id = $2", table.name()))
         .bind::<BigInt, _>(run_id)
         .bind::<BigInt, _>(legacy_id)
         .execute(conn)?;
     Ok(outcome)
+}
+
+/// Inserts the run and its `created` event; `None` when its identity is held.
+fn insert(
+    conn: &mut PgConnection,
+    table: LegacyTable,
+    legacy_id: i64,
+    new: &BackfilledRun,
+) -> anyhow::Result<Option<i64>> {
+    let created: Option<i64> = diesel::insert_into(operation_runs::table)
+        .values(&*new)
+        .on_conflict_do_nothing()
+        .returning(operation_runs::id)
+        .get_result(conn)
+        .optional()?;
+    if let Some(run_id) = created {
+        crate::db::events::append(
+            conn,
+            &NewRunEvent {
+                run_id,
+                workspace_id: new.workspace_id,
+                actor: BACKFILL_ACTOR.into(),
+                kind: "created",
+                from_status: None,
+                to_status: new.status,
+                outcome: new.outcome,
+                detail: json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
+            },
+        )?;
+    }
+    Ok(created)
+}
+
+/// Whether a run came from a legacy row.
+fn is_backfilled(conn: &mut PgConnection, run: i64) -> QueryResult<bool> {
+    use crate::db::schema::operation_runs::dsl::{context, id, operation_runs as runs};
+    let found: serde_json::Value = runs.filter(id.eq(run)).select(context).first(conn)?;
+    Ok(found.get("legacy").is_some())
 }
 
 /// The run holding a conflicting identity: a strict-once run, or an active one.

@@ -274,13 +274,13 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
         }
         LegacyTable::BackupScheduleRuns => {
             let Some(schedule) = id(row, "backup_schedule_id") else {
-                return Mapped::Refuse(format!("row {legacy_id} has no backup_schedule_id"));
+                return Mapped::Refuse("no backup_schedule_id".into());
             };
             let scheduled_for = text(row, "scheduled_for")
                 .and_then(|raw| parse_minute(&raw).or_else(|| time(row, "scheduled_for")))
                 .map(format_minute);
             let Some(scheduled_for) = scheduled_for else {
-                return Mapped::Refuse(format!("row {legacy_id} has no readable scheduled_for"));
+                return Mapped::Refuse("no readable scheduled_for".into());
             };
             inputs.insert("backup_schedule_id".into(), Value::from(schedule));
             inputs.insert("trigger".into(), Value::from("scheduled"));
@@ -327,7 +327,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
     let spec = run_type.spec();
     let parsed = match parse_inputs(spec, &inputs) {
         Ok(parsed) => parsed,
-        Err(error) => return Mapped::Refuse(format!("row {legacy_id}: {error}")),
+        Err(error) => return Mapped::Refuse(error.to_string()),
     };
     let identity_policy = IdentityPolicy::for_start(spec.identity, &parsed);
     let hash = identity_hash(ScopeKey::Tenant(tenant_id), run_type, &parsed, None);

@@ -66,6 +66,22 @@ fn legacy_table(name: &str) -> anyhow::Result<LegacyTable> {
     })
 }
 
+/// Rows with the same message, counted, with the first few ids.
+fn grouped(table: LegacyTable, kind: &str, rows: &[(i64, String)]) -> Vec<String> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+    for (id, message) in rows {
+        groups.entry(message.as_str()).or_default().push(*id);
+    }
+    groups
+        .into_iter()
+        .map(|(message, ids)| {
+            let first: Vec<String> = ids.iter().take(5).map(ToString::to_string).collect();
+            let more = if ids.len() > 5 { ", …" } else { "" };
+            format!("{}: {kind}: {message}: {} row(s) (ids {}{more})", table.name(), ids.len(), first.join(", "))
+        })
+        .collect()
+}
+
 fn print_checks(checks: &[Check]) -> bool {
     println!("{:<24} {:<62} {:>8}", "table", "check", "failing");
     for check in checks {
@@ -109,8 +125,8 @@ pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> 
                 Backfill { workspaces: &mut workspaces, users: &users, dry_run, batch: batch.clamp(1, 100_000) };
             let verb = if dry_run { "would create" } else { "created" };
             println!(
-                "{:<24} {:>12} {:>16} {:>8} {:>8} {:>8}",
-                "table", verb, "linked existing", "skipped", "refused", "notes"
+                "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8}",
+                "table", verb, "linked existing", "kept apart", "skipped", "refused", "notes"
             );
             let mut problems = Vec::new();
             for table in LegacyTable::ALL {
@@ -118,35 +134,31 @@ pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> 
                     None => println!("{:<24} {:>12}", table.name(), "absent"),
                     Some(report) => {
                         println!(
-                            "{:<24} {:>12} {:>16} {:>8} {:>8} {:>8}",
+                            "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8}",
                             table.name(),
                             report.created,
                             report.linked_existing,
+                            report.kept_apart,
                             report.skipped,
                             report.refused.len(),
                             report.notes.len()
                         );
-                        problems.extend(report.refused.iter().map(|r| format!("{}: refused {r}", table.name())));
-                        problems.extend(report.notes.iter().map(|n| format!("{}: {n}", table.name())));
+                        problems.extend(grouped(table, "refused", &report.refused));
+                        problems.extend(grouped(table, "note", &report.notes));
                     }
                 }
             }
             for (dotted, count) in canonicalize_types(conn, dry_run)? {
                 if count > 0 {
-                    println!(
-                        "operation_runs: {count} run(s) of `{dotted}` {}",
-                        if dry_run { "would be canonicalized" } else { "canonicalized" }
-                    );
+                    let done = if dry_run { "would be canonicalized" } else { "canonicalized" };
+                    println!("operation_runs: {count} run(s) of `{dotted}` {done}");
                 }
             }
             for (column, count) in repoint_references(conn, dry_run)? {
                 println!("{column}: {count} reference(s) {}", if dry_run { "would be filled" } else { "filled" });
             }
-            for problem in problems.iter().take(50) {
+            for problem in problems {
                 println!("  {problem}");
-            }
-            if problems.len() > 50 {
-                println!("  … and {} more", problems.len() - 50);
             }
         }
         LegacyCommand::Verify => {

@@ -10,43 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, fresh_database, token, TestApp};
 
-const LEGACY_SCHEMA: &str = r#"
-CREATE TABLE tenants (id bigint PRIMARY KEY, workspace_id bigint NOT NULL, name text);
-CREATE TABLE users (id bigint PRIMARY KEY, name text);
-INSERT INTO tenants VALUES (1, 1, 'Contoso'), (2, 1, 'Fabrikam'), (3, 2, 'Elsewhere');
-INSERT INTO users VALUES (10, 'Ada'), (11, 'Grace');
-
-CREATE TABLE inventory_sync_runs (
-  id bigserial PRIMARY KEY, tenant_id bigint, user_id bigint, selection_hash varchar(64), selection_payload jsonb,
-  status varchar(255), had_errors boolean DEFAULT false, error_codes jsonb, error_context jsonb,
-  started_at timestamptz, finished_at timestamptz, items_observed_count integer DEFAULT 0,
-  items_upserted_count integer DEFAULT 0, errors_count integer DEFAULT 0,
-  operation_run_id bigint REFERENCES operation_runs (id) ON DELETE SET NULL, created_at timestamp, updated_at timestamp);
-CREATE TABLE entra_group_sync_runs (
-  id bigserial PRIMARY KEY, tenant_id bigint, selection_key varchar(255), slot_key varchar(255), status varchar(255),
-  error_code varchar(255), error_category varchar(255), error_summary text, safety_stop_triggered boolean DEFAULT false,
-  safety_stop_reason varchar(255), pages_fetched integer DEFAULT 0, items_observed_count integer DEFAULT 0,
-  items_upserted_count integer DEFAULT 0, error_count integer DEFAULT 0, initiator_user_id bigint,
-  started_at timestamptz, finished_at timestamptz,
-  operation_run_id bigint REFERENCES operation_runs (id) ON DELETE SET NULL, created_at timestamp, updated_at timestamp,
-  UNIQUE (tenant_id, selection_key, slot_key));
-CREATE TABLE backup_schedule_runs (
-  id bigserial PRIMARY KEY, backup_schedule_id bigint NOT NULL, tenant_id bigint NOT NULL, scheduled_for timestamp NOT NULL,
-  started_at timestamp, finished_at timestamp, status varchar(255), summary text, error_code varchar(255),
-  error_message text, backup_set_id bigint, user_id bigint,
-  operation_run_id bigint REFERENCES operation_runs (id) ON DELETE SET NULL, created_at timestamp, updated_at timestamp,
-  UNIQUE (backup_schedule_id, scheduled_for));
-CREATE TABLE restore_runs (
-  id bigserial PRIMARY KEY, tenant_id bigint, backup_set_id bigint, requested_by varchar(255), is_dry_run boolean,
-  status varchar(255), requested_items json, preview json, results json, failure_reason text, metadata json,
-  group_mapping json, idempotency_key varchar(255), started_at timestamp, completed_at timestamp,
-  operation_run_id bigint REFERENCES operation_runs (id) ON DELETE SET NULL, deleted_at timestamp,
-  created_at timestamp, updated_at timestamp);
-CREATE TABLE findings (id bigserial PRIMARY KEY,
-  baseline_run_id bigint REFERENCES inventory_sync_runs (id), current_run_id bigint REFERENCES inventory_sync_runs (id));
-CREATE TABLE inventory_items (id bigserial PRIMARY KEY, last_seen_run_id bigint REFERENCES inventory_sync_runs (id),
-  last_seen_operation_run_id bigint REFERENCES operation_runs (id));
-"#;
+const LEGACY_SCHEMA: &str = include_str!("../fixtures/legacy-schema.sql");
 
 const LEGACY_ROWS: &str = r#"
 INSERT INTO inventory_sync_runs (id, tenant_id, user_id, selection_hash, status, error_codes, items_observed_count,
@@ -57,7 +21,8 @@ INSERT INTO inventory_sync_runs (id, tenant_id, user_id, selection_hash, status,
   (4, 2, 999, 'sel-a', 'partial', '["graph.403", "graph.429"]', 40, 38, 2, '2026-01-02 09:00', '2026-01-02 09:05', '2026-01-02 09:00', '2026-01-02 09:05'),
   (5, 2, 11, 'sel-c', 'failed', '{"not": "an array"}', 1, 0, 1, '2026-01-03 09:00', '2026-01-03 09:01', '2026-01-03 09:00', '2026-01-03 09:01'),
   (6, 1, 10, 'sel-d', 'skipped', NULL, 0, 0, 0, NULL, '2026-01-04 09:00', '2026-01-04 09:00', '2026-01-04 09:00'),
-  (7, 1, 10, 'sel-e', 'exploded', NULL, 0, 0, 0, NULL, NULL, '2026-01-05 09:00', NULL);
+  (7, 1, 10, 'sel-e', 'exploded', NULL, 0, 0, 0, NULL, NULL, '2026-01-05 09:00', NULL),
+  (8, 1, 10, 'sel-a', 'running', NULL, 0, 0, 0, '2026-01-06 09:00', NULL, '2026-01-06 09:00', '2026-01-06 09:00');
 INSERT INTO entra_group_sync_runs (id, tenant_id, selection_key, slot_key, status, error_code, error_category, error_summary,
                                    pages_fetched, items_observed_count, items_upserted_count, error_count, initiator_user_id,
                                    finished_at, created_at, updated_at) VALUES
@@ -162,8 +127,8 @@ fn backfill_maps_every_status_as_the_report_says_and_a_second_run_changes_nothin
     let first = legacy(&url, &["backfill"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let runs = backfilled(&mut conn);
-    // 7 + 4 + 6 + 6 (three restore wizard states skipped).
-    assert_eq!(runs.len(), 23, "{}", stdout(&first));
+    // 8 + 4 + 6 + 6 (three restore wizard states skipped).
+    assert_eq!(runs.len(), 24, "{}", stdout(&first));
 
     let expect = |source: &str, id: i64, status: &str, outcome: &str| {
         let run = run_of(&runs, source, id);
@@ -187,6 +152,10 @@ fn backfill_maps_every_status_as_the_report_says_and_a_second_run_changes_nothin
     expect("inventory_sync_runs", 5, "completed", "failed");
     expect("inventory_sync_runs", 6, "completed", "cancelled");
     expect("inventory_sync_runs", 7, "completed", "failed"); // unknown status, reported
+                                                             // Row 8 repeats row 1's active identity: row 1 keeps it, row 8 gets a run of its own.
+    assert_eq!(expect("inventory_sync_runs", 1, "queued", "pending")["identity_policy"], "dedupe_active");
+    assert_eq!(expect("inventory_sync_runs", 8, "running", "pending")["identity_policy"], "unique_per_click");
+    assert!(stdout(&first).contains("unknown status `exploded`"), "{}", stdout(&first));
     let group = expect("entra_group_sync_runs", 3, "completed", "failed");
     assert_eq!(group["type"], "directory_groups_sync");
     assert_eq!(group["failure_summary"]["items"][0]["reason_code"], "provider_throttled");
@@ -244,7 +213,7 @@ fn backfill_maps_every_status_as_the_report_says_and_a_second_run_changes_nothin
 
     let second = legacy(&url, &["backfill"]);
     assert!(second.status.success());
-    assert_eq!(backfilled(&mut conn).len(), 23, "a second backfill creates nothing:\n{}", stdout(&second));
+    assert_eq!(backfilled(&mut conn).len(), 24, "a second backfill creates nothing:\n{}", stdout(&second));
 }
 
 #[test]
