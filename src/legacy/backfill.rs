@@ -269,7 +269,7 @@ fn insert(
     new: &BackfilledRun,
 ) -> anyhow::Result<Option<i64>> {
     let created: Option<i64> = diesel::insert_into(operation_runs::table)
-        .values(&*new)
+        .values(new)
         .on_conflict_do_nothing()
         .returning(operation_runs::id)
         .get_result(conn)
