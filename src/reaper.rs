@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection, QueryResult};
 use serde_json::json;
 
-use crate::db::models::NewRunEvent;
+use crate::db::models::{NewRunEvent, OperationRunRow};
 use crate::db::runs::{self, Change};
 use crate::db::{events, Database};
 use crate::domain::catalog::RunType;
@@ -34,6 +34,19 @@ pub struct StaleRun {
     pub run_type: RunType,
     pub status: RunStatus,
     pub last_change: DateTime<Utc>,
+}
+
+impl From<&OperationRunRow> for StaleRun {
+    fn from(run: &OperationRunRow) -> StaleRun {
+        StaleRun {
+            id: run.id,
+            workspace_id: run.workspace_id,
+            tenant_id: run.tenant_id,
+            run_type: run.run_type,
+            status: run.status,
+            last_change: run.updated_at,
+        }
+    }
 }
 
 /// Reaps one batch in one transaction; returns the runs it completed.
@@ -64,14 +77,7 @@ fn reap_batch(conn: &mut PgConnection, limits: &StaleLimits) -> QueryResult<Vec<
                     detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
                 },
             )?;
-            reaped.push(StaleRun {
-                id: run.id,
-                workspace_id: run.workspace_id,
-                tenant_id: run.tenant_id,
-                run_type: run.run_type,
-                status: run.status,
-                last_change: run.updated_at,
-            });
+            reaped.push(StaleRun::from(&run));
         }
         Ok(reaped)
     })
@@ -81,17 +87,7 @@ fn reap_batch(conn: &mut PgConnection, limits: &StaleLimits) -> QueryResult<Vec<
 pub fn reap(conn: &mut PgConnection, limits: &StaleLimits, dry_run: bool) -> QueryResult<Vec<StaleRun>> {
     if dry_run {
         let stale = runs::stale(conn, limits, i64::MAX, false)?;
-        return Ok(stale
-            .into_iter()
-            .map(|run| StaleRun {
-                id: run.id,
-                workspace_id: run.workspace_id,
-                tenant_id: run.tenant_id,
-                run_type: run.run_type,
-                status: run.status,
-                last_change: run.updated_at,
-            })
-            .collect());
+        return Ok(stale.iter().map(StaleRun::from).collect());
     }
     let mut all = Vec::new();
     loop {

@@ -85,6 +85,23 @@ impl RunMove {
     fn bare(transition: Transition, action: Action) -> RunMove {
         RunMove { transition, action, change: Change::default(), detail: json!({}) }
     }
+
+    /// A worker's report: counters (increments while running, final values on
+    /// completion) and failures, validated and sanitized.
+    fn reported(
+        transition: Transition,
+        counts: &Map<String, Value>,
+        failures: Vec<ReportedFailure>,
+    ) -> Result<RunMove, ApiError> {
+        let counts = Counts::parse(counts)?.to_json();
+        let failures = sanitized_failures(failures)?;
+        let detail = json!({ "counts": counts, "failures_reported": failures.len() });
+        let change = match transition {
+            Transition::Progress => Change { increments: Some(counts), final_counts: None, failures },
+            _ => Change { increments: None, final_counts: Some(counts), failures },
+        };
+        Ok(RunMove { transition, action: Action::Execute, change, detail })
+    }
 }
 
 /// Loads, authorizes and moves one run, appending its event, in one transaction.
@@ -186,11 +203,7 @@ pub async fn report_progress(
     request: web::Json<ProgressRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
-    let counts = Counts::parse(&request.counts)?;
-    let failures = sanitized_failures(request.failures)?;
-    let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
-    let change = Change { increments: Some(counts.to_json()), final_counts: None, failures };
-    let requested = RunMove { transition: Transition::Progress, action: Action::Execute, change, detail };
+    let requested = RunMove::reported(Transition::Progress, &request.counts, request.failures)?;
     move_run(&db, &metrics, principal, id.into_inner(), requested).await
 }
 
@@ -221,13 +234,9 @@ pub async fn complete_run(
     request: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
-    let counts = Counts::parse(&request.counts)?;
-    let failures = sanitized_failures(request.failures)?;
-    let detail = json!({ "counts": counts.to_json(), "failures_reported": failures.len() });
-    let change = Change { increments: None, final_counts: Some(counts.to_json()), failures };
     let transition = Transition::Complete(request.outcome.into());
-    move_run(&db, &metrics, principal, id.into_inner(), RunMove { transition, action: Action::Execute, change, detail })
-        .await
+    let requested = RunMove::reported(transition, &request.counts, request.failures)?;
+    move_run(&db, &metrics, principal, id.into_inner(), requested).await
 }
 
 /// Cancel a queued or running run.
