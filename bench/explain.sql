@@ -39,10 +39,21 @@ FROM operation_runs
 WHERE workspace_id = 1 AND tenant_id = 1005
 ORDER BY created_at DESC, id DESC LIMIT 51;
 
-\echo '== list, a caller restricted to tenants 1005 and 1006 (GET /v1/runs)'
+\echo '== list, a caller restricted to tenants 1005 and 1006 (GET /v1/runs): one range per tenant, then the workspace-scoped runs'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
 FROM operation_runs
+WHERE workspace_id = 1 AND tenant_id = 1006
+ORDER BY created_at DESC, id DESC LIMIT 51;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
+FROM operation_runs
+WHERE workspace_id = 1 AND tenant_id IS NULL
+ORDER BY created_at DESC, id DESC LIMIT 51;
+
+\echo '== the same as one query, which the service uses only for callers with more than 16 tenants'
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+SELECT id FROM operation_runs
 WHERE workspace_id = 1 AND (tenant_id IS NULL OR tenant_id = ANY('{1005,1006}'))
 ORDER BY created_at DESC, id DESC LIMIT 51;
 

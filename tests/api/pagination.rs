@@ -123,3 +123,35 @@ async fn bad_cursors_limits_and_filters_are_400() {
     assert_eq!(page["items"].as_array().unwrap().len(), 3);
     assert!(page["next_cursor"].is_null());
 }
+
+#[tokio::test]
+async fn a_caller_limited_to_some_tenants_pages_through_exactly_their_runs() {
+    let app = TestApp::spawn().await;
+    let admin = admin_token();
+    let mut theirs = Vec::new();
+    for i in 0..18 {
+        let tenant = [1, 2, 3][i % 3];
+        let body = json!({"type": "backup_schedule_run", "tenant_id": tenant, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}});
+        let id = app.start(&admin, body).await;
+        if tenant != 3 {
+            theirs.push(id);
+        }
+        if i % 6 == 0 {
+            theirs.push(app.start(&admin, json!({"type": "workspace_audit_export"})).await);
+            app.post(&format!("/v1/runs/{}/cancel", theirs.last().unwrap()), &admin, json!({})).await;
+        }
+    }
+    let caller = crate::helpers::token(json!([1, 2]), &["backup_schedules.run", "audit.export"]);
+    let mut seen = Vec::new();
+    let mut path = "/v1/runs?limit=4".to_owned();
+    loop {
+        let page: Value = app.get(&path, &caller).await.json().await.unwrap();
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/runs?limit=4&cursor={cursor}"),
+            None => break,
+        }
+    }
+    theirs.reverse();
+    assert_eq!(seen, theirs, "their tenants and the workspace's own runs, newest first, each once");
+}
