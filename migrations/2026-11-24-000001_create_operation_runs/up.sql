@@ -53,6 +53,11 @@ CREATE TABLE operation_runs (
 
 CREATE INDEX operation_runs_workspace_created_idx
     ON operation_runs (workspace_id, created_at DESC, id DESC);
+-- Workspace-scoped runs (no tenant): the range a tenant-limited caller's list reads
+-- besides its tenants' ranges.
+CREATE INDEX operation_runs_workspace_scoped_created_idx
+    ON operation_runs (workspace_id, created_at DESC, id DESC)
+    WHERE tenant_id IS NULL;
 CREATE INDEX operation_runs_workspace_type_created_idx
     ON operation_runs (workspace_id, type, created_at DESC, id DESC);
 CREATE INDEX operation_runs_workspace_tenant_created_idx

@@ -31,6 +31,11 @@ async fn migrations_create_every_index_the_spec_names() {
     };
     let expected = [
         ("operation_runs_workspace_created_idx", "(workspace_id, created_at DESC, id DESC)", None),
+        (
+            "operation_runs_workspace_scoped_created_idx",
+            "(workspace_id, created_at DESC, id DESC)",
+            Some("(tenant_id IS NULL)"),
+        ),
         ("operation_runs_workspace_type_created_idx", "(workspace_id, type, created_at DESC, id DESC)", None),
         ("operation_runs_workspace_tenant_created_idx", "(workspace_id, tenant_id, created_at DESC, id DESC)", None),
         ("operation_runs_active_tenant_identity_key", "UNIQUE INDEX", Some("(tenant_id IS NOT NULL)")),
