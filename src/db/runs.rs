@@ -194,7 +194,7 @@ pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<Operat
             for tenant in visible.iter().copied().map(TenantFilter::One).chain([TenantFilter::WorkspaceScoped]) {
                 rows.extend(list_range(conn, query, tenant)?);
             }
-            rows.sort_unstable_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            rows.sort_unstable_by_key(|row| std::cmp::Reverse((row.created_at, row.id)));
             rows.truncate(usize::try_from(query.limit).unwrap_or(0));
             Ok(rows)
         }
