@@ -19,6 +19,8 @@ operations=(start refused view list_first list_deep history progress)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
+command -v psql >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq postgresql-client; }
+command -v curl >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq curl; }
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)
 [ -x "$pgbench" ] || { as_root apt-get update -qq; as_root apt-get install -y -qq postgresql-contrib; pgbench=$(command -v pgbench); }
 command -v python3 >/dev/null || { echo "python3 is needed for the report" >&2; exit 1; }
