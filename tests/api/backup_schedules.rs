@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, claims, mint, spawn_all, token, worker_token, TestApp};
+use crate::helpers::{admin_token, assert_problem, claims, ids, mint, spawn_all, token, worker_token, TestApp};
 
 fn scheduled(schedule: i64, tenant: i64, at: &str) -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": tenant,
@@ -16,10 +16,6 @@ fn manual(kind: &str, schedule: i64, tenant: i64) -> Value {
         }
         _ => json!({"type": kind, "tenant_id": tenant, "inputs": {"backup_schedule_id": schedule}}),
     }
-}
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
 }
 
 async fn complete(app: &TestApp, id: i64, outcome: &str) {

@@ -253,3 +253,8 @@ pub async fn problem_without_request_id(response: Response) -> (u16, String) {
     assert!(text.contains(&field), "{text}");
     (status, text.replacen(&field, "", 1))
 }
+
+/// The run ids of a list page, in order.
+pub fn ids(page: &Value) -> Vec<i64> {
+    page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}

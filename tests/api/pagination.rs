@@ -5,15 +5,11 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, TestApp};
+use crate::helpers::{admin_token, assert_problem, ids, TestApp};
 
 fn export_body() -> Value {
     // unique_per_click types never conflict, so starts can be repeated freely.
     json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
-}
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
 }
 
 #[tokio::test]
