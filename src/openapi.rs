@@ -2,6 +2,8 @@
 //! makes Swagger UI's "Authorize" button work.
 
 use serde_json::json;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{KnownFormat, RefOr};
@@ -33,6 +35,45 @@ impl Modify for BearerScheme {
     }
 }
 
+/// Links from a started run to the operations that take its id, so clients (and
+/// Schemathesis' stateful phase) can follow a run from `POST /v1/runs` to a worker's moves.
+struct RunLinks;
+
+impl RunLinks {
+    const FOLLOW_UPS: [(&'static str, &'static str); 6] = [
+        ("view", "view_run"),
+        ("events", "list_run_events"),
+        ("start_work", "start_run_work"),
+        ("report_progress", "report_progress"),
+        ("complete", "complete_run"),
+        ("cancel", "cancel_run"),
+    ];
+
+    /// Each follow-up with its `id` parameter taken from `id_expression`.
+    fn follow_ups(id_expression: &str) -> impl Iterator<Item = (String, RefOr<Link>)> + '_ {
+        Self::FOLLOW_UPS.into_iter().map(move |(name, operation_id)| {
+            // utoipa 5.5 writes `Link::operation_id` as `operation_id`; OpenAPI says `operationId`.
+            let operation = Extensions::from_iter([("operationId", operation_id)]);
+            let link = LinkBuilder::new().parameter("id", id_expression).extensions(Some(operation)).build();
+            (name.to_string(), RefOr::T(link))
+        })
+    }
+}
+
+impl Modify for RunLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(start) = openapi.paths.paths.get_mut("/v1/runs").and_then(|item| item.post.as_mut()) else {
+            return;
+        };
+        // 201 carries the new run; 409 names the run that holds the identity.
+        for (status, id_expression) in [("201", "$response.body#/id"), ("409", "$response.body#/existing_run_id")] {
+            if let Some(RefOr::T(response)) = start.responses.responses.get_mut(status) {
+                response.links.extend(Self::follow_ups(id_expression));
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -55,7 +96,7 @@ impl Modify for BearerScheme {
         routes::runs::transition::cancel_run,
         routes::backup_schedules::list_backup_schedule_runs,
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &RunLinks),
     tags(
         (name = "runs", description = "Start, list and view operation runs"),
         (name = "worker", description = "Moves that workers make: start, progress, complete, cancel"),
