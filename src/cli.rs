@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{AuthConfig, Claims};
 use crate::config::Settings;
-use crate::startup::{Application, ApplicationConfig};
+use crate::startup::{self, Application, ApplicationConfig};
 use crate::{db, dev, legacy, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
@@ -243,7 +243,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  curl -H 'Authorization: Bearer {token}' {base}/v1/runs");
     }
 
-    application.run_until_stopped().await?;
+    application.run_until_stopped(startup::termination_signal).await?;
     if let Some(mut cluster) = database.embedded {
         cluster.stop();
         tracing::info!("embedded PostgreSQL stopped");

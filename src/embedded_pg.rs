@@ -188,6 +188,9 @@ impl EmbeddedPostgres {
         if !durable {
             postgres.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
+        // Its own process group: a terminal's Ctrl-C reaches only us, and we stop the
+        // server after the requests in flight are answered.
+        postgres.process_group(0);
         // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
         unsafe {
             postgres.pre_exec(|| {

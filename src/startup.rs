@@ -2,6 +2,7 @@
 //! and routes, bound to a listener, plus the reaper beside the server. `opsrun serve`
 //! and the tests build the service the same way.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +192,8 @@ impl Application {
         // connections they share would only queue on the pool and cost context switches.
         .worker_max_blocking_threads(blocking_threads_per_worker(config.pool_size, config.workers))
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        // `run_until_stopped` decides when to stop: actix treats SIGINT as a forced stop.
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application { port, server, database, metrics: metrics.into_inner(), reaper: config.reaper })
@@ -204,16 +207,52 @@ impl Application {
         &self.database
     }
 
-    /// Serves (and reaps, when configured) until SIGINT/SIGTERM, then finishes
-    /// in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    /// Serves (and reaps, when configured) until `stop_requested` resolves, then stops
+    /// taking connections and finishes the requests in flight (for up to
+    /// `SHUTDOWN_GRACE`); if `stop_requested` resolves again meanwhile, it stops at once.
+    pub async fn run_until_stopped<F>(self, mut stop_requested: impl FnMut() -> F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let reaper = self.reaper.map(|(interval, limits)| {
             tokio::spawn(reaper::run_periodically(self.database.clone(), limits, interval, self.metrics.clone()))
         });
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = stop_requested() => {
+                tracing::info!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "stopping: finishing the requests in flight (signal again to stop now)"
+                );
+                let second_request = stop_requested();
+                let force = handle.clone();
+                let forcing = tokio::spawn(async move {
+                    second_request.await;
+                    tracing::warn!("stopping now: requests in flight are dropped");
+                    force.stop(false).await;
+                });
+                let (served, ()) = tokio::join!(server, handle.stop(true));
+                forcing.abort();
+                served
+            }
+        };
         if let Some(reaper) = reaper {
             reaper.abort();
         }
         served
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM: a terminal's Ctrl-C and an orchestrator's stop
+/// both ask for a graceful shutdown.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
 }

@@ -120,7 +120,7 @@ impl TestApp {
         adjust(&mut config);
         let application = Application::build(config).expect("the application builds");
         let address = format!("http://127.0.0.1:{}", application.port());
-        tokio::spawn(application.run_until_stopped());
+        tokio::spawn(application.run_until_stopped(std::future::pending::<()>));
         TestApp { address, database_url, client: reqwest::Client::new() }
     }
 

@@ -2,7 +2,9 @@
 //! embedded PostgreSQL, prints a curl line that works, shuts down cleanly on SIGINT
 //! and finds its data again on the next start.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,6 +31,8 @@ fn serve(data_dir: &std::path::Path) -> Served {
         .env_remove("OPSRUN_JWT_PUBLIC_KEY_FILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group, as a terminal's foreground job.
+        .process_group(0)
         .spawn()
         .expect("the opsrun binary starts");
     let stdout = child.stdout.take().unwrap();
@@ -114,4 +118,47 @@ fn a_bad_setting_stops_startup_with_one_line_naming_it() {
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(setting), "{stderr}");
     }
+}
+
+/// Ctrl-C while a request is in flight: serve stops taking new connections, finishes the
+/// request (its run is written and acknowledged), and only then stops its PostgreSQL,
+/// which the terminal's signal must not have reached first.
+#[test]
+fn shutdown_finishes_the_request_in_flight_before_stopping_the_database() {
+    let data_dir = std::env::temp_dir().join(format!("opsrun-shutdown-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut served = serve(&data_dir);
+    let address = served.base.strip_prefix("http://").unwrap().to_owned();
+
+    // Headers and half the body now, the rest after the signal.
+    let body = serde_json::to_vec(&inventory_sync(1, "in-flight")).unwrap();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /v1/runs HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        served.token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(first_half).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Ctrl-C in a terminal: SIGINT to the whole process group.
+    // SAFETY: kill with a child's process group id and SIGINT.
+    unsafe { libc::kill(-(served.child.id() as i32), libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(served.child.try_wait().unwrap().is_none(), "serve waits for the request in flight");
+    assert!(TcpStream::connect(&address).is_err(), "serve takes no new connections while it drains");
+
+    stream.write_all(second_half).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "the request in flight is answered: {response}");
+
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly after draining: {status}");
+    assert!(!data_dir.join("pg/postmaster.pid").exists(), "the embedded PostgreSQL stopped after the request");
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
