@@ -61,8 +61,8 @@ for size in sizes:
     rss = get(size, "rss", "opsrun")
     if rss:
         print(f"\nPeak RSS of opsrun: {int(rss['rps']) / 1024:.0f} MiB\n")
-if len(sizes) > 1:
-    small, large = sizes[0], sizes[-1]
+for large in sizes[1:]:
+    small = sizes[0]
     print(f"## Growth from {small:,} to {large:,} runs\n")
     print("Ratio of the large table's figure to the small one's (throughput: below 1 is slower; p99: above 1 is slower).\n")
     print("| operation | opsrun req/s | opsrun p99 | pgbench tps | pgbench p99 |")
@@ -77,6 +77,7 @@ if len(sizes) > 1:
             cells.append(f"{num(b['rps']) / num(a['rps']):.2f}")
             cells.append(f"{num(b['p99_ms']) / num(a['p99_ms']):.2f}" if num(a["p99_ms"]) else "")
         print(f"| {names[op]} | " + " | ".join(cells) + " |")
+    print()
 
 import os
 notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
