@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::access::{Principal, TenantScope};
+use crate::domain::ids::{TenantId, WorkspaceId};
 use crate::error::ApiError;
 
 /// The key tokens are verified with; each pins exactly one algorithm.
@@ -103,8 +104,8 @@ impl Claims {
             Some(Value::String(star)) if star == "*" => TenantScope::All,
             Some(Value::Array(ids)) => TenantScope::Only(
                 ids.iter()
-                    .map(Value::as_i64)
-                    .collect::<Option<BTreeSet<i64>>>()
+                    .map(|id| id.as_i64().map(TenantId))
+                    .collect::<Option<BTreeSet<TenantId>>>()
                     .ok_or("the `tenants` claim must hold integer tenant ids")?,
             ),
             Some(_) => return Err("the `tenants` claim must be \"*\" or an array of tenant ids".into()),
@@ -121,7 +122,7 @@ impl Claims {
             user_id: self.sub.parse().ok(),
             initiator_name,
             subject: self.sub,
-            workspace_id: self.workspace_id,
+            workspace_id: WorkspaceId(self.workspace_id),
             tenants,
             capabilities: self.caps.into_iter().collect(),
         })

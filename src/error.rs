@@ -10,8 +10,183 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::db::DbError;
+use crate::domain::catalog::RunType;
+use crate::domain::identity::IdentityPolicy;
+use crate::domain::ids::RunId;
+
 /// How long a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
+
+/// Every stable problem code the service answers with; each comes with one status.
+// README's table of codes is checked against this list by a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    MalformedJson,
+    UnreadableBody,
+    BadRequest,
+    InvalidQuery,
+    InvalidLimit,
+    InvalidCursor,
+    CursorFilterMismatch,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    TenantNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    DuplicateRun,
+    InvalidTransition,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidBody,
+    UnknownType,
+    LegacyType,
+    TenantRequired,
+    TenantNotAllowed,
+    InvalidTenant,
+    MissingInput,
+    UnknownInput,
+    InvalidInput,
+    InvalidContext,
+    SecretInContext,
+    ContextTooLarge,
+    ContextTooDeep,
+    ContextConflictsWithInput,
+    InvalidCounts,
+    InvalidFailure,
+    InternalError,
+    ServiceUnavailable,
+    RequestTimeout,
+}
+
+impl ProblemCode {
+    pub const ALL: [ProblemCode; 36] = {
+        use ProblemCode::*;
+        [
+            MalformedJson,
+            UnreadableBody,
+            BadRequest,
+            InvalidQuery,
+            InvalidLimit,
+            InvalidCursor,
+            CursorFilterMismatch,
+            Unauthenticated,
+            Forbidden,
+            NotFound,
+            TenantNotFound,
+            RouteNotFound,
+            MethodNotAllowed,
+            DuplicateRun,
+            InvalidTransition,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            InvalidBody,
+            UnknownType,
+            LegacyType,
+            TenantRequired,
+            TenantNotAllowed,
+            InvalidTenant,
+            MissingInput,
+            UnknownInput,
+            InvalidInput,
+            InvalidContext,
+            SecretInContext,
+            ContextTooLarge,
+            ContextTooDeep,
+            ContextConflictsWithInput,
+            InvalidCounts,
+            InvalidFailure,
+            InternalError,
+            ServiceUnavailable,
+            RequestTimeout,
+        ]
+    };
+
+    /// The code as clients see it, e.g. `duplicate_run`.
+    pub fn as_str(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            MalformedJson => "malformed_json",
+            UnreadableBody => "unreadable_body",
+            BadRequest => "bad_request",
+            InvalidQuery => "invalid_query",
+            InvalidLimit => "invalid_limit",
+            InvalidCursor => "invalid_cursor",
+            CursorFilterMismatch => "cursor_filter_mismatch",
+            Unauthenticated => "unauthenticated",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            TenantNotFound => "tenant_not_found",
+            RouteNotFound => "route_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            DuplicateRun => "duplicate_run",
+            InvalidTransition => "invalid_transition",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            InvalidBody => "invalid_body",
+            UnknownType => "unknown_type",
+            LegacyType => "legacy_type",
+            TenantRequired => "tenant_required",
+            TenantNotAllowed => "tenant_not_allowed",
+            InvalidTenant => "invalid_tenant",
+            MissingInput => "missing_input",
+            UnknownInput => "unknown_input",
+            InvalidInput => "invalid_input",
+            InvalidContext => "invalid_context",
+            SecretInContext => "secret_in_context",
+            ContextTooLarge => "context_too_large",
+            ContextTooDeep => "context_too_deep",
+            ContextConflictsWithInput => "context_conflicts_with_input",
+            InvalidCounts => "invalid_counts",
+            InvalidFailure => "invalid_failure",
+            InternalError => "internal_error",
+            ServiceUnavailable => "service_unavailable",
+            RequestTimeout => "request_timeout",
+        }
+    }
+
+    /// The HTTP status every answer with this code has.
+    pub fn status(self) -> StatusCode {
+        use ProblemCode::*;
+        match self {
+            MalformedJson | UnreadableBody | BadRequest | InvalidQuery | InvalidLimit | InvalidCursor
+            | CursorFilterMismatch => StatusCode::BAD_REQUEST,
+            Unauthenticated => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound | TenantNotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            DuplicateRun | InvalidTransition => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InvalidBody
+            | UnknownType
+            | LegacyType
+            | TenantRequired
+            | TenantNotAllowed
+            | InvalidTenant
+            | MissingInput
+            | UnknownInput
+            | InvalidInput
+            | InvalidContext
+            | SecretInContext
+            | ContextTooLarge
+            | ContextTooDeep
+            | ContextConflictsWithInput
+            | InvalidCounts
+            | InvalidFailure => StatusCode::UNPROCESSABLE_ENTITY,
+            InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceUnavailable | RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,12 +202,17 @@ pub struct Problem {
     #[schema(example = "An inventory_sync run with this identity is already active: run 42.")]
     pub detail: String,
     /// Stable, machine-readable problem code.
-    #[schema(example = "duplicate_run")]
-    pub code: &'static str,
+    pub code: ProblemCode,
     /// For `duplicate_run`: the run that holds the identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 42)]
     pub existing_run_id: Option<i64>,
+    /// The request's id, as in the `X-Request-Id` response header; quote it when asking
+    /// about a failed request.
+    // Always sent: the request-id middleware writes it into every problem body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = true, example = "8f14e45fceea167a5a36dedd4bea2543")]
+    pub request_id: Option<String>,
 }
 
 /// Every way a request can fail.
@@ -53,16 +233,15 @@ pub enum ApiError {
     },
     #[error("your token lacks the capability `{needs}`")]
     Forbidden { needs: &'static str },
+    /// A client mistake in the request (400) or its meaning (422); the code says which.
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String },
-    #[error("{detail}")]
-    Unprocessable { code: &'static str, detail: String },
+    Refused { code: ProblemCode, detail: String },
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("{detail}")]
-    DuplicateRun { existing_run_id: i64, detail: String },
+    DuplicateRun { existing_run_id: RunId, detail: String },
     #[error("{0}")]
     InvalidTransition(String),
     #[error("the database is unavailable")]
@@ -74,35 +253,51 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::BadRequest { code, detail: detail.into() }
+    /// A 400: the request itself is wrong (query, cursor, JSON syntax).
+    pub fn bad_request(code: ProblemCode, detail: impl Into<String>) -> ApiError {
+        debug_assert_eq!(code.status(), StatusCode::BAD_REQUEST, "{code}");
+        ApiError::Refused { code, detail: detail.into() }
     }
 
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::Unprocessable { code, detail: detail.into() }
+    /// A 422: the request is well formed but asks for something the rules refuse.
+    pub fn unprocessable(code: ProblemCode, detail: impl Into<String>) -> ApiError {
+        debug_assert_eq!(code.status(), StatusCode::UNPROCESSABLE_ENTITY, "{code}");
+        ApiError::Refused { code, detail: detail.into() }
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> ApiError {
         ApiError::Internal(cause.into())
     }
 
+    /// A start refused because `existing_run_id` holds the identity.
+    pub fn duplicate_run(run_type: RunType, policy: IdentityPolicy, existing_run_id: RunId) -> ApiError {
+        let held = match policy {
+            IdentityPolicy::StrictOnce => "has already run (this identity runs at most once)",
+            _ => "is already queued or running",
+        };
+        ApiError::DuplicateRun {
+            existing_run_id,
+            detail: format!("Another {run_type} run with this identity {held}: run {existing_run_id}."),
+        }
+    }
+
     /// The stable code clients branch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ProblemCode {
         match self {
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::NotFound => "not_found",
-            ApiError::RouteNotFound => "route_not_found",
-            ApiError::TenantNotFound => "tenant_not_found",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Forbidden { .. } => "forbidden",
-            ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::DuplicateRun { .. } => "duplicate_run",
-            ApiError::InvalidTransition(_) => "invalid_transition",
-            ApiError::Unavailable => "service_unavailable",
-            ApiError::RequestTimeout => "request_timeout",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Unauthenticated(_) => ProblemCode::Unauthenticated,
+            ApiError::NotFound => ProblemCode::NotFound,
+            ApiError::RouteNotFound => ProblemCode::RouteNotFound,
+            ApiError::TenantNotFound => ProblemCode::TenantNotFound,
+            ApiError::MethodNotAllowed { .. } => ProblemCode::MethodNotAllowed,
+            ApiError::Forbidden { .. } => ProblemCode::Forbidden,
+            ApiError::Refused { code, .. } => *code,
+            ApiError::PayloadTooLarge => ProblemCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ProblemCode::UnsupportedMediaType,
+            ApiError::DuplicateRun { .. } => ProblemCode::DuplicateRun,
+            ApiError::InvalidTransition(_) => ProblemCode::InvalidTransition,
+            ApiError::Unavailable => ProblemCode::ServiceUnavailable,
+            ApiError::RequestTimeout => ProblemCode::RequestTimeout,
+            ApiError::Internal(_) => ProblemCode::InternalError,
         }
     }
 
@@ -142,9 +337,11 @@ impl ApiError {
             detail: self.detail(),
             code: self.code(),
             existing_run_id: match self {
-                ApiError::DuplicateRun { existing_run_id, .. } => Some(*existing_run_id),
+                ApiError::DuplicateRun { existing_run_id, .. } => Some(existing_run_id.get()),
                 _ => None,
             },
+            // The request-id middleware fills it in: it knows the id, this does not.
+            request_id: None,
         }
     }
 }
@@ -163,19 +360,7 @@ fn capitalize_sentence(text: &str) -> String {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::RouteNotFound | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::DuplicateRun { .. } | ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -207,58 +392,37 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<diesel::result::Error> for ApiError {
-    fn from(error: diesel::result::Error) -> ApiError {
-        use diesel::result::{DatabaseErrorKind, Error};
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> ApiError {
         match error {
-            Error::NotFound => ApiError::NotFound,
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
-                ApiError::Unavailable
-            }
-            Error::DatabaseError(_, ref info) if is_connection_loss(info.message()) => ApiError::Unavailable,
-            // A connection lost mid-transaction leaves diesel's transaction state unknown.
-            Error::BrokenTransactionManager => ApiError::Unavailable,
-            other => ApiError::Internal(other.into()),
+            DbError::Unavailable => ApiError::Unavailable,
+            DbError::Timeout => ApiError::RequestTimeout,
+            DbError::Query(cause) => ApiError::Internal(cause.into()),
         }
     }
 }
 
-/// PostgreSQL going away mid-query surfaces as these messages rather than a distinct kind.
-fn is_connection_loss(message: &str) -> bool {
-    [
-        "terminating connection",
-        "server closed the connection",
-        "connection to server",
-        "the database system is",
-        "could not receive data from server",
-        "no connection to the server",
-        "canceling statement due to statement timeout",
-    ]
-    .iter()
-    .any(|fragment| message.contains(fragment))
-}
-
-impl From<diesel::r2d2::PoolError> for ApiError {
-    fn from(_: diesel::r2d2::PoolError) -> ApiError {
-        ApiError::Unavailable
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> ApiError {
+        DbError::from(error).into()
     }
 }
 
-/// Domain refusals become 422s (or 409 for an illegal move), each with its own code.
-mod domain_refusals {
-    use super::ApiError;
+/// Refusals of the domain and use-case layers, each with its own code.
+mod refusals {
+    use super::{ApiError, ProblemCode};
     use crate::domain::catalog::TypeNameError;
     use crate::domain::context::ContextError;
-    use crate::domain::counts::CountsError;
-    use crate::domain::failures::FailureError;
     use crate::domain::inputs::InputError;
-    use crate::domain::status::TransitionError;
+    use crate::use_cases::moves::ReportRefusal;
+    use crate::use_cases::start::StartRefusal;
+    use crate::use_cases::RunError;
 
     impl From<TypeNameError> for ApiError {
         fn from(error: TypeNameError) -> ApiError {
             let code = match error {
-                TypeNameError::Legacy { .. } => "legacy_type",
-                TypeNameError::Unknown(_) => "unknown_type",
+                TypeNameError::Legacy { .. } => ProblemCode::LegacyType,
+                TypeNameError::Unknown(_) => ProblemCode::UnknownType,
             };
             ApiError::unprocessable(code, error.to_string())
         }
@@ -267,9 +431,9 @@ mod domain_refusals {
     impl From<InputError> for ApiError {
         fn from(error: InputError) -> ApiError {
             let code = match error {
-                InputError::Missing { .. } => "missing_input",
-                InputError::Unknown { .. } => "unknown_input",
-                InputError::Invalid { .. } | InputError::ScheduledForWithoutSchedule => "invalid_input",
+                InputError::Missing { .. } => ProblemCode::MissingInput,
+                InputError::Unknown { .. } => ProblemCode::UnknownInput,
+                InputError::Invalid { .. } | InputError::ScheduledForWithoutSchedule => ProblemCode::InvalidInput,
             };
             ApiError::unprocessable(code, error.to_string())
         }
@@ -278,32 +442,53 @@ mod domain_refusals {
     impl From<ContextError> for ApiError {
         fn from(error: ContextError) -> ApiError {
             let code = match error {
-                ContextError::NotAnObject | ContextError::NulCharacter => "invalid_context",
-                ContextError::TooLarge(_) => "context_too_large",
-                ContextError::TooDeep => "context_too_deep",
-                ContextError::SecretKey(_) => "secret_in_context",
+                ContextError::NotAnObject | ContextError::NulCharacter => ProblemCode::InvalidContext,
+                ContextError::TooLarge(_) => ProblemCode::ContextTooLarge,
+                ContextError::TooDeep => ProblemCode::ContextTooDeep,
+                ContextError::SecretKey(_) => ProblemCode::SecretInContext,
             };
             ApiError::unprocessable(code, error.to_string())
         }
     }
 
-    impl From<CountsError> for ApiError {
-        fn from(error: CountsError) -> ApiError {
-            ApiError::unprocessable("invalid_counts", error.to_string())
+    impl From<StartRefusal> for ApiError {
+        fn from(refusal: StartRefusal) -> ApiError {
+            let code = match refusal {
+                StartRefusal::Type(error) => return error.into(),
+                StartRefusal::Input(error) => return error.into(),
+                StartRefusal::Context(error) => return error.into(),
+                StartRefusal::TenantNotFound => return ApiError::TenantNotFound,
+                StartRefusal::Forbidden { needs } => return ApiError::Forbidden { needs },
+                StartRefusal::NoRandomness(_) => return ApiError::internal(refusal),
+                StartRefusal::TenantRequired(_) => ProblemCode::TenantRequired,
+                StartRefusal::TenantNotAllowed(_) => ProblemCode::TenantNotAllowed,
+                StartRefusal::InvalidTenant => ProblemCode::InvalidTenant,
+                StartRefusal::ContextConflictsWithInput(_) => ProblemCode::ContextConflictsWithInput,
+            };
+            ApiError::unprocessable(code, refusal.to_string())
         }
     }
 
-    impl From<FailureError> for ApiError {
-        fn from(error: FailureError) -> ApiError {
-            ApiError::unprocessable("invalid_failure", error.to_string())
+    impl From<ReportRefusal> for ApiError {
+        fn from(refusal: ReportRefusal) -> ApiError {
+            let code = match refusal {
+                ReportRefusal::Counts(_) => ProblemCode::InvalidCounts,
+                ReportRefusal::Failure(_) | ReportRefusal::TooManyFailures(_) => ProblemCode::InvalidFailure,
+            };
+            ApiError::unprocessable(code, refusal.to_string())
         }
     }
 
-    impl From<TransitionError> for ApiError {
-        fn from(error: TransitionError) -> ApiError {
+    impl From<RunError> for ApiError {
+        fn from(error: RunError) -> ApiError {
             match error {
-                TransitionError::NotAFinalOutcome => ApiError::unprocessable("invalid_outcome", error.to_string()),
-                other => ApiError::InvalidTransition(other.to_string()),
+                RunError::NotFound => ApiError::NotFound,
+                RunError::Forbidden { needs } => ApiError::Forbidden { needs },
+                RunError::Refused { run_id, reason, reaped: true } => ApiError::InvalidTransition(format!(
+                    "run {run_id} was reaped as stale (no worker completed it in time) and can no longer change; {reason}"
+                )),
+                RunError::Refused { .. } | RunError::Contended { .. } => ApiError::InvalidTransition(error.to_string()),
+                RunError::Db(error) => error.into(),
             }
         }
     }
@@ -319,7 +504,7 @@ mod tests {
         let errors = [
             ApiError::NotFound,
             ApiError::Forbidden { needs: "inventory.sync" },
-            ApiError::DuplicateRun { existing_run_id: 4, detail: "dup".into() },
+            ApiError::DuplicateRun { existing_run_id: RunId(4), detail: "dup".into() },
             ApiError::Unavailable,
             ApiError::internal(anyhow::anyhow!("secret internals")),
         ];
@@ -328,8 +513,47 @@ mod tests {
             assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), "application/problem+json");
             let body = response.into_body().try_into_bytes().unwrap();
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json["code"], error.code());
+            assert_eq!(json["code"], error.code().as_str());
             assert!(!String::from_utf8_lossy(&body).contains("secret internals"));
         }
+    }
+
+    #[test]
+    fn problem_codes_serialize_as_their_names() {
+        for code in ProblemCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    /// README's table of refusals lists exactly the codes the service can answer with,
+    /// each beside its status.
+    #[test]
+    fn readme_lists_every_problem_code_with_its_status() {
+        let readme = include_str!("../README.md");
+        let table = readme.split("| status | codes |").nth(1).expect("README has the table of codes");
+        let mut listed = Vec::new();
+        for line in table.lines().skip(2).take_while(|line| line.starts_with('|')) {
+            let mut cells = line.split('|').skip(1);
+            let status: u16 = cells.next().unwrap().trim().parse().expect("a status");
+            // Notes in parentheses may quote headers and settings; codes stand outside them.
+            let mut codes = String::new();
+            let mut depth = 0;
+            for c in cells.next().unwrap().chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    c if depth == 0 => codes.push(c),
+                    _ => {}
+                }
+            }
+            for code in codes.split('`').skip(1).step_by(2) {
+                listed.push((code.to_owned(), status));
+            }
+        }
+        let mut expected: Vec<(String, u16)> =
+            ProblemCode::ALL.iter().map(|c| (c.as_str().to_owned(), c.status().as_u16())).collect();
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected);
     }
 }

@@ -1,17 +1,12 @@
 //! The OpenAPI document: every route and schema, and the bearer security scheme that
 //! makes Swagger UI's "Authorize" button work.
 
-use serde_json::json;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::link::{Link, LinkBuilder};
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{KnownFormat, RefOr};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use crate::domain::catalog::{InputKind, Requirement, Scope, TypeSpec, CATALOG};
-use crate::domain::counts::{COUNT_KEYS, MAX_COUNT};
-use crate::domain::inputs::{Trigger, MAX_KEY_CHARS};
 use crate::routes;
 
 struct BearerScheme;
@@ -112,114 +107,4 @@ pub fn document_json() -> String {
     let mut json = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes");
     json.push('\n');
     json
-}
-
-fn input_schema(kind: InputKind, triggers: &[Trigger]) -> Schema {
-    let builder = ObjectBuilder::new();
-    let builder = match kind {
-        InputKind::Id => builder
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-            .minimum(Some(1)),
-        InputKind::Key => {
-            builder.schema_type(Type::String).min_length(Some(1)).max_length(Some(MAX_KEY_CHARS)).pattern(Some(r"\S"))
-        }
-        InputKind::Trigger => builder.schema_type(Type::String).enum_values(Some(triggers.iter().map(|t| t.as_str()))),
-        InputKind::Timestamp => builder
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-            .description(Some("RFC 3339; normalized to the minute in UTC")),
-    };
-    builder.into()
-}
-
-/// One start-request shape: a type, and for `trigger`-driven types one trigger family.
-fn start_variant(spec: &TypeSpec, scheduled: Option<bool>) -> Schema {
-    let triggers: &[Trigger] = match scheduled {
-        Some(true) => &[Trigger::Scheduled],
-        _ => &[Trigger::RunNow, Trigger::Retry],
-    };
-    let mut inputs = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-    for input in spec.inputs {
-        let wanted = match input.required {
-            Requirement::Always => true,
-            Requirement::WhenScheduled => scheduled == Some(true),
-        };
-        if wanted {
-            inputs = inputs.property(input.name, input_schema(input.kind, triggers)).required(input.name);
-        }
-    }
-    let title = match scheduled {
-        Some(true) => format!("{} (scheduled)", spec.label),
-        Some(false) => format!("{} (run now or retry)", spec.label),
-        None => spec.label.to_owned(),
-    };
-    let mut variant = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .title(Some(title))
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .property("type", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([spec.run_type.as_str()])))
-        .required("type")
-        .property("inputs", inputs)
-        .property(
-            "context",
-            ObjectBuilder::new().schema_type(Type::Object).description(Some(
-                "Provenance and target scope: at most 16 KiB and 8 levels deep; keys containing password, secret, token or authorization are refused",
-            )),
-        );
-    if spec.inputs.iter().any(|i| i.required == Requirement::Always) || scheduled == Some(true) {
-        variant = variant.required("inputs");
-    }
-    if spec.scope == Scope::Tenant {
-        variant = variant
-            .property(
-                "tenant_id",
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                    .minimum(Some(1)),
-            )
-            .required("tenant_id");
-    }
-    variant.into()
-}
-
-/// The start request, one shape per catalog type, derived from the catalog itself.
-pub fn start_run_request_schema() -> RefOr<Schema> {
-    let mut one_of = OneOfBuilder::new().description(Some("What to start: a catalog type, its tenant and its inputs."));
-    for spec in &CATALOG {
-        let has_trigger = spec.inputs.iter().any(|i| i.kind == InputKind::Trigger);
-        if has_trigger {
-            one_of = one_of.item(start_variant(spec, Some(true))).item(start_variant(spec, Some(false)));
-        } else {
-            one_of = one_of.item(start_variant(spec, None));
-        }
-    }
-    one_of = one_of.examples([json!({
-        "type": "inventory_sync",
-        "tenant_id": 7,
-        "inputs": {"selection_hash": "9f2c4e"},
-        "context": {"target_scope": {"kind": "all"}}
-    })]);
-    RefOr::T(Schema::OneOf(one_of.build()))
-}
-
-/// Counters: the closed set of keys, each a non-negative integer.
-pub fn counts_schema() -> Schema {
-    let mut counts = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-    for key in COUNT_KEYS {
-        counts = counts.property(
-            key,
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                .minimum(Some(0))
-                .maximum(Some(MAX_COUNT)),
-        );
-    }
-    counts.into()
 }

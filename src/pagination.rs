@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 /// The default and largest page sizes.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -56,7 +56,7 @@ impl ListRequest {
     pub fn decode_cursor(&self, cursor: &str) -> Result<(DateTime<Utc>, i64), ApiError> {
         let invalid = || {
             ApiError::bad_request(
-                "invalid_cursor",
+                ProblemCode::InvalidCursor,
                 "The cursor is not one this service issued; start again without `cursor`.",
             )
         };
@@ -64,7 +64,7 @@ impl ListRequest {
         let body: CursorBody = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         if body.f != self.fingerprint {
             return Err(ApiError::bad_request(
-                "cursor_filter_mismatch",
+                ProblemCode::CursorFilterMismatch,
                 "The cursor belongs to a list with other filters; send the same filters it was issued with, or start again without `cursor`.",
             ));
         }
@@ -92,9 +92,10 @@ pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
     match requested {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => {
-            Err(ApiError::bad_request("invalid_limit", format!("`limit` is {n}; it must be from 1 to {MAX_LIMIT}.")))
-        }
+        Some(n) => Err(ApiError::bad_request(
+            ProblemCode::InvalidLimit,
+            format!("`limit` is {n}; it must be from 1 to {MAX_LIMIT}."),
+        )),
     }
 }
 
@@ -118,13 +119,13 @@ mod tests {
     fn a_cursor_replayed_with_other_filters_is_refused() {
         let cursor = request(&[("type", "a")]).encode_cursor(Utc::now(), 1);
         let error = request(&[("type", "b")]).decode_cursor(&cursor).unwrap_err();
-        assert_eq!(error.code(), "cursor_filter_mismatch");
+        assert_eq!(error.code(), ProblemCode::CursorFilterMismatch);
     }
 
     #[test]
     fn garbage_cursors_are_invalid() {
         for garbage in ["", "!!!", "bm90IGpzb24", &URL_SAFE_NO_PAD.encode(b"{\"t\":1}")] {
-            assert_eq!(request(&[]).decode_cursor(garbage).unwrap_err().code(), "invalid_cursor");
+            assert_eq!(request(&[]).decode_cursor(garbage).unwrap_err().code(), ProblemCode::InvalidCursor);
         }
     }
 }

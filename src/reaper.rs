@@ -2,7 +2,7 @@
 //! stale limit as `failed` with a `stale_timeout` failure and a `reaped` event, which
 //! frees their identity for a new start. It runs on an interval inside `serve` and once
 //! as `opsrun reap`. Row locks with SKIP LOCKED keep concurrent reapers from taking the
-//! same run, and the status-guarded update keeps a run from being reaped twice.
+//! same run, and the status-guarded move keeps a run from being reaped twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +11,16 @@ use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection, QueryResult};
 use serde_json::json;
 
-use crate::db::models::{NewRunEvent, OperationRunRow};
+use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, Change};
-use crate::db::{events, Database};
+use crate::db::Database;
 use crate::domain::catalog::RunType;
 use crate::domain::failures::Failure;
+use crate::domain::ids::{RunId, TenantId, WorkspaceId};
 use crate::domain::staleness::StaleLimits;
-use crate::domain::status::{self, RunStatus, Transition};
+use crate::domain::status::{RunStatus, Transition};
 use crate::metrics::Metrics;
+use crate::use_cases::moves::{apply_move, Applied, RunMove};
 
 /// Runs reaped (or, in a dry run, that would be) per transaction.
 const BATCH: i64 = 500;
@@ -28,9 +30,9 @@ pub const REAPER_ACTOR: &str = "opsrun-reaper";
 /// One stale run.
 #[derive(Clone, Debug)]
 pub struct StaleRun {
-    pub id: i64,
-    pub workspace_id: i64,
-    pub tenant_id: Option<i64>,
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub tenant_id: Option<TenantId>,
     pub run_type: RunType,
     pub status: RunStatus,
     pub last_change: DateTime<Utc>,
@@ -49,35 +51,26 @@ impl From<&OperationRunRow> for StaleRun {
     }
 }
 
+/// The reap of one stale run: failed, with a failure naming its limit.
+fn reap_move(run: &OperationRunRow, limits: &StaleLimits) -> RunMove {
+    let limit = limits.limit(run.run_type);
+    let failure = Failure::stale_timeout(limit.as_secs().div_ceil(60));
+    RunMove {
+        transition: Transition::Reap,
+        change: Change { failures: vec![failure.to_json()], ..Change::default() },
+        detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
+    }
+}
+
 /// Reaps one batch in one transaction; returns the runs it completed.
 fn reap_batch(conn: &mut PgConnection, limits: &StaleLimits) -> QueryResult<Vec<StaleRun>> {
     conn.transaction(|conn| {
         let mut reaped = Vec::new();
         for run in runs::stale(conn, limits, BATCH, true)? {
-            let Ok((to, outcome)) = status::apply(run.status, run.outcome, Transition::Reap) else { continue };
-            let limit = limits.limit(run.run_type);
-            let failure = Failure::stale_timeout(limit.as_secs().div_ceil(60));
-            let change = Change {
-                failures: vec![serde_json::to_value(failure).expect("a failure serializes")],
-                ..Change::default()
-            };
-            if runs::update(conn, run.id, run.status, to, outcome, change)?.is_none() {
-                continue;
+            // Locked rows cannot race; a run that moved on since is simply not reaped.
+            if let Applied::Moved(_) = apply_move(conn, &run, REAPER_ACTOR, &reap_move(&run, limits))? {
+                reaped.push(StaleRun::from(&run));
             }
-            events::append(
-                conn,
-                &NewRunEvent {
-                    run_id: run.id,
-                    workspace_id: run.workspace_id,
-                    actor: REAPER_ACTOR.into(),
-                    kind: Transition::Reap.event_kind(),
-                    from_status: Some(run.status),
-                    to_status: to,
-                    outcome,
-                    detail: json!({ "stale_limit_seconds": limit.as_secs(), "last_change": run.updated_at }),
-                },
-            )?;
-            reaped.push(StaleRun::from(&run));
         }
         Ok(reaped)
     })
@@ -107,11 +100,11 @@ pub async fn run_periodically(database: Database, limits: StaleLimits, interval:
     loop {
         ticks.tick().await;
         let limits = limits.clone();
-        match database.run(move |conn| Ok(reap(conn, &limits, false)?)).await {
+        match database.run(move |conn| reap(conn, &limits, false).map_err(crate::db::DbError::from)).await {
             Ok(reaped) => {
                 for run in &reaped {
                     metrics.runs_reaped.with_label_values(&[run.run_type.as_str()]).inc();
-                    tracing::warn!(run_id = run.id, run_type = %run.run_type, last_change = %run.last_change, "reaped a stale run");
+                    tracing::warn!(run_id = %run.id, run_type = %run.run_type, last_change = %run.last_change, "reaped a stale run");
                 }
             }
             Err(error) => tracing::warn!(%error, "the reaper could not run; it will try again"),

@@ -20,7 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{AuthConfig, TokenVerifier};
 use crate::db::Database;
 use crate::domain::staleness::StaleLimits;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::metrics::Metrics;
 use crate::observability::observe;
 use crate::openapi::ApiDoc;
@@ -58,13 +58,15 @@ fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
         JsonPayloadError::Deserialize(cause) if cause.is_data() => ApiError::unprocessable(
-            "invalid_body",
+            ProblemCode::InvalidBody,
             format!("The request body does not have the expected shape: {cause}."),
         ),
         JsonPayloadError::Deserialize(cause) => {
-            ApiError::bad_request("malformed_json", format!("The request body is not valid JSON: {cause}."))
+            ApiError::bad_request(ProblemCode::MalformedJson, format!("The request body is not valid JSON: {cause}."))
         }
-        other => ApiError::bad_request("unreadable_body", format!("The request body could not be read: {other}.")),
+        other => {
+            ApiError::bad_request(ProblemCode::UnreadableBody, format!("The request body could not be read: {other}."))
+        }
     }
     .into()
 }
@@ -75,7 +77,7 @@ fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", format!("The query string is not valid: {error}.")).into()
+    ApiError::bad_request(ProblemCode::InvalidQuery, format!("The query string is not valid: {error}.")).into()
 }
 
 /// The methods each documented path takes, read from the OpenAPI document, so a 405
@@ -143,7 +145,10 @@ fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Resul
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         status if status.is_server_error() => ApiError::internal(anyhow::anyhow!("plain {status} answer")),
-        _ => ApiError::bad_request("bad_request", "The request could not be processed; check it against /docs/."),
+        _ => ApiError::bad_request(
+            ProblemCode::BadRequest,
+            "The request could not be processed; check it against /docs/.",
+        ),
     };
     let (request, _) = response.into_parts();
     let problem = ServiceResponse::new(request, error.error_response()).map_into_right_body();

@@ -1,15 +1,44 @@
-//! The append-only run timeline.
+//! The append-only run timeline. Every change to a run writes exactly one event, and
+//! [`record`] is the one place that writes it.
 
+use diesel::dsl::exists;
 use diesel::prelude::*;
+use serde_json::Value;
 
-use super::models::{NewRunEvent, RunEventRow};
+use super::models::{NewRunEvent, OperationRunRow, RunEventRow};
 use super::schema::operation_run_events::dsl::*;
+use crate::domain::ids::RunId;
+use crate::domain::status::{EventKind, RunStatus};
 
-pub fn append(conn: &mut PgConnection, event: &NewRunEvent) -> QueryResult<()> {
-    diesel::insert_into(operation_run_events).values(event).execute(conn).map(drop)
+/// Appends the event of one change to a run: `run` as the change left it, and the
+/// status it left (`None` for its creation).
+pub fn record(
+    conn: &mut PgConnection,
+    run: &OperationRunRow,
+    left: Option<RunStatus>,
+    by: &str,
+    what: EventKind,
+    details: &Value,
+) -> QueryResult<()> {
+    let event = NewRunEvent {
+        run_id: run.id,
+        workspace_id: run.workspace_id,
+        actor: by,
+        kind: what,
+        from_status: left,
+        to_status: run.status,
+        outcome: run.outcome,
+        detail: details,
+    };
+    diesel::insert_into(operation_run_events).values(&event).execute(conn).map(drop)
 }
 
 /// A run's timeline, oldest first.
-pub fn for_run(conn: &mut PgConnection, run: i64) -> QueryResult<Vec<RunEventRow>> {
+pub fn for_run(conn: &mut PgConnection, run: RunId) -> QueryResult<Vec<RunEventRow>> {
     operation_run_events.filter(run_id.eq(run)).order(id.asc()).select(RunEventRow::as_select()).load(conn)
+}
+
+/// Whether the run's timeline holds an event of this kind.
+pub fn has(conn: &mut PgConnection, run: RunId, wanted: EventKind) -> QueryResult<bool> {
+    diesel::select(exists(operation_run_events.filter(run_id.eq(run)).filter(kind.eq(wanted)))).get_result(conn)
 }

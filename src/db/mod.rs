@@ -1,12 +1,14 @@
 //! Persistence: the connection pool, embedded migrations, and the one helper that runs
 //! diesel's blocking work off the async executor.
 
+mod error;
 pub mod events;
 pub mod models;
 pub mod runs;
 pub mod schema;
 mod sql_types;
 
+pub use error::DbError;
 pub use sql_types::JsonText;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,8 +21,6 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-
-use crate::error::ApiError;
 
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 
@@ -98,12 +98,13 @@ impl Database {
 
     /// Runs `work` with a pooled connection on the blocking thread pool. The connection
     /// is checked out and returned inside the closure, never held across an `.await`.
-    /// Past the work timeout the caller gets a 503; the statement timeout then ends the
-    /// database side.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    /// Past the work timeout the caller gets [`DbError::Timeout`] (the statement timeout,
+    /// set to the same budget, then ends the database side, with the same error).
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
         let waiting = Arc::clone(&self.waiting);
@@ -111,12 +112,14 @@ impl Database {
             waiting.fetch_add(1, Ordering::Relaxed);
             let checkout = pool.get();
             waiting.fetch_sub(1, Ordering::Relaxed);
-            let mut conn = checkout?;
+            let mut conn = checkout.map_err(DbError::from)?;
             work(&mut conn)
         });
         match tokio::time::timeout(self.work_timeout, blocking).await {
-            Ok(finished) => finished.map_err(ApiError::internal)?,
-            Err(_elapsed) => Err(ApiError::RequestTimeout),
+            Ok(Ok(finished)) => finished,
+            // The blocking pool is gone: the server is shutting down.
+            Ok(Err(_blocking)) => Err(DbError::Unavailable.into()),
+            Err(_elapsed) => Err(DbError::Timeout.into()),
         }
     }
 }

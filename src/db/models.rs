@@ -8,15 +8,16 @@ use super::schema::{operation_run_events, operation_runs};
 use super::JsonText;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
-use crate::domain::status::{Outcome, RunStatus};
+use crate::domain::ids::{RunId, TenantId, WorkspaceId};
+use crate::domain::status::{EventKind, Outcome, RunStatus};
 
 /// One row of `operation_runs`.
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = operation_runs, check_for_backend(diesel::pg::Pg))]
 pub struct OperationRunRow {
-    pub id: i64,
-    pub workspace_id: i64,
-    pub tenant_id: Option<i64>,
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub tenant_id: Option<TenantId>,
     pub user_id: Option<i64>,
     pub initiator_name: String,
     #[diesel(column_name = type_)]
@@ -34,12 +35,14 @@ pub struct OperationRunRow {
     pub backup_schedule_id: Option<i64>,
 }
 
-/// A run about to be created, queued.
+/// A run about to be created. An API start sets only what it knows and leaves the
+/// rest (`None`) to the table's defaults: queued, pending, no counts, now. The legacy
+/// backfill carries a legacy row's status, outcome, counts and timestamps over.
 #[derive(Clone, Debug, Insertable)]
 #[diesel(table_name = operation_runs)]
 pub struct NewOperationRun {
-    pub workspace_id: i64,
-    pub tenant_id: Option<i64>,
+    pub workspace_id: WorkspaceId,
+    pub tenant_id: Option<TenantId>,
     pub user_id: Option<i64>,
     pub initiator_name: String,
     #[diesel(column_name = type_)]
@@ -47,6 +50,14 @@ pub struct NewOperationRun {
     pub run_identity_hash: String,
     pub identity_policy: IdentityPolicy,
     pub context: Value,
+    pub status: Option<RunStatus>,
+    pub outcome: Option<Outcome>,
+    pub summary_counts: Option<Value>,
+    pub failure_summary: Option<Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// One entry of a run's timeline.
@@ -54,26 +65,26 @@ pub struct NewOperationRun {
 #[diesel(table_name = operation_run_events, check_for_backend(diesel::pg::Pg))]
 pub struct RunEventRow {
     pub id: i64,
-    pub run_id: i64,
+    pub run_id: RunId,
     pub at: DateTime<Utc>,
     pub actor: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub from_status: Option<RunStatus>,
     pub to_status: RunStatus,
     pub outcome: Outcome,
     pub detail: Value,
 }
 
-/// A timeline entry about to be appended.
+/// A timeline entry about to be appended; built only by [`super::events::record`].
 #[derive(Clone, Debug, Insertable)]
 #[diesel(table_name = operation_run_events)]
-pub struct NewRunEvent {
-    pub run_id: i64,
-    pub workspace_id: i64,
-    pub actor: String,
-    pub kind: &'static str,
+pub(super) struct NewRunEvent<'a> {
+    pub run_id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub actor: &'a str,
+    pub kind: EventKind,
     pub from_status: Option<RunStatus>,
     pub to_status: RunStatus,
     pub outcome: Outcome,
-    pub detail: Value,
+    pub detail: &'a Value,
 }

@@ -9,30 +9,50 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{json, Value};
 
-use super::events;
-use super::models::{NewOperationRun, NewRunEvent, OperationRunRow};
+use std::sync::LazyLock;
+
+use super::models::{NewOperationRun, OperationRunRow};
 use super::schema::operation_runs::{self, dsl::*};
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
+use crate::domain::ids::{RunId, TenantId, WorkspaceId};
 use crate::domain::staleness::StaleLimits;
 use crate::domain::status::{Outcome, RunStatus};
 
-/// What an attempt to create a run came to.
-#[derive(Debug)]
-pub enum Created {
-    Run(Box<OperationRunRow>),
-    /// Another run holds the identity.
-    Conflict {
-        existing_run_id: i64,
-    },
+/// A predicate on a text column spelled with literals, so the planner can match the
+/// partial unique indexes (whose predicates are literals too) even under a generic
+/// prepared plan. The values come from the domain's enums, never from a client.
+fn column_in(column: &str, values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|value| format!("'{value}'")).collect();
+    format!("{column} IN ({})", quoted.join(", "))
 }
 
-/// The active-status predicate spelled as a literal, so the planner can match the
-/// partial unique indexes even under a generic prepared plan.
-const ACTIVE: &str = "status IN ('queued', 'running')";
+/// `status IN ('queued', 'running')`: the statuses during which a run holds its identity.
+fn active() -> diesel::expression::SqlLiteral<Bool> {
+    static ACTIVE: LazyLock<String> = LazyLock::new(|| column_in("status", &RunStatus::ACTIVE.map(RunStatus::as_str)));
+    sql::<Bool>(&ACTIVE)
+}
 
-/// The run that holds `new`'s identity, if any.
-fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Option<i64>> {
+/// `identity_policy IN ('strict_once')`: the runs whose identity is held forever.
+fn strict_once() -> diesel::expression::SqlLiteral<Bool> {
+    static STRICT_ONCE: LazyLock<String> =
+        LazyLock::new(|| column_in("identity_policy", &[IdentityPolicy::StrictOnce.as_str()]));
+    sql::<Bool>(&STRICT_ONCE)
+}
+
+/// Inserts the run unless a unique index refuses its identity (`None` then).
+pub fn insert(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Option<OperationRunRow>> {
+    diesel::insert_into(operation_runs)
+        .values(new)
+        .on_conflict_do_nothing()
+        .returning(OperationRunRow::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// The run that holds `new`'s identity, if any: under strict-once any run with it, else
+/// an active one in the same scope.
+pub fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Option<RunId>> {
     let same_identity = operation_runs
         .filter(workspace_id.eq(new.workspace_id))
         .filter(run_identity_hash.eq(&new.run_identity_hash))
@@ -40,54 +60,14 @@ fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResul
         .order(id.asc())
         .limit(1);
     match (new.identity_policy, new.tenant_id) {
-        (IdentityPolicy::StrictOnce, _) => {
-            same_identity.filter(sql::<Bool>("identity_policy = 'strict_once'")).first(conn).optional()
-        }
-        (_, Some(tenant)) => {
-            same_identity.filter(tenant_id.eq(tenant)).filter(sql::<Bool>(ACTIVE)).first(conn).optional()
-        }
-        (_, None) => same_identity.filter(tenant_id.is_null()).filter(sql::<Bool>(ACTIVE)).first(conn).optional(),
+        (IdentityPolicy::StrictOnce, _) => same_identity.filter(strict_once()).first(conn).optional(),
+        (_, Some(tenant)) => same_identity.filter(tenant_id.eq(tenant)).filter(active()).first(conn).optional(),
+        (_, None) => same_identity.filter(tenant_id.is_null()).filter(active()).first(conn).optional(),
     }
 }
 
-/// Creates a queued run and its `created` event, or names the run holding its identity.
-pub fn create(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Created> {
-    conn.transaction(|conn| {
-        // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
-        // between our insert and our look, the next insert succeeds.
-        for _ in 0..5 {
-            let inserted = diesel::insert_into(operation_runs)
-                .values(new)
-                .on_conflict_do_nothing()
-                .returning(OperationRunRow::as_returning())
-                .get_result(conn)
-                .optional()?;
-            if let Some(run) = inserted {
-                events::append(
-                    conn,
-                    &NewRunEvent {
-                        run_id: run.id,
-                        workspace_id: run.workspace_id,
-                        actor: run.initiator_name.clone(),
-                        kind: "created",
-                        from_status: None,
-                        to_status: RunStatus::Queued,
-                        outcome: Outcome::Pending,
-                        detail: json!({ "identity_policy": new.identity_policy }),
-                    },
-                )?;
-                return Ok(Created::Run(Box::new(run)));
-            }
-            if let Some(existing_run_id) = identity_holder(conn, new)? {
-                return Ok(Created::Conflict { existing_run_id });
-            }
-        }
-        Err(diesel::result::Error::RollbackTransaction)
-    })
-}
-
 /// The run with this id in this workspace; other workspaces' runs do not exist here.
-pub fn find(conn: &mut PgConnection, workspace: i64, run: i64) -> QueryResult<Option<OperationRunRow>> {
+pub fn find(conn: &mut PgConnection, workspace: WorkspaceId, run: RunId) -> QueryResult<Option<OperationRunRow>> {
     operation_runs
         .filter(workspace_id.eq(workspace))
         .filter(id.eq(run))
@@ -111,15 +91,15 @@ pub struct Change {
 /// `from`. Returns `None` when another request moved it first.
 pub fn update(
     conn: &mut PgConnection,
-    run: i64,
+    run: RunId,
     from: RunStatus,
     to: RunStatus,
     to_outcome: Outcome,
-    change: Change,
+    change: &Change,
 ) -> QueryResult<Option<OperationRunRow>> {
-    let increments = change.increments.unwrap_or_else(|| json!({}));
-    let final_counts = change.final_counts.unwrap_or_else(|| json!({}));
-    let failures = Value::Array(change.failures);
+    let increments = change.increments.clone().unwrap_or_else(|| json!({}));
+    let final_counts = change.final_counts.clone().unwrap_or_else(|| json!({}));
+    let failures = Value::Array(change.failures.clone());
     let starting = from == RunStatus::Queued && to == RunStatus::Running;
     let completing = to == RunStatus::Completed;
     diesel::update(operation_runs.filter(id.eq(run)).filter(status.eq(from)))
@@ -153,14 +133,14 @@ pub enum StatusFilter {
 }
 
 /// A page request over runs of one workspace, newest first.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunQuery {
-    pub workspace_id: i64,
+    pub workspace_id: WorkspaceId,
     /// Only these types; the caller's viewable types intersected with any type filter.
     pub types: Vec<RunType>,
     /// `None`: every tenant; otherwise runs of these tenants and workspace-scoped runs.
-    pub visible_tenants: Option<Vec<i64>>,
-    pub tenant_id: Option<i64>,
+    pub visible_tenants: Option<Vec<TenantId>>,
+    pub tenant_id: Option<TenantId>,
     pub user_id: Option<i64>,
     pub status: Option<StatusFilter>,
     pub outcomes: Vec<Outcome>,
@@ -177,6 +157,30 @@ pub struct RunQuery {
     /// Keyset position: only runs strictly older than this (created_at, id).
     pub after: Option<(DateTime<Utc>, i64)>,
     pub limit: i64,
+}
+
+impl RunQuery {
+    /// Every run of these types in the workspace, visible tenants unrestricted: narrow it
+    /// with the other fields.
+    pub fn new(workspace: WorkspaceId, types: Vec<RunType>) -> RunQuery {
+        RunQuery {
+            workspace_id: workspace,
+            types,
+            visible_tenants: None,
+            tenant_id: None,
+            user_id: None,
+            status: None,
+            outcomes: Vec::new(),
+            created_after: None,
+            created_before: None,
+            backup_schedule_id: None,
+            trigger: None,
+            scheduled_after: None,
+            scheduled_before: None,
+            after: None,
+            limit: 0,
+        }
+    }
 }
 
 /// Callers limited to at most this many tenants get one index range per tenant.
@@ -209,10 +213,10 @@ pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<Operat
 #[derive(Clone, Copy)]
 enum TenantFilter<'a> {
     Any,
-    One(i64),
+    One(TenantId),
     WorkspaceScoped,
     /// These tenants' runs and the workspace-scoped ones.
-    Visible(&'a [i64]),
+    Visible(&'a [TenantId]),
 }
 
 fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) -> QueryResult<Vec<OperationRunRow>> {
@@ -237,7 +241,7 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) 
     }
     match query.status {
         Some(StatusFilter::Is(wanted)) => select = select.filter(status.eq(wanted)),
-        Some(StatusFilter::Active) => select = select.filter(sql::<Bool>(ACTIVE)),
+        Some(StatusFilter::Active) => select = select.filter(active()),
         None => {}
     }
     if !query.outcomes.is_empty() {
@@ -289,7 +293,7 @@ pub fn stale(
     // The shortest limit bounds the index range; the per-type limit then filters within it.
     let shortest = limits.iter().map(|(_, limit)| limit.as_millis()).min().unwrap_or(0);
     let query = operation_runs
-        .filter(sql::<Bool>(ACTIVE))
+        .filter(active())
         .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => {shortest} / 1000.0)")))
         .filter(sql::<Bool>(&format!("updated_at < now() - make_interval(secs => (CASE type{cases} END) / 1000.0)")))
         .order(updated_at.asc())

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
-use crate::domain::status::{Outcome, RunStatus};
+use crate::domain::status::{EventKind, Outcome, RunStatus};
 
 macro_rules! text_enum {
     ($type:ty, $parse:expr) => {
@@ -37,6 +37,7 @@ macro_rules! text_enum {
 
 text_enum!(RunStatus, RunStatus::parse);
 text_enum!(Outcome, Outcome::parse);
+text_enum!(EventKind, EventKind::parse);
 text_enum!(IdentityPolicy, IdentityPolicy::parse);
 text_enum!(RunType, |text| RunType::parse(text).ok());
 

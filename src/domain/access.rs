@@ -1,21 +1,22 @@
-//! Who may see and do what (SPEC §5), decided in one function. The answer is ordered:
+//! Who may see and do what (docs/CONTRACT.md, "Authorization"), decided in one function. The answer is ordered:
 //! `Hidden` (404: the caller must not learn the run exists) before `Forbidden` (403:
 //! a member lacking the capability) before `Allowed`.
 
 use std::collections::BTreeSet;
 
 use super::catalog::{RunType, EXECUTE_CAPABILITY};
+use super::ids::{TenantId, WorkspaceId};
 
 /// The tenants a token covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TenantScope {
     /// `"*"`: every tenant of the workspace.
     All,
-    Only(BTreeSet<i64>),
+    Only(BTreeSet<TenantId>),
 }
 
 impl TenantScope {
-    pub fn contains(&self, tenant_id: i64) -> bool {
+    pub fn contains(&self, tenant_id: TenantId) -> bool {
         match self {
             TenantScope::All => true,
             TenantScope::Only(ids) => ids.contains(&tenant_id),
@@ -31,7 +32,7 @@ pub struct Principal {
     pub user_id: Option<i64>,
     /// Token `name`, else `sub`.
     pub initiator_name: String,
-    pub workspace_id: i64,
+    pub workspace_id: WorkspaceId,
     pub tenants: TenantScope,
     pub capabilities: BTreeSet<String>,
 }
@@ -47,7 +48,7 @@ impl Principal {
     }
 
     /// Whether a run in this workspace belonging to `tenant_id` is visible at all.
-    pub fn covers(&self, tenant_id: Option<i64>) -> bool {
+    pub fn covers(&self, tenant_id: Option<TenantId>) -> bool {
         tenant_id.is_none_or(|tenant_id| self.tenants.contains(tenant_id))
     }
 }
@@ -70,11 +71,11 @@ pub enum Access {
     Allowed,
 }
 
-/// The whole of SPEC §5 for one run (or, for `Start`, the run about to be created).
+/// The whole authorization rule for one run (or, for `Start`, the run about to be created).
 pub fn decide(
     principal: &Principal,
-    workspace_id: i64,
-    tenant_id: Option<i64>,
+    workspace_id: WorkspaceId,
+    tenant_id: Option<TenantId>,
     run_type: RunType,
     action: Action,
 ) -> Access {
@@ -105,7 +106,7 @@ mod tests {
             subject: "7".into(),
             user_id: Some(7),
             initiator_name: "Ada".into(),
-            workspace_id: 1,
+            workspace_id: WorkspaceId(1),
             tenants,
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
         }
@@ -115,9 +116,9 @@ mod tests {
     fn view_only_capability_can_view_but_not_start_a_connection_check() {
         let viewer = principal(TenantScope::All, &["provider_connections.view"]);
         let t = RunType::ProviderConnectionVerify;
-        assert_eq!(decide(&viewer, 1, Some(5), t, Action::View), Access::Allowed);
+        assert_eq!(decide(&viewer, WorkspaceId(1), Some(TenantId(5)), t, Action::View), Access::Allowed);
         assert_eq!(
-            decide(&viewer, 1, Some(5), t, Action::Start),
+            decide(&viewer, WorkspaceId(1), Some(TenantId(5)), t, Action::Start),
             Access::Forbidden { needs: "provider_connections.manage" }
         );
     }
@@ -127,10 +128,13 @@ mod tests {
         let starter = principal(TenantScope::All, &["inventory.sync"]);
         let worker = principal(TenantScope::All, &[EXECUTE_CAPABILITY]);
         for p in [&starter, &worker] {
-            assert_eq!(decide(p, 1, Some(1), RunType::InventorySync, Action::Cancel), Access::Allowed);
+            assert_eq!(
+                decide(p, WorkspaceId(1), Some(TenantId(1)), RunType::InventorySync, Action::Cancel),
+                Access::Allowed
+            );
         }
         assert!(matches!(
-            decide(&starter, 1, Some(1), RunType::InventorySync, Action::Execute),
+            decide(&starter, WorkspaceId(1), Some(TenantId(1)), RunType::InventorySync, Action::Execute),
             Access::Forbidden { .. }
         ));
     }
@@ -148,10 +152,10 @@ mod tests {
                 .flat_map(|s| [s.start_capability, s.view_capability])
                 .chain([EXECUTE_CAPABILITY])
                 .enumerate().filter(|(i, _)| cap_mask & (1 << i) != 0).map(|(_, c)| c).collect();
-            let scope = if star { TenantScope::All } else { TenantScope::Only(tenants.clone()) };
+            let scope = if star { TenantScope::All } else { TenantScope::Only(tenants.iter().copied().map(TenantId).collect()) };
             let p = principal(scope, &caps);
             let action = [Action::View, Action::Start, Action::Execute, Action::Cancel][action_index];
-            let access = decide(&p, run_ws, run_tenant, RunType::ALL[type_index], action);
+            let access = decide(&p, WorkspaceId(run_ws), run_tenant.map(TenantId), RunType::ALL[type_index], action);
             let member = run_ws == 1 && run_tenant.is_none_or(|t| star || tenants.contains(&t));
             prop_assert_eq!(access == Access::Hidden, !member);
         }

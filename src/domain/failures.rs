@@ -80,6 +80,11 @@ impl Failure {
         })
     }
 
+    /// The stored JSON entry.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a failure is strings and an enum: it always serializes")
+    }
+
     /// The failure the reaper records on a run that outlived its stale limit.
     pub fn stale_timeout(limit_minutes: u64) -> Failure {
         Failure {

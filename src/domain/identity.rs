@@ -1,4 +1,4 @@
-//! Run identity (SPEC §4): which policy applies to a start, and the hash that the
+//! Run identity (docs/CONTRACT.md, "Run identity"): which policy applies to a start, and the hash that the
 //! database's unique indexes compare.
 
 use serde::Serialize;
@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::catalog::{IdentityRule, RunType, Scope};
+use super::ids::{TenantId, WorkspaceId};
 use super::inputs::{RunInputs, Trigger};
 
 /// The identity policy one run was created under; stored with the run so the
@@ -59,12 +60,12 @@ impl IdentityPolicy {
 /// Whose identity space a run lives in: one tenant, or the whole workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeKey {
-    Tenant(i64),
-    Workspace(i64),
+    Tenant(TenantId),
+    Workspace(WorkspaceId),
 }
 
 impl ScopeKey {
-    pub fn new(scope: Scope, workspace_id: i64, tenant_id: Option<i64>) -> ScopeKey {
+    pub fn new(scope: Scope, workspace_id: WorkspaceId, tenant_id: Option<TenantId>) -> ScopeKey {
         match (scope, tenant_id) {
             (Scope::Tenant, Some(tenant_id)) => ScopeKey::Tenant(tenant_id),
             _ => ScopeKey::Workspace(workspace_id),
@@ -110,7 +111,7 @@ mod tests {
     #[test]
     fn hash_is_lowercase_hex_sha256() {
         let hash = identity_hash(
-            ScopeKey::Workspace(1),
+            ScopeKey::Workspace(WorkspaceId(1)),
             RunType::WorkspaceAuditExport,
             &inputs(RunType::WorkspaceAuditExport, json!({})),
             None,
@@ -125,13 +126,13 @@ mod tests {
     fn scope_type_inputs_and_nonce_each_change_the_hash() {
         let a = inputs(RunType::InventorySync, json!({"selection_hash": "abc"}));
         let b = inputs(RunType::InventorySync, json!({"selection_hash": "abd"}));
-        let base = identity_hash(ScopeKey::Tenant(1), RunType::InventorySync, &a, None);
-        assert_ne!(base, identity_hash(ScopeKey::Tenant(2), RunType::InventorySync, &a, None));
-        assert_ne!(base, identity_hash(ScopeKey::Workspace(1), RunType::InventorySync, &a, None));
-        assert_ne!(base, identity_hash(ScopeKey::Tenant(1), RunType::PolicySync, &a, None));
-        assert_ne!(base, identity_hash(ScopeKey::Tenant(1), RunType::InventorySync, &b, None));
-        assert_ne!(base, identity_hash(ScopeKey::Tenant(1), RunType::InventorySync, &a, Some("n")));
-        assert_eq!(base, identity_hash(ScopeKey::Tenant(1), RunType::InventorySync, &a, None));
+        let base = identity_hash(ScopeKey::Tenant(TenantId(1)), RunType::InventorySync, &a, None);
+        assert_ne!(base, identity_hash(ScopeKey::Tenant(TenantId(2)), RunType::InventorySync, &a, None));
+        assert_ne!(base, identity_hash(ScopeKey::Workspace(WorkspaceId(1)), RunType::InventorySync, &a, None));
+        assert_ne!(base, identity_hash(ScopeKey::Tenant(TenantId(1)), RunType::PolicySync, &a, None));
+        assert_ne!(base, identity_hash(ScopeKey::Tenant(TenantId(1)), RunType::InventorySync, &b, None));
+        assert_ne!(base, identity_hash(ScopeKey::Tenant(TenantId(1)), RunType::InventorySync, &a, Some("n")));
+        assert_eq!(base, identity_hash(ScopeKey::Tenant(TenantId(1)), RunType::InventorySync, &a, None));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod context;
 pub mod counts;
 pub mod failures;
 pub mod identity;
+pub mod ids;
 pub mod inputs;
 pub mod staleness;
 pub mod status;

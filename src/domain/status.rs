@@ -116,27 +116,85 @@ impl From<FinalOutcome> for Outcome {
     }
 }
 
+impl FinalOutcome {
+    pub const ALL: [FinalOutcome; 4] =
+        [FinalOutcome::Succeeded, FinalOutcome::PartiallySucceeded, FinalOutcome::Failed, FinalOutcome::Blocked];
+}
+
 /// A requested move of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     Start,
     Progress,
-    Complete(Outcome),
+    Complete(FinalOutcome),
     Cancel,
     /// The reaper completing a stale run as failed.
     Reap,
 }
 
 impl Transition {
-    /// The event `kind` this transition writes to the timeline.
-    pub fn event_kind(self) -> &'static str {
+    /// The event this transition writes to the timeline.
+    pub fn event_kind(self) -> EventKind {
         match self {
-            Transition::Start => "started",
-            Transition::Progress => "progressed",
-            Transition::Complete(_) => "completed",
-            Transition::Cancel => "cancelled",
-            Transition::Reap => "reaped",
+            Transition::Start => EventKind::Started,
+            Transition::Progress => EventKind::Progressed,
+            Transition::Complete(_) => EventKind::Completed,
+            Transition::Cancel => EventKind::Cancelled,
+            Transition::Reap => EventKind::Reaped,
         }
+    }
+}
+
+/// What a timeline entry records: a run's creation, or one of its moves.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Started,
+    Progressed,
+    Completed,
+    Cancelled,
+    Reaped,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Created,
+        EventKind::Started,
+        EventKind::Progressed,
+        EventKind::Completed,
+        EventKind::Cancelled,
+        EventKind::Reaped,
+    ];
+    /// The moves a worker (or a canceller) makes through the API.
+    pub const WORKER_MOVES: [EventKind; 4] =
+        [EventKind::Started, EventKind::Progressed, EventKind::Completed, EventKind::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Started => "started",
+            EventKind::Progressed => "progressed",
+            EventKind::Completed => "completed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Reaped => "reaped",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 
@@ -149,8 +207,6 @@ pub enum TransitionError {
     AlreadyRunning,
     #[error("the run is queued; start it before reporting progress")]
     NotStarted,
-    #[error("complete takes a final outcome (succeeded, partially_succeeded, failed, blocked); use /cancel to cancel")]
-    NotAFinalOutcome,
 }
 
 /// The status and outcome a run moves to, or why it may not.
@@ -161,13 +217,12 @@ pub fn apply(
 ) -> Result<(RunStatus, Outcome), TransitionError> {
     use RunStatus::*;
     match (status, transition) {
-        (_, Transition::Complete(Outcome::Pending | Outcome::Cancelled)) => Err(TransitionError::NotAFinalOutcome),
         (Completed, _) => Err(TransitionError::AlreadyCompleted { outcome: outcome.as_str() }),
         (Queued, Transition::Start) => Ok((Running, Outcome::Pending)),
         (Running, Transition::Start) => Err(TransitionError::AlreadyRunning),
         (Queued, Transition::Progress) => Err(TransitionError::NotStarted),
         (Running, Transition::Progress) => Ok((Running, Outcome::Pending)),
-        (Queued | Running, Transition::Complete(final_outcome)) => Ok((Completed, final_outcome)),
+        (Queued | Running, Transition::Complete(final_outcome)) => Ok((Completed, final_outcome.into())),
         (Queued | Running, Transition::Cancel) => Ok((Completed, Outcome::Cancelled)),
         (Queued | Running, Transition::Reap) => Ok((Completed, Outcome::Failed)),
     }
@@ -180,8 +235,8 @@ mod tests {
     const TRANSITIONS: [Transition; 6] = [
         Transition::Start,
         Transition::Progress,
-        Transition::Complete(Outcome::Succeeded),
-        Transition::Complete(Outcome::Blocked),
+        Transition::Complete(FinalOutcome::Succeeded),
+        Transition::Complete(FinalOutcome::Blocked),
         Transition::Cancel,
         Transition::Reap,
     ];
@@ -211,7 +266,7 @@ mod tests {
         let (s, o) = apply(RunStatus::Queued, Outcome::Pending, Transition::Start).unwrap();
         let (s, o) = apply(s, o, Transition::Progress).unwrap();
         assert_eq!(
-            apply(s, o, Transition::Complete(Outcome::PartiallySucceeded)).unwrap(),
+            apply(s, o, Transition::Complete(FinalOutcome::PartiallySucceeded)).unwrap(),
             (RunStatus::Completed, Outcome::PartiallySucceeded)
         );
     }
@@ -226,12 +281,14 @@ mod tests {
     }
 
     #[test]
-    fn complete_refuses_pending_and_cancelled() {
-        for outcome in [Outcome::Pending, Outcome::Cancelled] {
-            assert_eq!(
-                apply(RunStatus::Running, Outcome::Pending, Transition::Complete(outcome)),
-                Err(TransitionError::NotAFinalOutcome)
-            );
+    fn final_outcomes_are_the_outcomes_a_worker_may_end_with() {
+        let finals: Vec<Outcome> = FinalOutcome::ALL.into_iter().map(Outcome::from).collect();
+        let expected: Vec<Outcome> =
+            Outcome::ALL.into_iter().filter(|o| !matches!(o, Outcome::Pending | Outcome::Cancelled)).collect();
+        assert_eq!(finals, expected);
+        for outcome in FinalOutcome::ALL {
+            let json = serde_json::to_value(Outcome::from(outcome)).unwrap();
+            assert_eq!(serde_json::from_value::<FinalOutcome>(json).unwrap(), outcome);
         }
     }
 
@@ -242,6 +299,10 @@ mod tests {
         }
         for o in Outcome::ALL {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
     }
 }

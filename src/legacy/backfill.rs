@@ -2,7 +2,7 @@
 //! together with the link written back, so an interrupted run resumes where it stopped
 //! and a second run creates nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{sql_query, QueryableByName};
@@ -11,38 +11,15 @@ use serde_json::json;
 use sha2::Digest;
 
 use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
-use super::mapping::{map_row, LegacyTable, Mapped, MappedRun};
-use crate::db::models::NewRunEvent;
-use crate::db::schema::operation_runs;
-use crate::domain::catalog::RunType;
+use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
+use crate::db::models::NewOperationRun;
 use crate::domain::identity::IdentityPolicy;
-use crate::domain::status::{Outcome, RunStatus};
+use crate::domain::ids::{RunId, WorkspaceId};
+use crate::domain::status::RunStatus;
+use crate::use_cases::start::{create_run, Created};
 
 /// The actor on backfilled runs' `created` events.
 pub const BACKFILL_ACTOR: &str = "opsrun legacy backfill";
-
-/// A backfilled run as inserted: status, outcome and timestamps come from the legacy row.
-#[derive(Insertable)]
-#[diesel(table_name = operation_runs)]
-struct BackfilledRun {
-    workspace_id: i64,
-    tenant_id: Option<i64>,
-    user_id: Option<i64>,
-    initiator_name: String,
-    #[diesel(column_name = type_)]
-    run_type: RunType,
-    status: RunStatus,
-    outcome: Outcome,
-    run_identity_hash: String,
-    identity_policy: IdentityPolicy,
-    summary_counts: serde_json::Value,
-    failure_summary: serde_json::Value,
-    context: serde_json::Value,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    created_at: Option<DateTime<Utc>>,
-    updated_at: Option<DateTime<Utc>>,
-}
 
 /// What backfill did (or, in a dry run, would do) to one table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -168,39 +145,34 @@ impl Backfill<'_> {
         Ok(())
     }
 
-    fn to_insert(&self, conn: &mut PgConnection, mapped: MappedRun, workspace_id: i64) -> QueryResult<BackfilledRun> {
-        let (user_id, initiator) = match mapped.initiator_hint.as_deref() {
-            Some(hint) if hint.starts_with("name:") => {
-                let name = hint.trim_start_matches("name:").to_owned();
-                (self.users.id_named(conn, &name)?, Some(name))
-            }
-            Some(hint) => {
-                let user = hint.parse::<i64>().ok();
-                let name = match user {
-                    Some(user) => self.users.name_of(conn, user)?,
-                    None => None,
-                };
-                (user, name)
-            }
+    fn to_insert(
+        &self,
+        conn: &mut PgConnection,
+        mapped: MappedRun,
+        workspace_id: WorkspaceId,
+    ) -> QueryResult<NewOperationRun> {
+        let (user_id, initiator) = match mapped.initiator {
+            Some(LegacyInitiator::Named(name)) => (self.users.id_named(conn, &name)?, Some(name)),
+            Some(LegacyInitiator::User(user)) => (Some(user), self.users.name_of(conn, user)?),
             None => (None, None),
         };
         let completed_at = match mapped.status {
             RunStatus::Completed => mapped.completed_at.or(mapped.created_at).or_else(|| Some(Utc::now())),
             _ => None,
         };
-        Ok(BackfilledRun {
+        Ok(NewOperationRun {
             workspace_id,
             tenant_id: Some(mapped.tenant_id),
             user_id,
             initiator_name: initiator.unwrap_or_else(|| mapped.default_initiator.to_owned()),
             run_type: mapped.run_type,
-            status: mapped.status,
-            outcome: mapped.outcome,
             run_identity_hash: mapped.identity_hash,
             identity_policy: mapped.identity_policy,
-            summary_counts: mapped.summary_counts,
-            failure_summary: mapped.failure_summary,
             context: mapped.context,
+            status: Some(mapped.status),
+            outcome: Some(mapped.outcome),
+            summary_counts: Some(mapped.summary_counts),
+            failure_summary: Some(mapped.failure_summary),
             started_at: mapped.started_at,
             completed_at,
             created_at: mapped.created_at,
@@ -226,7 +198,7 @@ fn link(
     conn: &mut PgConnection,
     table: LegacyTable,
     legacy_id: i64,
-    new: &mut BackfilledRun,
+    new: &mut NewOperationRun,
 ) -> anyhow::Result<Linked> {
     let current: Vec<OptionalId> =
         sql_query(format!("SELECT operation_run_id::bigint AS id FROM {} WHERE id = $1 FOR UPDATE", table.name()))
@@ -235,22 +207,22 @@ fn link(
     if current.first().is_none_or(|row| row.id.is_some()) {
         return Ok(Linked::Before); // another backfill got here first
     }
-    let (run_id, outcome) = match insert(conn, table, legacy_id, new)? {
-        Some(run_id) => (run_id, Linked::Created),
-        None => {
-            let holder = identity_holder(conn, new)?;
-            if !is_backfilled(conn, holder)? {
-                (holder, Linked::Existing)
-            } else {
-                // Two legacy rows, one identity (duplicate "running" rows, two fires in one
-                // minute): the first keeps it; this one gets an identity of its own, so each
-                // legacy row keeps its own run. Stale active ones are left to the reaper.
-                let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
-                new.run_identity_hash = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
-                new.identity_policy = IdentityPolicy::UniquePerClick;
-                let run_id = insert(conn, table, legacy_id, new)?
-                    .ok_or_else(|| anyhow::anyhow!("a unique legacy identity conflicted"))?;
-                (run_id, Linked::KeptApart)
+    let detail = json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } });
+    let (run_id, outcome) = match create_run(conn, new, BACKFILL_ACTOR, &detail)? {
+        Created::Run(run) => (run.id, Linked::Created),
+        Created::Held { existing_run_id } if !is_backfilled(conn, existing_run_id)? => {
+            (existing_run_id, Linked::Existing)
+        }
+        Created::Held { .. } => {
+            // Two legacy rows, one identity (duplicate "running" rows, two fires in one
+            // minute): the first keeps it; this one gets an identity of its own, so each
+            // legacy row keeps its own run. Stale active ones are left to the reaper.
+            let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
+            new.run_identity_hash = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
+            new.identity_policy = IdentityPolicy::UniquePerClick;
+            match create_run(conn, new, BACKFILL_ACTOR, &detail)? {
+                Created::Run(run) => (run.id, Linked::KeptApart),
+                Created::Held { .. } => anyhow::bail!("a unique legacy identity conflicted"),
             }
         }
     };
@@ -261,58 +233,11 @@ fn link(
     Ok(outcome)
 }
 
-/// Inserts the run and its `created` event; `None` when its identity is held.
-fn insert(
-    conn: &mut PgConnection,
-    table: LegacyTable,
-    legacy_id: i64,
-    new: &BackfilledRun,
-) -> anyhow::Result<Option<i64>> {
-    let created: Option<i64> = diesel::insert_into(operation_runs::table)
-        .values(new)
-        .on_conflict_do_nothing()
-        .returning(operation_runs::id)
-        .get_result(conn)
-        .optional()?;
-    if let Some(run_id) = created {
-        crate::db::events::append(
-            conn,
-            &NewRunEvent {
-                run_id,
-                workspace_id: new.workspace_id,
-                actor: BACKFILL_ACTOR.into(),
-                kind: "created",
-                from_status: None,
-                to_status: new.status,
-                outcome: new.outcome,
-                detail: json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
-            },
-        )?;
-    }
-    Ok(created)
-}
-
 /// Whether a run came from a legacy row.
-fn is_backfilled(conn: &mut PgConnection, run: i64) -> QueryResult<bool> {
+fn is_backfilled(conn: &mut PgConnection, run: RunId) -> QueryResult<bool> {
     use crate::db::schema::operation_runs::dsl::{context, id, operation_runs as runs};
     let found: serde_json::Value = runs.filter(id.eq(run)).select(context).first(conn)?;
     Ok(found.get("legacy").is_some())
-}
-
-/// The run holding a conflicting identity: a strict-once run, or an active one.
-fn identity_holder(conn: &mut PgConnection, new: &BackfilledRun) -> anyhow::Result<i64> {
-    use crate::db::schema::operation_runs::dsl::{id, operation_runs as runs, run_identity_hash, workspace_id};
-    let holder = runs
-        .filter(workspace_id.eq(new.workspace_id))
-        .filter(run_identity_hash.eq(&new.run_identity_hash))
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "(identity_policy = 'strict_once' OR status IN ('queued', 'running'))",
-        ))
-        .select(id)
-        .order(id.asc())
-        .first::<i64>(conn)
-        .optional()?;
-    holder.ok_or_else(|| anyhow::anyhow!("an insert conflicted but no run holds its identity"))
 }
 
 /// Dotted legacy spellings still in operation_runs, and what each becomes.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::domain::ids::{TenantId, WorkspaceId};
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel::{sql_query, PgConnection, QueryResult, QueryableByName, RunQueryDsl};
 
@@ -73,7 +74,7 @@ impl WorkspaceSource {
 /// Tenant → workspace, asked once per tenant.
 pub struct WorkspaceResolver {
     source: WorkspaceSource,
-    known: HashMap<i64, Option<i64>>,
+    known: HashMap<TenantId, Option<WorkspaceId>>,
 }
 
 impl WorkspaceResolver {
@@ -81,7 +82,7 @@ impl WorkspaceResolver {
         WorkspaceResolver { source, known: HashMap::new() }
     }
 
-    pub fn workspace_of(&mut self, conn: &mut PgConnection, tenant: i64) -> QueryResult<Option<i64>> {
+    pub fn workspace_of(&mut self, conn: &mut PgConnection, tenant: TenantId) -> QueryResult<Option<WorkspaceId>> {
         if let Some(known) = self.known.get(&tenant) {
             return Ok(*known);
         }
@@ -98,6 +99,7 @@ impl WorkspaceResolver {
                 .into_iter()
                 .find_map(|row| row.id),
         };
+        let found = found.map(WorkspaceId);
         self.known.insert(tenant, found);
         Ok(found)
     }

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::catalog::RunType;
 use crate::domain::failures::{sanitize, MAX_MESSAGE_CHARS};
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
+use crate::domain::ids::TenantId;
 use crate::domain::inputs::{format_minute, parse_inputs, parse_minute};
 use crate::domain::status::{Outcome, RunStatus};
 
@@ -95,8 +96,7 @@ fn map_status(table: LegacyTable, raw: &str) -> Option<Result<(RunStatus, Outcom
 /// An operation run derived from one legacy row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MappedRun {
-    pub tenant_id: i64,
-    pub user_id: Option<i64>,
+    pub tenant_id: TenantId,
     pub run_type: RunType,
     pub status: RunStatus,
     pub outcome: Outcome,
@@ -110,9 +110,19 @@ pub struct MappedRun {
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
-    /// Who started it, when the row says: a user id to look up, or a name.
-    pub initiator_hint: Option<String>,
+    /// Who started it, when the row says.
+    pub initiator: Option<LegacyInitiator>,
+    /// The initiator name when the row names nobody (or a user who is gone).
     pub default_initiator: &'static str,
+}
+
+/// Who started a legacy run, as its row records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LegacyInitiator {
+    /// A user id, whose name the `users` table may know.
+    User(i64),
+    /// A name, whose user id the `users` table may know.
+    Named(String),
 }
 
 /// The result of mapping one row.
@@ -203,7 +213,7 @@ fn nonzero_counts(pairs: &[(&str, Option<i64>)]) -> Value {
 pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
     let mut notes = Vec::new();
     let Some(legacy_id) = id(row, "id") else { return Mapped::Refuse("the row has no id".into()) };
-    let Some(tenant_id) = id(row, "tenant_id") else {
+    let Some(tenant_id) = id(row, "tenant_id").map(TenantId) else {
         return Mapped::Refuse(format!("row {legacy_id} has no tenant_id"));
     };
     let raw_status = text(row, "status").unwrap_or_default();
@@ -219,7 +229,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
     let mut context = Map::new();
     let mut inputs = Map::new();
     let mut failures = Vec::new();
-    let (summary_counts, initiator_hint);
+    let (summary_counts, initiator);
 
     match table {
         LegacyTable::InventorySyncRuns => {
@@ -244,7 +254,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
                 Some(_) => notes.push("`error_codes` is not an array; ignored".into()),
                 None => {}
             }
-            initiator_hint = id(row, "user_id").map(|u| u.to_string());
+            initiator = id(row, "user_id").map(LegacyInitiator::User);
         }
         LegacyTable::EntraGroupSyncRuns => {
             let selection = text(row, "selection_key").unwrap_or_else(|| {
@@ -270,7 +280,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
                 let reason = text(row, "error_category").unwrap_or_else(|| "unknown".into());
                 failures.push(failure(&code, &reason, &text(row, "error_summary").unwrap_or_default()));
             }
-            initiator_hint = id(row, "initiator_user_id").map(|u| u.to_string());
+            initiator = id(row, "initiator_user_id").map(LegacyInitiator::User);
         }
         LegacyTable::BackupScheduleRuns => {
             let Some(schedule) = id(row, "backup_schedule_id") else {
@@ -297,7 +307,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
             if let Some(code) = text(row, "error_code") {
                 failures.push(failure(&code, "unknown", &text(row, "error_message").unwrap_or_default()));
             }
-            initiator_hint = id(row, "user_id").map(|u| u.to_string());
+            initiator = id(row, "user_id").map(LegacyInitiator::User);
         }
         LegacyTable::RestoreRuns => {
             inputs.insert("restore_run_id".into(), Value::from(legacy_id));
@@ -319,11 +329,11 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
             if let Some(reason) = text(row, "failure_reason") {
                 failures.push(failure("restore.failed", "unknown", &reason));
             }
-            initiator_hint = text(row, "requested_by").map(|name| format!("name:{name}"));
+            initiator = text(row, "requested_by").map(LegacyInitiator::Named);
         }
     }
 
-    // The identity follows SPEC §4, so a backfilled active run blocks a duplicate start.
+    // The identity follows the API's rules, so a backfilled active run blocks a duplicate start.
     let spec = run_type.spec();
     let parsed = match parse_inputs(spec, &inputs) {
         Ok(parsed) => parsed,
@@ -347,7 +357,6 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
     Mapped::Run(
         Box::new(MappedRun {
             tenant_id,
-            user_id: None,
             run_type,
             status,
             outcome,
@@ -360,7 +369,7 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
             completed_at,
             created_at: time(row, "created_at"),
             updated_at: time(row, "updated_at"),
-            initiator_hint,
+            initiator,
             default_initiator: table.default_initiator(),
         }),
         notes,
@@ -443,7 +452,10 @@ mod tests {
         );
         let inputs =
             parse_inputs(RunType::InventorySync.spec(), json!({"selection_hash": "abc"}).as_object().unwrap()).unwrap();
-        assert_eq!(mapped.identity_hash, identity_hash(ScopeKey::Tenant(7), RunType::InventorySync, &inputs, None));
+        assert_eq!(
+            mapped.identity_hash,
+            identity_hash(ScopeKey::Tenant(TenantId(7)), RunType::InventorySync, &inputs, None)
+        );
         assert_eq!(mapped.context["legacy"], json!({"source": "inventory_sync_runs", "id": 1}));
     }
 

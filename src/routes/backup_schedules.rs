@@ -5,7 +5,7 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::runs::list::{
+use super::listing::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query,
 };
 use super::runs::RunPage;
@@ -14,7 +14,7 @@ use crate::domain::access::Principal;
 use crate::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
 use crate::domain::inputs::{format_minute, Trigger};
 use crate::domain::status::Outcome;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::pagination::ListRequest;
 
 /// Filters of a schedule's history. Time bounds are half-open: `scheduled_after`
@@ -83,7 +83,7 @@ pub async fn list_backup_schedule_runs(
     let requested = parse_types(&params.r#type)?;
     if let Some(other) = requested.iter().find(|t| !t.is_backup_schedule_type()) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ProblemCode::InvalidQuery,
             format!("`type`: {other} runs are not part of a schedule's history; use backup_schedule_run, backup_schedule_retention or backup_schedule_purge."),
         ));
     }
@@ -98,7 +98,7 @@ pub async fn list_backup_schedule_runs(
         .map(|name| {
             Trigger::parse(name).map(Trigger::as_str).ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ProblemCode::InvalidQuery,
                     format!("`trigger`: `{name}` is not one of scheduled, run_now, retry."),
                 )
             })

@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use diesel::{sql_query, RunQueryDsl};
 use serde_json::json;
 
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::error::ApiError;
 
 /// Liveness: the process serves HTTP.
@@ -24,6 +24,6 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(db: web::Data<Database>) -> Result<HttpResponse, ApiError> {
-    db.run(|conn| Ok(sql_query("SELECT 1").execute(conn)?)).await?;
+    db.run(|conn| sql_query("SELECT 1").execute(conn).map_err(DbError::from)).await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }

@@ -4,9 +4,11 @@
 pub mod backup_schedules;
 pub mod health;
 pub mod legacy;
+pub mod listing;
 pub mod metrics;
 pub mod operation_types;
 pub mod runs;
+pub mod schemas;
 
 use actix_web::web;
 

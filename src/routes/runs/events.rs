@@ -6,20 +6,19 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::authorize;
 use crate::db::models::RunEventRow;
-use crate::db::{events, runs, Database};
-use crate::domain::access::{Action, Principal};
-use crate::domain::status::{Outcome, RunStatus};
+use crate::db::Database;
+use crate::domain::access::Principal;
+use crate::domain::ids::RunId;
+use crate::domain::status::{EventKind, Outcome, RunStatus};
 use crate::error::{ApiError, Problem};
+use crate::use_cases::timeline;
 
 /// One entry of a run's timeline.
 #[derive(Serialize, ToSchema)]
 pub struct RunEventView {
     pub id: i64,
-    /// `created`, `started`, `progressed`, `completed`, `cancelled` or `reaped`.
-    #[schema(example = "started")]
-    pub kind: String,
+    pub kind: EventKind,
     pub at: DateTime<Utc>,
     /// Who made the change: the token's `name`, else its `sub`.
     #[schema(example = "inventory-worker")]
@@ -70,14 +69,8 @@ pub async fn list_run_events(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let timeline = db
-        .run(move |conn| {
-            let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
-            authorize(&principal, &run, Action::View)?;
-            Ok(events::for_run(conn, run.id)?)
-        })
-        .await?;
-    let items = timeline.into_iter().map(RunEventView::from).collect();
+    let id = RunId(id.into_inner());
+    let events = db.run(move |conn| timeline(conn, &principal, id)).await?;
+    let items = events.into_iter().map(RunEventView::from).collect();
     Ok(HttpResponse::Ok().json(RunEventList { items }))
 }

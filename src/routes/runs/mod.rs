@@ -13,10 +13,9 @@ use utoipa::ToSchema;
 
 use crate::db::models::OperationRunRow;
 use crate::db::JsonText;
-use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::RunType;
+use crate::domain::ids::{RunId, TenantId, WorkspaceId};
 use crate::domain::status::{Outcome, RunStatus};
-use crate::error::ApiError;
 
 /// Where to find a run and what relates to it.
 #[derive(Serialize, ToSchema)]
@@ -45,12 +44,12 @@ pub struct FailureSummary {
 /// An operation run.
 #[derive(Serialize, ToSchema)]
 pub struct RunView {
-    #[schema(example = 42)]
-    pub id: i64,
-    #[schema(example = 1)]
-    pub workspace_id: i64,
-    #[schema(example = 7)]
-    pub tenant_id: Option<i64>,
+    #[schema(value_type = i64, example = 42)]
+    pub id: RunId,
+    #[schema(value_type = i64, example = 1)]
+    pub workspace_id: WorkspaceId,
+    #[schema(value_type = Option<i64>, example = 7)]
+    pub tenant_id: Option<TenantId>,
     #[schema(example = 1001)]
     pub user_id: Option<i64>,
     #[schema(example = "Ada Lovelace")]
@@ -61,7 +60,7 @@ pub struct RunView {
     pub status: RunStatus,
     pub outcome: Outcome,
     /// Counters: `total processed succeeded failed skipped created updated deleted items`.
-    #[schema(schema_with = crate::openapi::counts_schema)]
+    #[schema(schema_with = crate::routes::schemas::counts_schema)]
     pub summary_counts: JsonText,
     #[schema(value_type = FailureSummary)]
     pub failure_summary: JsonText,
@@ -117,13 +116,4 @@ pub struct RunPage {
     pub items: Vec<RunView>,
     /// Pass as `cursor` (with the same filters) for the next page; absent on the last.
     pub next_cursor: Option<String>,
-}
-
-/// Applies SPEC §5 to one stored run: hidden runs are indistinguishable from missing ones.
-pub fn authorize(principal: &Principal, run: &OperationRunRow, action: Action) -> Result<(), ApiError> {
-    match decide(principal, run.workspace_id, run.tenant_id, run.run_type, action) {
-        Access::Hidden => Err(ApiError::NotFound),
-        Access::Forbidden { needs } => Err(ApiError::Forbidden { needs }),
-        Access::Allowed => Ok(()),
-    }
 }

@@ -7,16 +7,11 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::RunView;
-use crate::db::models::NewOperationRun;
-use crate::db::runs::{self, Created};
-use crate::db::Database;
-use crate::domain::access::{decide, Access, Action, Principal};
-use crate::domain::catalog::{RunType, Scope};
-use crate::domain::context::validate_context;
-use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
-use crate::domain::inputs::parse_inputs;
+use crate::db::{Database, DbError};
+use crate::domain::access::Principal;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
+use crate::use_cases::start::{self, plan_start, Created, StartRequest};
 
 /// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
 #[derive(Deserialize)]
@@ -36,7 +31,7 @@ pub struct StartRunRequest {
 
 impl utoipa::PartialSchema for StartRunRequest {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        crate::openapi::start_run_request_schema()
+        crate::routes::schemas::start_run_request_schema()
     }
 }
 
@@ -50,71 +45,15 @@ fn empty_object() -> Value {
     json!({})
 }
 
-fn random_nonce() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(anyhow::anyhow!("no randomness: {e}")))?;
-    Ok(hex::encode(bytes))
-}
-
-/// Checks the request and builds the row to insert.
-fn plan_run(principal: &Principal, request: StartRunRequest) -> Result<NewOperationRun, ApiError> {
-    let run_type = RunType::parse(&request.r#type)?;
-    let spec = run_type.spec();
-    let tenant_id = match (spec.scope, request.tenant_id) {
-        (Scope::Tenant, None) => {
-            return Err(ApiError::unprocessable(
-                "tenant_required",
-                format!("{run_type} runs belong to a tenant: send `tenant_id`."),
-            ))
+impl From<StartRunRequest> for StartRequest {
+    fn from(request: StartRunRequest) -> StartRequest {
+        StartRequest {
+            type_name: request.r#type,
+            tenant_id: request.tenant_id,
+            inputs: request.inputs,
+            context: request.context,
         }
-        (Scope::Workspace, Some(_)) => {
-            return Err(ApiError::unprocessable(
-                "tenant_not_allowed",
-                format!("{run_type} runs belong to the workspace: leave out `tenant_id`."),
-            ))
-        }
-        (_, Some(tenant)) if tenant <= 0 => {
-            return Err(ApiError::unprocessable("invalid_tenant", "`tenant_id` must be a positive integer."))
-        }
-        (_, tenant) => tenant,
-    };
-    match decide(principal, principal.workspace_id, tenant_id, run_type, Action::Start) {
-        Access::Hidden => return Err(ApiError::TenantNotFound),
-        Access::Forbidden { needs } => return Err(ApiError::Forbidden { needs }),
-        Access::Allowed => {}
     }
-
-    let inputs = parse_inputs(spec, &request.inputs)?;
-    let mut context = validate_context(request.context)?;
-    for (name, value) in inputs.iter() {
-        let value = value.to_json();
-        match context.get(*name) {
-            Some(existing) if *existing != value => {
-                return Err(ApiError::unprocessable(
-                    "context_conflicts_with_input",
-                    format!("`context.{name}` differs from `inputs.{name}`; send it once, in `inputs`."),
-                ))
-            }
-            _ => context.insert((*name).to_owned(), value),
-        };
-    }
-
-    let policy = IdentityPolicy::for_start(spec.identity, &inputs);
-    let nonce = match policy {
-        IdentityPolicy::UniquePerClick => Some(random_nonce()?),
-        _ => None,
-    };
-    let scope = ScopeKey::new(spec.scope, principal.workspace_id, tenant_id);
-    Ok(NewOperationRun {
-        workspace_id: principal.workspace_id,
-        tenant_id,
-        user_id: principal.user_id,
-        initiator_name: principal.initiator_name.clone(),
-        run_type,
-        run_identity_hash: identity_hash(scope, run_type, &inputs, nonce.as_deref()),
-        identity_policy: policy,
-        context: Value::Object(context),
-    })
 }
 
 /// Start a run.
@@ -147,28 +86,18 @@ pub async fn start_run(
     principal: Principal,
     request: web::Json<StartRunRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let new_run = plan_run(&principal, request.into_inner())?;
-    let run_type = new_run.run_type;
-    let policy = new_run.identity_policy;
-    let created = db.run(move |conn| Ok(runs::create(conn, &new_run)?)).await?;
+    let new_run = plan_start(&principal, request.into_inner().into())?;
+    let (run_type, policy) = (new_run.run_type, new_run.identity_policy);
+    let created = db.run(move |conn| start::start_run(conn, &new_run).map_err(DbError::from)).await?;
     let counter = match created {
         Created::Run(_) => &metrics.runs_started,
-        Created::Conflict { .. } => &metrics.duplicate_refusals,
+        Created::Held { .. } => &metrics.duplicate_refusals,
     };
     counter.with_label_values(&[run_type.as_str()]).inc();
     match created {
         Created::Run(run) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
             .json(RunView::from(*run))),
-        Created::Conflict { existing_run_id } => {
-            let held = match policy {
-                IdentityPolicy::StrictOnce => "has already run (this identity runs at most once)",
-                _ => "is already queued or running",
-            };
-            Err(ApiError::DuplicateRun {
-                existing_run_id,
-                detail: format!("Another {run_type} run with this identity {held}: run {existing_run_id}."),
-            })
-        }
+        Created::Held { existing_run_id } => Err(ApiError::duplicate_run(run_type, policy, existing_run_id)),
     }
 }

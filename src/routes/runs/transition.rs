@@ -1,26 +1,20 @@
-//! Worker moves: `start`, `progress`, `complete`, `cancel`. Each loads, authorizes and
-//! updates the run in one transaction, with its timeline event; the update is guarded
-//! on the status it was decided from, so racing moves cannot both apply.
+//! Worker moves: `start`, `progress`, `complete`, `cancel`. Each parses its report and
+//! calls [`move_run`], which loads, authorizes and moves the run in one transaction.
 
 use actix_web::{post, web, HttpResponse};
-use diesel::Connection;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{authorize, RunView};
-use crate::db::models::{NewRunEvent, OperationRunRow};
-use crate::db::runs::{self, Change};
-use crate::db::{events, Database};
-use crate::domain::access::{Action, Principal};
-use crate::domain::counts::Counts;
-use crate::domain::failures::{Failure, ReasonCode, ReportedFailure};
-use crate::domain::status::{self, FinalOutcome, Transition};
+use super::RunView;
+use crate::db::Database;
+use crate::domain::access::Principal;
+use crate::domain::failures::ReportedFailure;
+use crate::domain::ids::RunId;
+use crate::domain::status::{FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-
-/// The most failure entries one report may carry.
-const MAX_FAILURES_PER_REPORT: usize = 1000;
+use crate::use_cases::moves::{move_run, RunMove};
 
 /// A progress report.
 #[derive(Deserialize, ToSchema)]
@@ -31,7 +25,7 @@ const MAX_FAILURES_PER_REPORT: usize = 1000;
 pub struct ProgressRequest {
     /// Increments added to the run's counters.
     #[serde(default)]
-    #[schema(schema_with = crate::openapi::counts_schema)]
+    #[schema(schema_with = crate::routes::schemas::counts_schema)]
     pub counts: Map<String, Value>,
     #[serde(default)]
     pub failures: Vec<ReportedFailure>,
@@ -45,108 +39,23 @@ pub struct CompleteRequest {
     pub outcome: FinalOutcome,
     /// Final counter values; counters not named keep their value.
     #[serde(default)]
-    #[schema(schema_with = crate::openapi::counts_schema)]
+    #[schema(schema_with = crate::routes::schemas::counts_schema)]
     pub counts: Map<String, Value>,
     #[serde(default)]
     pub failures: Vec<ReportedFailure>,
 }
 
-fn sanitized_failures(reports: Vec<ReportedFailure>) -> Result<Vec<Value>, ApiError> {
-    if reports.len() > MAX_FAILURES_PER_REPORT {
-        return Err(ApiError::unprocessable(
-            "invalid_failure",
-            format!("A report may carry at most {MAX_FAILURES_PER_REPORT} failures; it carried {}.", reports.len()),
-        ));
-    }
-    reports
-        .into_iter()
-        .map(|report| serde_json::to_value(Failure::from_report(report)?).map_err(ApiError::internal))
-        .collect()
-}
-
-fn was_reaped(run: &OperationRunRow) -> bool {
-    let stale = serde_json::to_value(ReasonCode::StaleTimeout).unwrap_or_default();
-    run.failure_summary.parse()["items"]
-        .as_array()
-        .is_some_and(|items| items.iter().any(|item| item["reason_code"] == stale))
-}
-
-/// One requested move: what it is, who may make it, what it writes.
-struct RunMove {
-    transition: Transition,
-    action: Action,
-    change: Change,
-    /// The timeline event's `detail`.
-    detail: Value,
-}
-
-impl RunMove {
-    /// A move that changes only the status.
-    fn bare(transition: Transition, action: Action) -> RunMove {
-        RunMove { transition, action, change: Change::default(), detail: json!({}) }
-    }
-
-    /// A worker's report: counters (increments while running, final values on
-    /// completion) and failures, validated and sanitized.
-    fn reported(
-        transition: Transition,
-        counts: &Map<String, Value>,
-        failures: Vec<ReportedFailure>,
-    ) -> Result<RunMove, ApiError> {
-        let counts = Counts::parse(counts)?.to_json();
-        let failures = sanitized_failures(failures)?;
-        let detail = json!({ "counts": counts, "failures_reported": failures.len() });
-        let change = match transition {
-            Transition::Progress => Change { increments: Some(counts), final_counts: None, failures },
-            _ => Change { increments: None, final_counts: Some(counts), failures },
-        };
-        Ok(RunMove { transition, action: Action::Execute, change, detail })
-    }
-}
-
-/// Loads, authorizes and moves one run, appending its event, in one transaction.
-async fn move_run(
+/// Moves one run for the caller and answers with the run as the move left it.
+async fn respond_with_move(
     db: &Database,
     metrics: &Metrics,
     principal: Principal,
     run_id: i64,
     requested: RunMove,
 ) -> Result<HttpResponse, ApiError> {
-    let RunMove { transition, action, change, detail } = requested;
-    let moved = db.run(move |conn| {
-        conn.transaction(|conn| {
-            // Retried only when a concurrent move changed the status under us.
-            for _ in 0..5 {
-                let run = runs::find(conn, principal.workspace_id, run_id)?.ok_or(ApiError::NotFound)?;
-                authorize(&principal, &run, action)?;
-                let (to, outcome) = status::apply(run.status, run.outcome, transition).map_err(|error| {
-                    match ApiError::from(error) {
-                        ApiError::InvalidTransition(reason) if was_reaped(&run) => ApiError::InvalidTransition(format!(
-                            "run {run_id} was reaped as stale (no worker completed it in time) and can no longer change; {reason}"
-                        )),
-                        ApiError::InvalidTransition(reason) => ApiError::InvalidTransition(format!("run {run_id}: {reason}")),
-                        other => other,
-                    }
-                })?;
-                if let Some(updated) = runs::update(conn, run.id, run.status, to, outcome, change.clone())? {
-                    events::append(conn, &NewRunEvent {
-                        run_id: run.id,
-                        workspace_id: run.workspace_id,
-                        actor: principal.initiator_name.clone(),
-                        kind: transition.event_kind(),
-                        from_status: Some(run.status),
-                        to_status: to,
-                        outcome,
-                        detail: detail.clone(),
-                    })?;
-                    return Ok(updated);
-                }
-            }
-            Err(ApiError::InvalidTransition(format!("run {run_id} is being changed by other requests; retry")))
-        })
-    })
-    .await?;
-    metrics.transitions.with_label_values(&[transition.event_kind()]).inc();
+    let kind = requested.transition.event_kind();
+    let moved = db.run(move |conn| move_run(conn, &principal, RunId(run_id), &requested)).await?;
+    metrics.transitions.with_label_values(&[kind.as_str()]).inc();
     Ok(HttpResponse::Ok().json(RunView::from(moved)))
 }
 
@@ -170,7 +79,7 @@ pub async fn start_run_work(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Start, Action::Execute)).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Start)).await
 }
 
 /// Report progress of a running run.
@@ -204,7 +113,7 @@ pub async fn report_progress(
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
     let requested = RunMove::reported(Transition::Progress, &request.counts, request.failures)?;
-    move_run(&db, &metrics, principal, id.into_inner(), requested).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), requested).await
 }
 
 /// Complete a run with its final outcome.
@@ -234,9 +143,9 @@ pub async fn complete_run(
     request: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
-    let transition = Transition::Complete(request.outcome.into());
+    let transition = Transition::Complete(request.outcome);
     let requested = RunMove::reported(transition, &request.counts, request.failures)?;
-    move_run(&db, &metrics, principal, id.into_inner(), requested).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), requested).await
 }
 
 /// Cancel a queued or running run.
@@ -261,5 +170,5 @@ pub async fn cancel_run(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    move_run(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Cancel, Action::Cancel)).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Cancel)).await
 }

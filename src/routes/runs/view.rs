@@ -2,10 +2,12 @@
 
 use actix_web::{get, web, HttpResponse};
 
-use super::{authorize, RunView};
-use crate::db::{runs, Database};
+use super::RunView;
+use crate::db::Database;
 use crate::domain::access::{Action, Principal};
+use crate::domain::ids::RunId;
 use crate::error::{ApiError, Problem};
+use crate::use_cases::visible_run;
 
 /// Show a run.
 ///
@@ -29,13 +31,7 @@ pub async fn view_run(
     principal: Principal,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let run = db
-        .run(move |conn| {
-            let run = runs::find(conn, principal.workspace_id, id)?.ok_or(ApiError::NotFound)?;
-            authorize(&principal, &run, Action::View)?;
-            Ok(run)
-        })
-        .await?;
+    let id = RunId(id.into_inner());
+    let run = db.run(move |conn| visible_run(conn, &principal, id, Action::View)).await?;
     Ok(HttpResponse::Ok().json(RunView::from(run)))
 }

@@ -1,0 +1,69 @@
+//! Use cases: each operation on runs as one function, between the HTTP edge and the
+//! database. Handlers parse a request, call one of these and render its answer; the
+//! reaper and the legacy backfill call the same functions, so a rule such as "every
+//! change writes exactly one timeline event" lives in one place.
+//!
+//! Errors here are the use cases' own ([`RunError`], [`start::StartRefusal`],
+//! [`moves::ReportRefusal`]); `error.rs` maps them to HTTP.
+
+pub mod moves;
+pub mod start;
+
+use diesel::PgConnection;
+
+use crate::db::models::{OperationRunRow, RunEventRow};
+use crate::db::{events, runs, DbError};
+use crate::domain::access::{decide, Access, Action, Principal};
+use crate::domain::ids::RunId;
+use crate::domain::status::TransitionError;
+
+/// Why an operation on an existing run did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Missing, or outside the caller's workspace or tenants: the two look the same.
+    #[error("no run with this id is visible to you")]
+    NotFound,
+    #[error("your token lacks the capability `{needs}`")]
+    Forbidden { needs: &'static str },
+    /// The run's status does not allow the move.
+    #[error("run {run_id}: {reason}")]
+    Refused {
+        run_id: RunId,
+        reason: TransitionError,
+        /// The reaper completed the run: the worker reporting on it was too late.
+        reaped: bool,
+    },
+    /// Concurrent moves kept changing the run's status under this one.
+    #[error("run {run_id} is being changed by other requests; retry")]
+    Contended { run_id: RunId },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for RunError {
+    fn from(error: diesel::result::Error) -> RunError {
+        RunError::Db(error.into())
+    }
+}
+
+/// The run, if the caller may do `action` with it. A run the caller must not know about
+/// is [`RunError::NotFound`], exactly like a missing one.
+pub fn visible_run(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    run_id: RunId,
+    action: Action,
+) -> Result<OperationRunRow, RunError> {
+    let run = runs::find(conn, principal.workspace_id, run_id)?.ok_or(RunError::NotFound)?;
+    match decide(principal, run.workspace_id, run.tenant_id, run.run_type, action) {
+        Access::Hidden => Err(RunError::NotFound),
+        Access::Forbidden { needs } => Err(RunError::Forbidden { needs }),
+        Access::Allowed => Ok(run),
+    }
+}
+
+/// A run's timeline, oldest first, if the caller may view the run.
+pub fn timeline(conn: &mut PgConnection, principal: &Principal, run_id: RunId) -> Result<Vec<RunEventRow>, RunError> {
+    let run = visible_run(conn, principal, run_id, Action::View)?;
+    Ok(events::for_run(conn, run.id)?)
+}

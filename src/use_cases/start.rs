@@ -1,0 +1,145 @@
+//! Starting a run: the checks a start passes (tenant, capability, inputs, context), the
+//! identity it is created under, and its creation together with its `created` event.
+//! The database's unique indexes decide identity conflicts; nothing here checks first.
+
+use diesel::{Connection, PgConnection, QueryResult};
+use serde_json::{json, Map, Value};
+
+use crate::db::models::{NewOperationRun, OperationRunRow};
+use crate::db::{events, runs};
+use crate::domain::access::{decide, Access, Action, Principal};
+use crate::domain::catalog::{RunType, Scope, TypeNameError};
+use crate::domain::context::{validate_context, ContextError};
+use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
+use crate::domain::ids::{RunId, TenantId};
+use crate::domain::inputs::{parse_inputs, InputError};
+use crate::domain::status::EventKind;
+
+/// A start as the client asked for it, before any check.
+#[derive(Debug)]
+pub struct StartRequest {
+    pub type_name: String,
+    pub tenant_id: Option<i64>,
+    pub inputs: Map<String, Value>,
+    pub context: Value,
+}
+
+/// Why a start was refused before reaching the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StartRefusal {
+    #[error(transparent)]
+    Type(#[from] TypeNameError),
+    #[error("{0} runs belong to a tenant: send `tenant_id`")]
+    TenantRequired(RunType),
+    #[error("{0} runs belong to the workspace: leave out `tenant_id`")]
+    TenantNotAllowed(RunType),
+    #[error("`tenant_id` must be a positive integer")]
+    InvalidTenant,
+    /// The tenant is not in the caller's token: it does not exist for them.
+    #[error("the tenant is not visible to you")]
+    TenantNotFound,
+    #[error("your token lacks the capability `{needs}`")]
+    Forbidden { needs: &'static str },
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("`context.{0}` differs from `inputs.{0}`; send it once, in `inputs`")]
+    ContextConflictsWithInput(&'static str),
+    #[error("no randomness for a unique_per_click nonce: {0}")]
+    NoRandomness(String),
+}
+
+/// Checks a start and builds the run to create: queued, with its identity.
+pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<NewOperationRun, StartRefusal> {
+    let run_type = RunType::parse(&request.type_name)?;
+    let spec = run_type.spec();
+    let tenant_id = match (spec.scope, request.tenant_id) {
+        (Scope::Tenant, None) => return Err(StartRefusal::TenantRequired(run_type)),
+        (Scope::Workspace, Some(_)) => return Err(StartRefusal::TenantNotAllowed(run_type)),
+        (_, Some(tenant)) if tenant <= 0 => return Err(StartRefusal::InvalidTenant),
+        (_, tenant) => tenant.map(TenantId),
+    };
+    match decide(principal, principal.workspace_id, tenant_id, run_type, Action::Start) {
+        Access::Hidden => return Err(StartRefusal::TenantNotFound),
+        Access::Forbidden { needs } => return Err(StartRefusal::Forbidden { needs }),
+        Access::Allowed => {}
+    }
+
+    // A run's inputs are stored in its context, so the context may not contradict them.
+    let inputs = parse_inputs(spec, &request.inputs)?;
+    let mut context = validate_context(request.context)?;
+    for (name, value) in inputs.iter() {
+        let value = value.to_json();
+        match context.get(*name) {
+            Some(existing) if *existing != value => return Err(StartRefusal::ContextConflictsWithInput(name)),
+            _ => context.insert((*name).to_owned(), value),
+        };
+    }
+
+    let policy = IdentityPolicy::for_start(spec.identity, &inputs);
+    let nonce = match policy {
+        IdentityPolicy::UniquePerClick => Some(random_nonce()?),
+        _ => None,
+    };
+    let scope = ScopeKey::new(spec.scope, principal.workspace_id, tenant_id);
+    Ok(NewOperationRun {
+        workspace_id: principal.workspace_id,
+        tenant_id,
+        user_id: principal.user_id,
+        initiator_name: principal.initiator_name.clone(),
+        run_type,
+        run_identity_hash: identity_hash(scope, run_type, &inputs, nonce.as_deref()),
+        identity_policy: policy,
+        context: Value::Object(context),
+        status: None,
+        outcome: None,
+        summary_counts: None,
+        failure_summary: None,
+        started_at: None,
+        completed_at: None,
+        created_at: None,
+        updated_at: None,
+    })
+}
+
+fn random_nonce() -> Result<String, StartRefusal> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| StartRefusal::NoRandomness(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+/// What an attempt to create a run came to.
+#[derive(Debug)]
+pub enum Created {
+    Run(Box<OperationRunRow>),
+    /// Another run holds the identity.
+    Held {
+        existing_run_id: RunId,
+    },
+}
+
+/// Creates a planned start, its `created` event naming the identity policy.
+pub fn start_run(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Created> {
+    let detail = json!({ "identity_policy": new.identity_policy });
+    create_run(conn, new, &new.initiator_name, &detail)
+}
+
+/// Creates the run and its `created` event in one transaction, or names the run that
+/// holds its identity. Every creation of a run goes through here.
+pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, detail: &Value) -> QueryResult<Created> {
+    conn.transaction(|conn| {
+        // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
+        // between our insert and our look, the next insert succeeds.
+        for _ in 0..5 {
+            if let Some(run) = runs::insert(conn, new)? {
+                events::record(conn, &run, None, actor, EventKind::Created, detail)?;
+                return Ok(Created::Run(Box::new(run)));
+            }
+            if let Some(existing_run_id) = runs::identity_holder(conn, new)? {
+                return Ok(Created::Held { existing_run_id });
+            }
+        }
+        Err(diesel::result::Error::RollbackTransaction)
+    })
+}
