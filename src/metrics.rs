@@ -5,6 +5,7 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 
 use crate::db::Database;
 use crate::domain::catalog::RunType;
+use crate::domain::status::EventKind;
 
 /// Every metric family the service exports, in its own registry.
 pub struct Metrics {
@@ -74,8 +75,8 @@ impl Default for Metrics {
                 family.with_label_values(&[run_type.as_str()]);
             }
         }
-        for kind in ["started", "progressed", "completed", "cancelled"] {
-            metrics.transitions.with_label_values(&[kind]);
+        for kind in EventKind::WORKER_MOVES {
+            metrics.transitions.with_label_values(&[kind.as_str()]);
         }
         metrics
     }

@@ -132,6 +132,21 @@ pub enum StatusFilter {
     Active,
 }
 
+impl StatusFilter {
+    const ACTIVE: &'static str = "active";
+    /// Every name a client may filter by: each status, and `active`.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        RunStatus::ALL.into_iter().map(RunStatus::as_str).chain([StatusFilter::ACTIVE])
+    }
+
+    pub fn parse(name: &str) -> Option<StatusFilter> {
+        match name {
+            StatusFilter::ACTIVE => Some(StatusFilter::Active),
+            name => RunStatus::parse(name).map(StatusFilter::Is),
+        }
+    }
+}
+
 /// A page request over runs of one workspace, newest first.
 #[derive(Clone, Debug)]
 pub struct RunQuery {

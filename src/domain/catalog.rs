@@ -228,15 +228,53 @@ pub static CATALOG: [TypeSpec; 10] = [
     },
 ];
 
-/// Dotted spellings the legacy run tables used, and the canonical type of each.
-const LEGACY_SPELLINGS: [(&str, RunType); 7] = [
-    ("inventory.sync", RunType::InventorySync),
-    ("directory_groups.sync", RunType::DirectoryGroupsSync),
-    ("directory_role_definitions.sync", RunType::DirectoryRoleDefinitionsSync),
-    ("backup_schedule.scheduled", RunType::BackupScheduleRun),
-    ("backup_schedule.run_now", RunType::BackupScheduleRun),
-    ("backup_schedule.retry", RunType::BackupScheduleRun),
-    ("restore.execute", RunType::RestoreExecute),
+/// What fired a backup schedule run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Scheduled,
+    RunNow,
+    Retry,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::Scheduled, Trigger::RunNow, Trigger::Retry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::RunNow => "run_now",
+            Trigger::Retry => "retry",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// A dotted type name the legacy run tables used.
+#[derive(Clone, Copy, Debug)]
+pub struct LegacySpelling {
+    pub name: &'static str,
+    pub canonical: RunType,
+    /// For backup-schedule spellings: the trigger the name implied.
+    pub trigger: Option<Trigger>,
+}
+
+const fn legacy(name: &'static str, canonical: RunType, trigger: Option<Trigger>) -> LegacySpelling {
+    LegacySpelling { name, canonical, trigger }
+}
+
+/// Every dotted spelling, and what it becomes: the API refuses them naming the
+/// canonical type, and `opsrun legacy backfill` rewrites stored ones.
+pub const LEGACY_SPELLINGS: [LegacySpelling; 7] = [
+    legacy("inventory.sync", RunType::InventorySync, None),
+    legacy("directory_groups.sync", RunType::DirectoryGroupsSync, None),
+    legacy("directory_role_definitions.sync", RunType::DirectoryRoleDefinitionsSync, None),
+    legacy("backup_schedule.scheduled", RunType::BackupScheduleRun, Some(Trigger::Scheduled)),
+    legacy("backup_schedule.run_now", RunType::BackupScheduleRun, Some(Trigger::RunNow)),
+    legacy("backup_schedule.retry", RunType::BackupScheduleRun, Some(Trigger::Retry)),
+    legacy("restore.execute", RunType::RestoreExecute, None),
 ];
 
 /// Why a type name was not accepted.
@@ -283,8 +321,8 @@ impl RunType {
         if let Some(run_type) = RunType::ALL.into_iter().find(|t| t.as_str() == name) {
             return Ok(run_type);
         }
-        match LEGACY_SPELLINGS.iter().find(|(legacy, _)| *legacy == name) {
-            Some((_, canonical)) => Err(TypeNameError::Legacy { given: name.to_owned(), canonical: *canonical }),
+        match LEGACY_SPELLINGS.iter().find(|legacy| legacy.name == name) {
+            Some(legacy) => Err(TypeNameError::Legacy { given: name.to_owned(), canonical: legacy.canonical }),
             None => Err(TypeNameError::Unknown(name.to_owned())),
         }
     }
@@ -337,10 +375,13 @@ mod tests {
 
     #[test]
     fn legacy_spellings_are_refused_with_the_canonical_name() {
-        for (legacy, canonical) in LEGACY_SPELLINGS {
-            let error = RunType::parse(legacy).unwrap_err();
-            assert_eq!(error, TypeNameError::Legacy { given: legacy.into(), canonical });
+        for LegacySpelling { name, canonical, trigger } in LEGACY_SPELLINGS {
+            let error = RunType::parse(name).unwrap_err();
+            assert_eq!(error, TypeNameError::Legacy { given: name.into(), canonical });
             assert!(error.to_string().contains(canonical.as_str()));
+            // Only backup-schedule spellings imply a trigger, and theirs is in their name.
+            assert_eq!(trigger.is_some(), canonical == RunType::BackupScheduleRun);
+            assert!(trigger.is_none_or(|t| name.ends_with(t.as_str())), "{name}");
         }
     }
 

@@ -18,9 +18,9 @@ pub struct Counts(BTreeMap<&'static str, i64>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CountsError {
-    #[error("`{0}` is not a counter; counters are: total, processed, succeeded, failed, skipped, created, updated, deleted, items")]
+    #[error("`{0}` is not a counter; counters are: {keys}", keys = super::one_of(COUNT_KEYS))]
     UnknownKey(String),
-    #[error("counter `{0}` must be a non-negative integer of at most 9007199254740991")]
+    #[error("counter `{0}` must be a non-negative integer of at most {MAX_COUNT}")]
     InvalidValue(String),
 }
 

@@ -10,29 +10,7 @@ use super::catalog::{InputKind, Requirement, TypeSpec};
 /// The longest string a `Key` input may hold.
 pub const MAX_KEY_CHARS: usize = 200;
 
-/// What fired a backup schedule run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    Scheduled,
-    RunNow,
-    Retry,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::Scheduled, Trigger::RunNow, Trigger::Retry];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Scheduled => "scheduled",
-            Trigger::RunNow => "run_now",
-            Trigger::Retry => "retry",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Trigger> {
-        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
+pub use super::catalog::Trigger;
 
 /// One validated input value.
 #[derive(Clone, Debug, PartialEq, Eq)]

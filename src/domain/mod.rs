@@ -24,3 +24,8 @@ pub fn integer(value: &Value) -> Option<i64> {
             .then_some(float as i64)
     })
 }
+
+/// A list of names for a message: `a, b, c`.
+pub fn one_of(names: impl IntoIterator<Item = &'static str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
+}

@@ -13,6 +13,7 @@ use sha2::Digest;
 use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
 use crate::db::models::NewOperationRun;
+use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::{RunId, WorkspaceId};
 use crate::domain::status::RunStatus;
@@ -240,22 +241,11 @@ fn is_backfilled(conn: &mut PgConnection, run: RunId) -> QueryResult<bool> {
     Ok(found.get("legacy").is_some())
 }
 
-/// Dotted legacy spellings still in operation_runs, and what each becomes.
-const DOTTED: [(&str, &str, Option<&str>); 7] = [
-    ("inventory.sync", "inventory_sync", None),
-    ("directory_groups.sync", "directory_groups_sync", None),
-    ("directory_role_definitions.sync", "directory_role_definitions_sync", None),
-    ("restore.execute", "restore_execute", None),
-    ("backup_schedule.scheduled", "backup_schedule_run", Some("scheduled")),
-    ("backup_schedule.run_now", "backup_schedule_run", Some("run_now")),
-    ("backup_schedule.retry", "backup_schedule_run", Some("retry")),
-];
-
 /// Rewrites dotted types to canonical ones (backup-schedule spellings keep their
 /// trigger in the context). Returns how many runs changed per spelling.
 pub fn canonicalize_types(conn: &mut PgConnection, dry_run: bool) -> QueryResult<Vec<(&'static str, i64)>> {
     let mut changed = Vec::new();
-    for (dotted, canonical, trigger) in DOTTED {
+    for LegacySpelling { name: dotted, canonical, trigger } in LEGACY_SPELLINGS {
         let count = sql_query("SELECT count(*)::bigint AS id FROM operation_runs WHERE type = $1")
             .bind::<Text, _>(dotted)
             .get_result::<OptionalId>(conn)?
@@ -269,7 +259,7 @@ pub fn canonicalize_types(conn: &mut PgConnection, dry_run: bool) -> QueryResult
             )
             .bind::<Text, _>(dotted)
             .bind::<Text, _>(canonical)
-            .bind::<diesel::sql_types::Nullable<Text>, _>(trigger)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(trigger.map(Trigger::as_str))
             .execute(conn)?;
         }
         changed.push((dotted, count));

@@ -13,6 +13,7 @@ use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
 use crate::domain::inputs::{format_minute, Trigger};
+use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::pagination::ListRequest;
@@ -27,15 +28,15 @@ pub struct ScheduleHistoryParams {
     #[serde(default)]
     #[param(schema_with = schedule_run_types, style = Form, explode)]
     pub r#type: Vec<String>,
-    /// `queued`, `running`, `completed`, or `active`.
-    #[param(value_type = Option<String>, pattern = "^(queued|running|completed|active)$")]
+    /// A status, or `active` (queued or running).
+    #[param(schema_with = crate::routes::schemas::status_filter_schema)]
     pub status: Option<String>,
     /// Only these outcomes (repeatable).
     #[serde(default)]
     #[param(value_type = Option<Vec<Outcome>>, style = Form, explode)]
     pub outcome: Vec<String>,
-    /// `scheduled`, `run_now` or `retry`.
-    #[param(value_type = Option<String>, pattern = "^(scheduled|run_now|retry)$")]
+    /// What fired the run.
+    #[param(schema_with = crate::routes::schemas::trigger_schema)]
     pub trigger: Option<String>,
     /// RFC 3339; runs scheduled for this minute or later.
     #[param(value_type = Option<String>, format = DateTime)]
@@ -84,7 +85,10 @@ pub async fn list_backup_schedule_runs(
     if let Some(other) = requested.iter().find(|t| !t.is_backup_schedule_type()) {
         return Err(ApiError::bad_request(
             ProblemCode::InvalidQuery,
-            format!("`type`: {other} runs are not part of a schedule's history; use backup_schedule_run, backup_schedule_retention or backup_schedule_purge."),
+            format!(
+                "`type`: {other} runs are not part of a schedule's history; use one of {}.",
+                one_of(BACKUP_SCHEDULE_TYPES.map(RunType::as_str))
+            ),
         ));
     }
     let requested = if requested.is_empty() { BACKUP_SCHEDULE_TYPES.to_vec() } else { requested };
@@ -99,7 +103,7 @@ pub async fn list_backup_schedule_runs(
             Trigger::parse(name).map(Trigger::as_str).ok_or_else(|| {
                 ApiError::bad_request(
                     ProblemCode::InvalidQuery,
-                    format!("`trigger`: `{name}` is not one of scheduled, run_now, retry."),
+                    format!("`trigger`: `{name}` is not one of {}.", one_of(Trigger::ALL.map(Trigger::as_str))),
                 )
             })
         })

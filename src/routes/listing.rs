@@ -11,7 +11,8 @@ use crate::db::runs::{self, RunQuery, StatusFilter};
 use crate::db::{Database, DbError};
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
-use crate::domain::status::{Outcome, RunStatus};
+use crate::domain::one_of;
+use crate::domain::status::Outcome;
 use crate::error::{ApiError, ProblemCode};
 use crate::pagination::{self, ListRequest};
 
@@ -46,23 +47,25 @@ pub fn parse_outcomes(names: &[String]) -> Result<Vec<Outcome>, ApiError> {
         .iter()
         .map(|name| {
             Outcome::parse(name).ok_or_else(|| {
-                ApiError::bad_request(ProblemCode::InvalidQuery, format!("`outcome`: `{name}` is not one of pending, succeeded, partially_succeeded, failed, blocked, cancelled."))
+                ApiError::bad_request(
+                    ProblemCode::InvalidQuery,
+                    format!("`outcome`: `{name}` is not one of {}.", one_of(Outcome::ALL.map(Outcome::as_str))),
+                )
             })
         })
         .collect()
 }
 
 pub fn parse_status(name: Option<&str>) -> Result<Option<StatusFilter>, ApiError> {
-    match name {
-        None => Ok(None),
-        Some("active") => Ok(Some(StatusFilter::Active)),
-        Some(name) => RunStatus::parse(name).map(|s| Some(StatusFilter::Is(s))).ok_or_else(|| {
+    name.map(|name| {
+        StatusFilter::parse(name).ok_or_else(|| {
             ApiError::bad_request(
                 ProblemCode::InvalidQuery,
-                format!("`status`: `{name}` is not one of queued, running, completed, active."),
+                format!("`status`: `{name}` is not one of {}.", one_of(StatusFilter::names())),
             )
-        }),
-    }
+        })
+    })
+    .transpose()
 }
 
 /// Ids in filters are positive; anything else is a mistake worth saying so.

@@ -6,6 +6,7 @@ use serde_json::json;
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, RefOr};
 
+use crate::db::runs::StatusFilter;
 use crate::domain::catalog::{InputKind, Requirement, Scope, TypeSpec, CATALOG};
 use crate::domain::counts::{COUNT_KEYS, MAX_COUNT};
 use crate::domain::inputs::{Trigger, MAX_KEY_CHARS};
@@ -118,4 +119,14 @@ pub fn counts_schema() -> Schema {
         );
     }
     counts.into()
+}
+
+/// The list's `status` filter: a status, or `active`.
+pub fn status_filter_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(StatusFilter::names())).into()
+}
+
+/// A backup-schedule run's trigger.
+pub fn trigger_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(Trigger::ALL.map(Trigger::as_str))).into()
 }

@@ -130,3 +130,98 @@ async fn migrations_revert_cleanly_and_apply_again() {
     opsrun::db::migrate(conn).expect("migrations apply again");
     assert!(table_exists(conn));
 }
+
+#[derive(QueryableByName)]
+struct Definition {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    definition: String,
+}
+
+/// The quoted literals in a constraint, index or expression definition, sorted.
+fn literals(definition: &str) -> Vec<String> {
+    let mut found: Vec<String> = definition.split('\'').skip(1).step_by(2).map(str::to_owned).collect();
+    found.sort();
+    found
+}
+
+fn sorted(names: impl IntoIterator<Item = &'static str>) -> Vec<String> {
+    let mut names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_database_spells_each_fixed_set_exactly_as_the_code_does() {
+    use opsrun::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
+    use opsrun::domain::identity::IdentityPolicy;
+    use opsrun::domain::status::{EventKind, Outcome, RunStatus};
+
+    let app = TestApp::spawn().await;
+    let mut conn = app.db();
+    let definitions: Vec<Definition> = sql_query(
+        "SELECT conname::text AS name, pg_get_constraintdef(oid) AS definition FROM pg_constraint
+          WHERE contype = 'c' AND conrelid IN ('operation_runs'::regclass, 'operation_run_events'::regclass)
+         UNION ALL
+         SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'operation_runs'
+         UNION ALL
+         SELECT column_name::text, generation_expression FROM information_schema.columns
+          WHERE table_name = 'operation_runs' AND is_generated = 'ALWAYS'",
+    )
+    .load(&mut conn)
+    .unwrap();
+    let of = |name: &str| -> Vec<String> {
+        let found = definitions.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no {name}"));
+        literals(&found.definition)
+    };
+
+    let statuses = sorted(RunStatus::ALL.map(RunStatus::as_str));
+    let outcomes = sorted(Outcome::ALL.map(Outcome::as_str));
+    assert_eq!(of("operation_runs_status_check"), statuses);
+    assert_eq!(of("operation_runs_outcome_check"), outcomes);
+    assert_eq!(of("operation_runs_identity_policy_check"), sorted(IdentityPolicy::ALL.map(IdentityPolicy::as_str)));
+    assert_eq!(of("operation_run_events_kind_check"), sorted(EventKind::ALL.map(EventKind::as_str)));
+    assert_eq!(of("operation_run_events_from_status_check"), statuses);
+    assert_eq!(of("operation_run_events_to_status_check"), statuses);
+    assert_eq!(of("operation_run_events_outcome_check"), outcomes);
+    let active = sorted(RunStatus::ACTIVE.map(RunStatus::as_str));
+    assert_eq!(of("operation_runs_active_tenant_identity_key"), active);
+    assert_eq!(of("operation_runs_active_workspace_identity_key"), active);
+    assert_eq!(of("operation_runs_active_updated_idx"), active);
+    assert_eq!(of("operation_runs_strict_once_identity_key"), sorted([IdentityPolicy::StrictOnce.as_str()]));
+    // Besides the types, the generated column names the context key it reads and the
+    // shape of an id.
+    let mut schedule_types = of("backup_schedule_id");
+    schedule_types.retain(|literal| literal != "backup_schedule_id" && literal != "^[0-9]{1,18}$");
+    assert_eq!(schedule_types, sorted(BACKUP_SCHEDULE_TYPES.map(RunType::as_str)));
+}
+
+/// `opsrun seed` writes its rows in SQL of its own; reading them back through the typed
+/// rows (where an unknown spelling fails to decode) keeps its literals equal to the enums.
+#[tokio::test]
+async fn seeded_runs_use_only_the_codes_spellings_and_cover_them() {
+    use diesel::prelude::*;
+    use opsrun::db::models::{OperationRunRow, RunEventRow};
+    use opsrun::db::schema::{operation_run_events, operation_runs};
+    use opsrun::domain::status::{Outcome, RunStatus};
+    use opsrun::seed::{seed, SeedPlan};
+
+    let app = TestApp::spawn().await;
+    let mut conn = app.db();
+    let plan =
+        SeedPlan { runs: 3000, workspaces: 1, tenants_per_workspace: 3, schedules_per_workspace: 5, batch: 1000 };
+    assert_eq!(seed(&mut conn, plan).unwrap(), 3000);
+    let runs: Vec<OperationRunRow> =
+        operation_runs::table.select(OperationRunRow::as_select()).load(&mut conn).expect("every run decodes");
+    let events: Vec<RunEventRow> =
+        operation_run_events::table.select(RunEventRow::as_select()).load(&mut conn).expect("every event decodes");
+    assert_eq!(runs.len(), 3000);
+    assert!(events.len() >= runs.len());
+    for status in RunStatus::ALL {
+        assert!(runs.iter().any(|r| r.status == status), "no {status:?} run");
+    }
+    for outcome in Outcome::ALL {
+        assert!(runs.iter().any(|r| r.outcome == outcome), "no {outcome:?} run");
+    }
+}

@@ -174,3 +174,21 @@ async fn bad_counters_and_failures_are_refused_with_their_codes() {
     let run: Value = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.json().await.unwrap();
     assert_eq!(run["summary_counts"], json!({}), "refused reports change nothing");
 }
+
+#[tokio::test]
+async fn a_worker_that_reports_stale_timeout_itself_is_not_told_its_run_was_reaped() {
+    let app = TestApp::spawn().await;
+    let id = started_run(&app).await;
+    let worker = worker_token();
+    let failure =
+        json!({"code": "upstream.stale", "reason_code": "stale_timeout", "message": "upstream data was stale"});
+    let completed = app
+        .post(&format!("/v1/runs/{id}/complete"), &worker, json!({"outcome": "failed", "failures": [failure]}))
+        .await;
+    assert_eq!(completed.status(), 200);
+
+    let again = app.post(&format!("/v1/runs/{id}/complete"), &worker, json!({"outcome": "succeeded"})).await;
+    let problem = assert_problem(again, 409, "invalid_transition").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("completed (failed)") && !detail.contains("reaped"), "{detail}");
+}

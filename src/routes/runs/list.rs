@@ -25,8 +25,8 @@ pub struct ListRunsParams {
     #[serde(default)]
     #[param(value_type = Option<Vec<RunType>>, style = Form, explode)]
     pub r#type: Vec<String>,
-    /// `queued`, `running`, `completed`, or `active` (queued or running).
-    #[param(value_type = Option<String>, pattern = "^(queued|running|completed|active)$", example = "active")]
+    /// A status, or `active` (queued or running).
+    #[param(schema_with = crate::routes::schemas::status_filter_schema)]
     pub status: Option<String>,
     /// Only these outcomes (repeatable).
     #[serde(default)]

@@ -59,7 +59,7 @@ pub struct RunView {
     pub type_label: &'static str,
     pub status: RunStatus,
     pub outcome: Outcome,
-    /// Counters: `total processed succeeded failed skipped created updated deleted items`.
+    /// Counters, each a non-negative integer; the schema lists the keys.
     #[schema(schema_with = crate::routes::schemas::counts_schema)]
     pub summary_counts: JsonText,
     #[schema(value_type = FailureSummary)]
