@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::access::{Principal, TenantScope};
+use crate::domain::catalog::{CATALOG, EXECUTE_CAPABILITY};
 use crate::domain::ids::{TenantId, WorkspaceId};
 use crate::error::ApiError;
 
@@ -121,7 +122,6 @@ impl Claims {
         Ok(Principal {
             user_id: self.sub.parse().ok(),
             initiator_name,
-            subject: self.sub,
             workspace_id: WorkspaceId(self.workspace_id),
             tenants,
             capabilities: self.caps.into_iter().collect(),
@@ -179,6 +179,29 @@ impl TokenVerifier {
 /// Signs claims with an HS256 secret: the dev token and `opsrun token`.
 pub fn mint_token(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+}
+
+/// Mints a token with the service's own key, which must be an HS256 secret.
+pub fn mint(key: &JwtKey, claims: Claims) -> anyhow::Result<String> {
+    match key {
+        JwtKey::Hs256(secret) => Ok(mint_token(secret.expose_secret(), &claims)?),
+        _ => anyhow::bail!(
+            "tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them"
+        ),
+    }
+}
+
+/// Every capability the catalog names, plus the worker's: what `--caps '*'` grants.
+pub fn all_capabilities() -> Vec<String> {
+    let mut caps: Vec<String> = CATALOG
+        .iter()
+        .flat_map(|spec| [spec.start_capability, spec.view_capability])
+        .chain([EXECUTE_CAPABILITY])
+        .map(str::to_owned)
+        .collect();
+    caps.sort();
+    caps.dedup();
+    caps
 }
 
 fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::config::Settings;
 use crate::startup::{self, Application, ApplicationConfig};
-use crate::{db, dev, legacy, openapi, reaper, seed, telemetry};
+use crate::{auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
 #[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
@@ -94,19 +94,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init(settings.log_format);
-            let database = dev::database(&settings)?;
+            let database = bootstrap::database(&settings)?;
             let applied = migrate(database.url.expose_secret())?;
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
         Command::Token(args) => {
-            let (key, _) = dev::signing_key(&settings)?;
-            println!("{}", dev::mint(&key, token_claims(&args, &settings)?)?);
+            let (key, _) = bootstrap::signing_key(&settings)?;
+            println!("{}", auth::mint(&key, token_claims(&args, &settings)?)?);
             Ok(())
         }
         Command::Reap { dry_run } => {
             telemetry::init(settings.log_format);
-            let database = dev::database(&settings)?;
+            let database = bootstrap::database(&settings)?;
             let mut conn =
                 PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
             let stale = reaper::reap(&mut conn, &settings.stale_limits, dry_run)?;
@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed(args) => {
             telemetry::init(settings.log_format);
-            let database = dev::database(&settings)?;
+            let database = bootstrap::database(&settings)?;
             let mut conn =
                 PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
             migrate(database.url.expose_secret())?;
@@ -169,7 +169,7 @@ fn token_claims(args: &TokenArgs, settings: &Settings) -> anyhow::Result<Claims>
     };
     let caps = match args.caps.trim() {
         "" => Vec::new(),
-        "*" => dev::all_capabilities(),
+        "*" => auth::all_capabilities(),
         list => list.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
     };
     let ttl = chrono::Duration::from_std(args.ttl).context("--ttl is too long")?;
@@ -192,8 +192,8 @@ fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let (key, dev_mode) = dev::signing_key(&settings)?;
-    let database = dev::database(&settings)?;
+    let (key, dev_mode) = bootstrap::signing_key(&settings)?;
+    let database = bootstrap::database(&settings)?;
     let applied = migrate(database.url.expose_secret())?;
     tracing::info!(migrations = applied.len(), "database ready");
 
@@ -235,7 +235,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             sub: "1".into(),
             name: Some("Developer".into()),
         };
-        let token = dev::mint(&key, token_claims(&args, &settings)?)?;
+        let token = auth::mint(&key, token_claims(&args, &settings)?)?;
         println!(
             "dev token (workspace 1, every tenant and capability, 12 h), signed with {}:",
             settings.data_dir.join("jwt-secret").display()

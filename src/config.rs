@@ -1,5 +1,5 @@
-//! Settings from the environment (SPEC §7). A bad value stops startup with one line
-//! naming the setting and what is wrong with it; secrets never appear in `Debug`.
+//! Settings from the environment (docs/CONTRACT.md, "Operating it"). A bad value stops
+//! startup with one line naming the setting and what is wrong with it; secrets never appear in `Debug`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -40,7 +40,6 @@ pub struct EmbeddedOptions {
 /// A running cluster; stopped when dropped.
 pub struct EmbeddedPostgres {
     port: u16,
-    pid: u32,
     keeper: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -205,14 +204,14 @@ impl EmbeddedPostgres {
         // parent-death signal fires when the spawning thread ends.
         let exited: Arc<Mutex<Option<String>>> = Arc::default();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (pid_tx, pid_rx) = mpsc::channel::<std::io::Result<u32>>();
+        let (spawned_tx, spawned_rx) = mpsc::channel::<std::io::Result<()>>();
         let exited_in_keeper = Arc::clone(&exited);
         let keeper = std::thread::Builder::new().name("embedded-postgres".into()).spawn(move || {
             let mut child: Child = match postgres.spawn() {
                 Ok(child) => child,
-                Err(error) => return drop(pid_tx.send(Err(error))),
+                Err(error) => return drop(spawned_tx.send(Err(error))),
             };
-            let _ = pid_tx.send(Ok(child.id()));
+            let _ = spawned_tx.send(Ok(()));
             // Until told to stop (or our side goes away), watch for the server exiting.
             while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_millis(100)) {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -222,8 +221,8 @@ impl EmbeddedPostgres {
             }
             stop_child(&mut child);
         })?;
-        let pid = pid_rx.recv()?.context("cannot start postgres")?;
-        let cluster = EmbeddedPostgres { port, pid, keeper: Some((stop_tx, keeper)) };
+        spawned_rx.recv()?.context("cannot start postgres")?;
+        let cluster = EmbeddedPostgres { port, keeper: Some((stop_tx, keeper)) };
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -248,10 +247,6 @@ impl EmbeddedPostgres {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// A connection URL for one database of the cluster.

@@ -1,8 +1,9 @@
 //! The service's one error type and its RFC 9457 `application/problem+json` rendering.
 //!
-//! Layers below HTTP return their own errors (`diesel::result::Error`, domain errors);
-//! they become an `ApiError` at the edge, and only this module decides status codes and
-//! bodies. 5xx answers log the cause and tell the client nothing internal.
+//! Layers below HTTP return their own errors (`DbError` from `db/`, the use cases' and
+//! the domain's refusals); they become an `ApiError` at the edge, and only this module
+//! (through `ProblemCode`) decides status codes and bodies. 5xx answers log the cause
+//! and tell the client nothing internal.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;

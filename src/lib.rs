@@ -1,10 +1,10 @@
 //! opsrun: the canonical store of operation runs, as a JSON REST API over PostgreSQL.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod dev;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;

@@ -2,7 +2,8 @@
 //! made here, and echoed), one log line, request metrics, and the request id written
 //! into every problem+json body.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -24,11 +25,16 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// A fresh request id: 16 random bytes in hex.
 fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
-    // An id is for correlation, not security: fall back to the clock if the OS has no randomness.
+    // An id is for correlation, not security: without randomness from the OS, the wall
+    // clock and a per-process counter still tell requests apart.
     if getrandom::fill(&mut bytes).is_err() {
-        bytes[..16].copy_from_slice(&Instant::now().elapsed().as_nanos().to_le_bytes());
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     }
     hex::encode(bytes)
 }

@@ -1,4 +1,5 @@
--- The one canonical store of operation runs (SPEC §2) and its append-only timeline.
+-- The one canonical store of operation runs and its append-only timeline
+-- (docs/CONTRACT.md, "Operation runs" and "The timeline").
 -- run_identity_hash is text with a CHECK for 64 lowercase hex digits rather than
 -- char(64): bpchar compares with blank-padding rules, and parameters sent as text or
 -- varchar would be cast on the column side, which keeps the unique indexes from serving

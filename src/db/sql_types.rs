@@ -46,13 +46,6 @@ text_enum!(RunType, |text| RunType::parse(text).ok());
 #[derive(Debug, Clone, diesel::deserialize::FromSqlRow)]
 pub struct JsonText(Box<RawValue>);
 
-impl JsonText {
-    /// The value as a tree, for the rare places that look inside it.
-    pub fn parse(&self) -> serde_json::Value {
-        serde_json::from_str(self.0.get()).unwrap_or_default()
-    }
-}
-
 impl Serialize for JsonText {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)

@@ -1,6 +1,6 @@
-//! Who may see and do what (docs/CONTRACT.md, "Authorization"), decided in one function. The answer is ordered:
-//! `Hidden` (404: the caller must not learn the run exists) before `Forbidden` (403:
-//! a member lacking the capability) before `Allowed`.
+//! Who may see and do what (docs/CONTRACT.md, "Authorization"), decided in one
+//! function. The answer is ordered: `Hidden` (404: the caller must not learn the run
+//! exists) before `Forbidden` (403: a member lacking the capability) before `Allowed`.
 
 use std::collections::BTreeSet;
 
@@ -27,7 +27,6 @@ impl TenantScope {
 /// The verified caller of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    pub subject: String,
     /// The numeric `sub`, when it is one.
     pub user_id: Option<i64>,
     /// Token `name`, else `sub`.
@@ -103,7 +102,6 @@ mod tests {
 
     fn principal(tenants: TenantScope, caps: &[&str]) -> Principal {
         Principal {
-            subject: "7".into(),
             user_id: Some(7),
             initiator_name: "Ada".into(),
             workspace_id: WorkspaceId(1),

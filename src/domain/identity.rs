@@ -1,5 +1,5 @@
-//! Run identity (docs/CONTRACT.md, "Run identity"): which policy applies to a start, and the hash that the
-//! database's unique indexes compare.
+//! Run identity (docs/CONTRACT.md, "Run identity"): which policy applies to a start,
+//! and the hash that the database's unique indexes compare.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

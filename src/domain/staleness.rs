@@ -40,11 +40,6 @@ impl StaleLimits {
         Ok(limits)
     }
 
-    /// The same limit for every type (tests, and operators who want one rule).
-    pub fn uniform(limit: Duration) -> StaleLimits {
-        StaleLimits { limits: RunType::ALL.iter().map(|t| (*t, limit)).collect() }
-    }
-
     fn set(&mut self, run_type: RunType, limit: Duration) {
         if let Some(entry) = self.limits.iter_mut().find(|(t, _)| *t == run_type) {
             entry.1 = limit;

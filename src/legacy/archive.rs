@@ -1,4 +1,4 @@
-//! Drop (report §6): a legacy table is copied to `_archive_<table>` and dropped in one
+//! Drop (docs/LEGACY.md, step 4): a legacy table is copied to `_archive_<table>` and dropped in one
 //! transaction, only while its checks pass; `--restore` brings an archive back.
 
 use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};

@@ -274,7 +274,7 @@ pub const REFERENCES: [(&str, &str, &str); 3] = [
     ("inventory_items", "last_seen_run_id", "last_seen_operation_run_id"),
 ];
 
-/// Points drift findings and inventory items at operation runs (report §3a): where the
+/// Points drift findings and inventory items at operation runs (docs/LEGACY.md, step 2): where the
 /// legacy run they name is linked and its run exists, copy the link. Returns the rows
 /// filled per column.
 pub fn repoint_references(conn: &mut PgConnection, dry_run: bool) -> QueryResult<Vec<(String, i64)>> {

@@ -1,5 +1,5 @@
 //! What the legacy tables hold (analyze) and whether the cut-over is complete (verify,
-//! report §6 preconditions). Every check is one SQL count that must be zero.
+//! docs/LEGACY.md, step 3). Every check is one SQL count that must be zero.
 
 use diesel::sql_query;
 use diesel::{PgConnection, QueryResult, RunQueryDsl};

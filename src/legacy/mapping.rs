@@ -1,4 +1,4 @@
-//! How one legacy row becomes an operation run (analysis report §3), as a pure function
+//! How one legacy row becomes an operation run (docs/LEGACY.md), as a pure function
 //! of the row's JSON (`row_to_json`). Missing or malformed fields are mapped defensively
 //! and reported as notes; nothing here can fail on bad data except a row with no tenant.
 

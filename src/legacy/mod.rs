@@ -1,6 +1,6 @@
 //! `opsrun legacy`: carries a database through the cut-over from the legacy run tables
 //! (inventory_sync_runs, entra_group_sync_runs, backup_schedule_runs, restore_runs) to
-//! operation_runs: analyze, backfill, verify, drop (analysis report §2, §3, §6).
+//! operation_runs: analyze, backfill, verify, drop (docs/LEGACY.md).
 
 mod archive;
 mod backfill;

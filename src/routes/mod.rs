@@ -1,5 +1,5 @@
-//! HTTP routes: request parsing, authorization calls and response shapes. Rules live
-//! in `domain`, SQL in `db`.
+//! HTTP routes: each handler parses its request, calls one use case and renders the
+//! answer. Rules live in `domain` and `use_cases`, SQL in `db`.
 
 pub mod backup_schedules;
 pub mod health;

@@ -1,4 +1,4 @@
-//! Token verification (SPEC §5): every refusal is a 401 problem with
+//! Token verification (docs/CONTRACT.md, "Authorization"): every refusal is a 401 problem with
 //! `WWW-Authenticate: Bearer`, and the algorithm is pinned to the configured key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! SPEC §5: outside your workspace or tenants → 404 (byte-identical to a missing run),
+//! Authorization (docs/CONTRACT.md): outside your workspace or tenants → 404 (byte-identical to a missing run),
 //! inside but lacking the capability → 403, and lists show only what you may view.
 
 use serde_json::{json, Value};

@@ -199,7 +199,7 @@ pub fn token(tenants: Value, caps: &[&str]) -> String {
 
 /// Every tenant, every capability, workspace 1.
 pub fn admin_token() -> String {
-    let caps = opsrun::dev::all_capabilities();
+    let caps = opsrun::auth::all_capabilities();
     let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
     token(json!("*"), &caps)
 }

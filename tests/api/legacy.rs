@@ -1,4 +1,4 @@
-//! `opsrun legacy`: backfill maps every legacy status as the analysis report says, is
+//! `opsrun legacy`: backfill maps every legacy status as docs/LEGACY.md says, is
 //! idempotent, verify tells before from after, drop archives and restores, and a start
 //! racing the backfill never yields two active runs for one identity.
 
@@ -190,7 +190,7 @@ fn backfill_maps_every_status_as_the_report_says_and_a_second_run_changes_nothin
     }
     assert_eq!(link_of(&mut conn, "inventory_sync_runs", 3), run_of(&runs, "inventory_sync_runs", 3)["id"].as_i64());
 
-    // References follow the report's rule.
+    // References are re-pointed wherever the legacy run they name is linked.
     #[derive(QueryableByName)]
     struct Refs {
         #[diesel(sql_type = Nullable<BigInt>)]

@@ -1,4 +1,4 @@
-//! The migrations build what SPEC §2 asks for, and the database itself refuses bad rows.
+//! The migrations build the data model of docs/CONTRACT.md, and the database itself refuses bad rows.
 
 use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, QueryableByName, RunQueryDsl};

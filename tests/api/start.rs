@@ -1,4 +1,4 @@
-//! Dispatch-time creation and the three identity policies (SPEC §4), enforced by the
+//! Dispatch-time creation and the three identity policies (docs/CONTRACT.md, "Run identity"), enforced by the
 //! database even under concurrent starts across instances.
 
 use std::collections::HashSet;

@@ -1,5 +1,7 @@
-//! Development defaults: the embedded database when no `DATABASE_URL` is set, and a
-//! dev signing secret kept beside it, so that `opsrun serve` works with no setup.
+//! What every command resolves before it starts: the database (`DATABASE_URL`, else the
+//! embedded cluster under the data dir) and the key tokens are signed with (the
+//! configured one, else — embedded mode only — a dev secret kept beside the cluster).
+//! Production runs through here too; with both settings given it only passes them on.
 
 use std::fs;
 use std::io::Write;
@@ -8,11 +10,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use secrecy::{SecretSlice, SecretString};
 
-use crate::auth::{Claims, JwtKey};
+use crate::auth::JwtKey;
 use crate::config::Settings;
-use crate::domain::catalog::{CATALOG, EXECUTE_CAPABILITY};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 
 /// The database the embedded cluster serves.
@@ -68,29 +69,6 @@ pub fn signing_key(settings: &Settings) -> anyhow::Result<(JwtKey, bool)> {
         (None, None) => Ok((JwtKey::Hs256(dev_secret(&settings.data_dir)?), true)),
         (None, Some(_)) => anyhow::bail!(
             "OPSRUN_JWT_SECRET: not set. With DATABASE_URL, set OPSRUN_JWT_SECRET (at least 32 bytes) or OPSRUN_JWT_PUBLIC_KEY_FILE"
-        ),
-    }
-}
-
-/// Every capability the catalog names, plus the worker's.
-pub fn all_capabilities() -> Vec<String> {
-    let mut caps: Vec<String> = CATALOG
-        .iter()
-        .flat_map(|spec| [spec.start_capability, spec.view_capability])
-        .chain([EXECUTE_CAPABILITY])
-        .map(str::to_owned)
-        .collect();
-    caps.sort();
-    caps.dedup();
-    caps
-}
-
-/// Mints an HS256 token.
-pub fn mint(key: &JwtKey, claims: Claims) -> anyhow::Result<String> {
-    match key {
-        JwtKey::Hs256(secret) => Ok(crate::auth::mint_token(secret.expose_secret(), &claims)?),
-        _ => anyhow::bail!(
-            "tokens can only be minted with an HS256 secret; with a public key, your identity provider mints them"
         ),
     }
 }
