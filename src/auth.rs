@@ -72,6 +72,8 @@ pub struct AuthConfig {
     pub key: JwtKey,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// Clock skew accepted on `exp` and `nbf`.
+    pub leeway: std::time::Duration,
 }
 
 /// The longest initiator name kept from a token.
@@ -145,6 +147,7 @@ impl TokenVerifier {
         required.extend(config.audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
+        validation.leeway = config.leeway.as_secs();
         match &config.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,

@@ -41,11 +41,29 @@ pub fn database(settings: &Settings) -> anyhow::Result<Database> {
     Ok(Database { url: SecretString::from(cluster.url(EMBEDDED_DATABASE)), embedded: Some(cluster) })
 }
 
-/// Reads the dev secret from the data dir, creating it (mode 0600) on first use.
-pub fn dev_secret(data_dir: &Path) -> anyhow::Result<SecretSlice<u8>> {
+/// Whether a missing dev secret may be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevSecret {
+    /// `serve`: the first start makes it.
+    CreateIfMissing,
+    /// `token`: a token signed with a secret no server uses would be refused by every one.
+    MustExist,
+}
+
+/// Reads the dev secret from the data dir, creating it (mode 0600) on first use when
+/// `wanted` allows.
+pub fn dev_secret(data_dir: &Path, wanted: DevSecret) -> anyhow::Result<SecretSlice<u8>> {
     let path = data_dir.join("jwt-secret");
     if let Ok(secret) = fs::read_to_string(&path) {
         return Ok(SecretSlice::from(secret.trim().as_bytes().to_vec()));
+    }
+    if wanted == DevSecret::MustExist {
+        anyhow::bail!(
+            "no dev secret at {}: `opsrun serve` makes it on its first start in embedded mode. Run this \
+             command in the directory you ran `opsrun serve` from, point OPSRUN_DATA_DIR at that data \
+             directory, or set OPSRUN_JWT_SECRET to the server's secret",
+            path.display()
+        );
     }
     fs::create_dir_all(data_dir)?;
     let mut bytes = [0u8; 32];
@@ -62,11 +80,11 @@ pub fn dev_secret(data_dir: &Path) -> anyhow::Result<SecretSlice<u8>> {
 }
 
 /// The signing key for `serve` and `token`: the configured one, else (embedded mode
-/// only) the dev secret.
-pub fn signing_key(settings: &Settings) -> anyhow::Result<(JwtKey, bool)> {
+/// only) the dev secret. The flag says whether it is the dev secret.
+pub fn signing_key(settings: &Settings, dev_secret_wanted: DevSecret) -> anyhow::Result<(JwtKey, bool)> {
     match (&settings.jwt_key, &settings.database_url) {
         (Some(key), _) => Ok((key.clone(), false)),
-        (None, None) => Ok((JwtKey::Hs256(dev_secret(&settings.data_dir)?), true)),
+        (None, None) => Ok((JwtKey::Hs256(dev_secret(&settings.data_dir, dev_secret_wanted)?), true)),
         (None, Some(_)) => anyhow::bail!(
             "OPSRUN_JWT_SECRET: not set. With DATABASE_URL, set OPSRUN_JWT_SECRET (at least 32 bytes) or OPSRUN_JWT_PUBLIC_KEY_FILE"
         ),

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::auth::{AuthConfig, Claims};
+use crate::bootstrap::DevSecret;
 use crate::config::Settings;
 use crate::startup::{self, Application, ApplicationConfig};
 use crate::{auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
@@ -24,6 +25,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the API (with no DATABASE_URL, on an embedded PostgreSQL under ./.opsrun).
+    #[command(after_help = crate::config::settings_help())]
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -100,7 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => {
-            let (key, _) = bootstrap::signing_key(&settings)?;
+            let (key, _) = bootstrap::signing_key(&settings, DevSecret::MustExist)?;
             println!("{}", auth::mint(&key, token_claims(&args, &settings)?)?);
             Ok(())
         }
@@ -192,7 +194,7 @@ fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let (key, dev_mode) = bootstrap::signing_key(&settings)?;
+    let (key, dev_mode) = bootstrap::signing_key(&settings, DevSecret::CreateIfMissing)?;
     let database = bootstrap::database(&settings)?;
     let applied = migrate(database.url.expose_secret())?;
     tracing::info!(migrations = applied.len(), "database ready");
@@ -209,9 +211,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             key: key.clone(),
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
+            leeway: settings.jwt_leeway,
         },
     })?;
 
+    // Before the banner: a Ctrl-C the moment it appears must still drain and stop cleanly.
+    let signals = startup::StopSignals::install()?;
     let host = match settings.bind.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
@@ -220,11 +225,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("opsrun listening on {base}");
     println!("Swagger UI:  {base}/docs/");
     if let Some(cluster) = &database.embedded {
-        println!(
-            "database:    embedded PostgreSQL on 127.0.0.1:{} (data in {})",
-            cluster.port(),
-            settings.data_dir.join("pg").display()
-        );
+        let asked = settings.data_dir.join("pg");
+        let linked = std::fs::symlink_metadata(&asked).is_ok_and(|m| m.file_type().is_symlink());
+        let place = if linked {
+            format!(
+                "data in {}, linked from {}: the postgres user cannot reach {}",
+                cluster.data_dir().display(),
+                asked.display(),
+                settings.data_dir.display()
+            )
+        } else {
+            format!("data in {}", asked.display())
+        };
+        println!("database:    embedded PostgreSQL on 127.0.0.1:{} ({place})", cluster.port());
     }
     if dev_mode {
         let args = TokenArgs {
@@ -243,7 +256,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  curl -H 'Authorization: Bearer {token}' {base}/v1/runs");
     }
 
-    application.run_until_stopped(startup::termination_signal).await?;
+    application.run_until_stopped(|| signals.requested()).await?;
     if let Some(mut cluster) = database.embedded {
         cluster.stop();
         tracing::info!("embedded PostgreSQL stopped");

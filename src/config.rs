@@ -31,6 +31,8 @@ pub struct Settings {
     pub jwt_key: Option<JwtKey>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Clock skew accepted on a token's `exp` and `nbf`.
+    pub jwt_leeway: Duration,
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub workers: usize,
@@ -42,6 +44,57 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where the embedded database and dev secret live.
     pub data_dir: PathBuf,
+}
+
+/// One environment variable the service reads, as `serve --help` and README list it.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn doc(name: &'static str, default: &'static str, meaning: &'static str) -> SettingDoc {
+    SettingDoc { name, default, meaning }
+}
+
+/// Every setting, in the order they are documented. A test checks that this is exactly
+/// what `Settings::from_lookup` reads (plus `RUST_LOG`), and that README lists them.
+pub const SETTINGS: [SettingDoc; 16] = [
+    doc("DATABASE_URL", "embedded PostgreSQL", "postgres://user:password@host:5432/db"),
+    doc("OPSRUN_BIND", "127.0.0.1:8080", "listen address"),
+    doc("OPSRUN_JWT_SECRET", "dev secret (embedded mode only)", "HS256 secret, at least 32 bytes"),
+    doc(
+        "OPSRUN_JWT_PUBLIC_KEY_FILE",
+        "-",
+        "PEM public key: RSA means RS256, EC P-256 means ES256 (instead of the secret)",
+    ),
+    doc("OPSRUN_JWT_ISSUER", "-", "when set, tokens must carry this `iss`"),
+    doc("OPSRUN_JWT_AUDIENCE", "-", "when set, tokens must carry this `aud`"),
+    doc("OPSRUN_JWT_LEEWAY", "60s", "clock skew accepted on a token's `exp` and `nbf`, 0s to 10m"),
+    doc("OPSRUN_DB_POOL_SIZE", "10", "database connections per instance"),
+    doc("OPSRUN_DB_POOL_TIMEOUT_MS", "2000", "longest wait for a connection before answering 503"),
+    doc("OPSRUN_WORKERS", "CPU count", "HTTP worker threads"),
+    doc("OPSRUN_REQUEST_TIMEOUT_MS", "10000", "longest database work of one request (and statement timeout); then 503"),
+    doc("OPSRUN_REAP_INTERVAL", "60s", "how often `serve` reaps stale runs; `off` to leave it to `opsrun reap`"),
+    doc("OPSRUN_STALE_LIMITS", "3 x expected", "per-type overrides, e.g. `inventory_sync=45m,restore_execute=4h`"),
+    doc("OPSRUN_DATA_DIR", ".opsrun", "where the embedded database and the dev secret live"),
+    doc("OPSRUN_LOG_FORMAT", "text", "`text` or `json`"),
+    doc("RUST_LOG", "info", "log filter"),
+];
+
+/// The settings as a plain-text table, for `opsrun serve --help`.
+pub fn settings_help() -> String {
+    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut help = String::from("Settings (environment variables; a bad value stops startup naming it):\n");
+    for setting in SETTINGS {
+        let default = match setting.default {
+            "-" => String::new(),
+            default => format!(" [default: {default}]"),
+        };
+        help.push_str(&format!("  {:width$}  {}{default}\n", setting.name, setting.meaning));
+    }
+    help
 }
 
 /// One bad setting.
@@ -132,6 +185,19 @@ impl Settings {
             Some(text) => StaleLimits::parse(&text).map_err(|e| bad("OPSRUN_STALE_LIMITS", e))?,
         };
 
+        let jwt_leeway = match lookup("OPSRUN_JWT_LEEWAY") {
+            None => Duration::from_secs(60),
+            Some(text) => match humantime::parse_duration(text.trim()) {
+                Ok(leeway) if leeway <= Duration::from_secs(600) => leeway,
+                _ => {
+                    return Err(bad(
+                        "OPSRUN_JWT_LEEWAY",
+                        format!("`{text}` is not a duration from 0s to 10m, such as 60s"),
+                    ))
+                }
+            },
+        };
+
         let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             database_url: lookup("DATABASE_URL").map(SecretString::from),
@@ -139,6 +205,7 @@ impl Settings {
             jwt_key,
             jwt_issuer: lookup("OPSRUN_JWT_ISSUER"),
             jwt_audience: lookup("OPSRUN_JWT_AUDIENCE"),
+            jwt_leeway,
             pool_size: parse_number("OPSRUN_DB_POOL_SIZE", lookup("OPSRUN_DB_POOL_SIZE"), 10, 1..=1000)?,
             pool_timeout: Duration::from_millis(parse_number(
                 "OPSRUN_DB_POOL_TIMEOUT_MS",
@@ -191,11 +258,35 @@ mod tests {
             ("OPSRUN_REQUEST_TIMEOUT_MS", "5"),
             ("OPSRUN_REAP_INTERVAL", "sometimes"),
             ("OPSRUN_STALE_LIMITS", "inventory_sync=never"),
+            ("OPSRUN_JWT_LEEWAY", "1h"),
+            ("OPSRUN_JWT_LEEWAY", "soon"),
         ];
         for (name, value) in cases {
             let error = settings(&[(name, value)]).unwrap_err();
             assert_eq!(error.setting, name);
             assert!(!error.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn the_documented_settings_are_exactly_the_ones_read() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .unwrap();
+        let mut read = asked.into_inner();
+        read.insert("RUST_LOG".into()); // read by the log filter, not here
+        let documented: std::collections::BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        assert_eq!(read, documented);
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for setting in SETTINGS {
+            assert!(readme.contains(&format!("| `{}` |", setting.name)), "README lacks {}", setting.name);
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use diesel::{Connection, PgConnection};
+use sha2::{Digest, Sha256};
 
 /// The cluster's superuser; local connections are trusted.
 pub const SUPERUSER: &str = "opsrun";
@@ -40,6 +41,7 @@ pub struct EmbeddedOptions {
 /// A running cluster; stopped when dropped.
 pub struct EmbeddedPostgres {
     port: u16,
+    data_dir: PathBuf,
     keeper: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -64,6 +66,73 @@ fn postgres_user() -> anyhow::Result<Option<RunAs>> {
     // SAFETY: entry is non-null and points to getpwnam's static record.
     let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
     Ok(Some(RunAs { uid, gid }))
+}
+
+/// Where clusters go whose requested directory the `postgres` user cannot reach.
+const REACHABLE_ROOT: &str = "/var/lib/opsrun";
+
+/// Whether `user` can search `dir` (and so every directory above it), asked of the
+/// kernel by running `test -x` as that user: modes, groups and ACLs all count.
+fn reachable_by(user: RunAs, dir: &Path) -> bool {
+    Command::new("test")
+        .arg("-x")
+        .arg(dir)
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Running as root, the cluster runs as `postgres`, which must reach its data directory.
+/// Root's working directory is often private (`/root` is 0700), so when `postgres`
+/// cannot reach where the cluster was asked to be, it is kept under
+/// `/var/lib/opsrun/<name>-<hash of the asked path>` and the asked path becomes a link to
+/// it: the next start finds the same data, and the path tells where it lives.
+fn place_where_postgres_can_reach(data_dir: &Path, user: RunAs) -> anyhow::Result<()> {
+    if fs::symlink_metadata(data_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(()); // placed on an earlier start
+    }
+    let parent = match data_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let parent = parent.canonicalize()?;
+    if reachable_by(user, &parent) {
+        return Ok(());
+    }
+    if data_dir.join("PG_VERSION").exists() {
+        bail!(
+            "the postgres user cannot reach the cluster in {}: make {} searchable by it, or set OPSRUN_DATA_DIR \
+             to a directory it can reach (or DATABASE_URL to another database)",
+            data_dir.display(),
+            parent.display()
+        );
+    }
+    let asked = parent.join(data_dir.file_name().unwrap_or_else(|| "pg".as_ref()));
+    let digest = hex::encode(&Sha256::digest(asked.as_os_str().as_encoded_bytes())[..8]);
+    let name = asked.file_name().map_or_else(|| "pg".into(), |n| n.to_string_lossy().into_owned());
+    let root = Path::new(REACHABLE_ROOT);
+    fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+    let placed = root.join(format!("{name}-{digest}"));
+    fs::create_dir_all(&placed)?;
+    if !reachable_by(user, root) {
+        bail!(
+            "the postgres user cannot reach {} nor {}: set OPSRUN_DATA_DIR to a directory it can reach",
+            parent.display(),
+            root.display()
+        );
+    }
+    // An empty directory left by an earlier, failed start gives way to the link.
+    if data_dir.is_dir() {
+        fs::remove_dir(data_dir)
+            .with_context(|| format!("{} is not empty, and the postgres user cannot reach it", data_dir.display()))?;
+    }
+    std::os::unix::fs::symlink(&placed, data_dir)
+        .with_context(|| format!("cannot link {} to {}", data_dir.display(), placed.display()))?;
+    Ok(())
 }
 
 /// Finds the directory holding `initdb` and `postgres`: PATH first, then the newest
@@ -122,6 +191,9 @@ impl EmbeddedPostgres {
     pub fn start(options: &EmbeddedOptions) -> anyhow::Result<EmbeddedPostgres> {
         let bin = find_binaries()?;
         let run_as = postgres_user()?;
+        if let Some(run_as) = run_as {
+            place_where_postgres_can_reach(&options.data_dir, run_as)?;
+        }
         fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
         let data_dir = options.data_dir.canonicalize()?;
@@ -222,7 +294,7 @@ impl EmbeddedPostgres {
             stop_child(&mut child);
         })?;
         spawned_rx.recv()?.context("cannot start postgres")?;
-        let cluster = EmbeddedPostgres { port, keeper: Some((stop_tx, keeper)) };
+        let cluster = EmbeddedPostgres { port, data_dir: data_dir.to_owned(), keeper: Some((stop_tx, keeper)) };
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -247,6 +319,12 @@ impl EmbeddedPostgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where the cluster's files are: the data directory asked for, or, when that is a
+    /// link made by [`place_where_postgres_can_reach`], where it leads.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// A connection URL for one database of the cluster.

@@ -96,7 +96,8 @@ pub async fn observe(
         method = %method,
         route = %route,
         status = status.as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        // Microseconds are plenty, and keep lines short: 0.195, not 0.19495400000000002.
+        latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         request_id = %request_id,
         "request"
     );

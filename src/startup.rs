@@ -250,14 +250,37 @@ impl Application {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM: a terminal's Ctrl-C and an orchestrator's stop
-/// both ask for a graceful shutdown.
-pub async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment `install` returns: a terminal's Ctrl-C and
+/// an orchestrator's stop both ask for a graceful shutdown, even one sent the instant
+/// the banner appears.
+pub struct StopSignals {
+    received: Arc<tokio::sync::Notify>,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a running Tokio runtime.
+    pub fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let received = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&received);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                // A signal with nobody waiting yet is kept until someone is.
+                notify.notify_one();
+            }
+        });
+        Ok(StopSignals { received })
+    }
+
+    /// Resolves on the next signal.
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let received = Arc::clone(&self.received);
+        async move { received.notified().await }
     }
 }

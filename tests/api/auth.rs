@@ -1,5 +1,5 @@
-//! Token verification (docs/CONTRACT.md, "Authorization"): every refusal is a 401 problem with
-//! `WWW-Authenticate: Bearer`, and the algorithm is pinned to the configured key.
+//! Token verification (docs/CONTRACT.md, "Authorization"): every refusal is a 401 problem
+//! with `WWW-Authenticate: Bearer`, and the algorithm is pinned to the configured key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -111,7 +111,7 @@ async fn rs256_and_es256_public_keys_verify_their_own_algorithm_only() {
         [("rsa-public.pem", "rsa-private.pem", Algorithm::RS256), ("ec-public.pem", "ec-private.pem", Algorithm::ES256)]
     {
         let key = JwtKey::from_public_pem(fixture(public)).unwrap();
-        let app = TestApp::spawn_on(fresh_database(), AuthConfig { key, issuer: None, audience: None }).await;
+        let app = TestApp::spawn_on(fresh_database(), AuthConfig { key, ..test_auth() }).await;
         let encoding = match algorithm {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(&fixture(private)).unwrap(),
             _ => EncodingKey::from_ec_pem(&fixture(private)).unwrap(),
@@ -143,4 +143,20 @@ async fn the_initiator_comes_from_name_else_sub() {
     let id = app.start(&mint(&service), crate::helpers::inventory_sync(1, "b")).await;
     let run: Value = app.get(&format!("/v1/runs/{id}"), &mint(&service)).await.json().await.unwrap();
     assert_eq!((run["initiator_name"].as_str(), run["user_id"].as_i64()), (Some("scheduler@svc"), None));
+}
+
+#[tokio::test]
+async fn the_clock_leeway_on_exp_is_a_setting() {
+    let recently_expired = {
+        let mut expired = claims(1, json!("*"), &["inventory.sync"]);
+        expired.exp = chrono::Utc::now().timestamp() - 20;
+        mint(&expired)
+    };
+    // The default tolerates 60 s of skew; a strict deployment can allow none.
+    let default = TestApp::spawn().await;
+    assert_eq!(default.get("/v1/runs", &recently_expired).await.status(), 200);
+    let strict =
+        TestApp::spawn_on(fresh_database(), AuthConfig { leeway: std::time::Duration::ZERO, ..test_auth() }).await;
+    let problem = assert_problem(strict.get("/v1/runs", &recently_expired).await, 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("expired"), "{problem}");
 }

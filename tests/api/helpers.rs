@@ -1,6 +1,8 @@
 //! `TestApp::spawn` and friends: a server on a random port over its own database, and
 //! tokens minted for it.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -20,7 +22,51 @@ struct TestServer {
     /// A URL of the server with the database name to be replaced.
     base_url: url::Url,
     template: String,
-    _embedded: Option<EmbeddedPostgres>,
+    /// The throwaway cluster, when this run made one, and its data directory.
+    embedded: Mutex<Option<(EmbeddedPostgres, PathBuf)>>,
+    /// Databases this run created, dropped at exit when the server outlives the run.
+    databases: Mutex<Vec<String>>,
+}
+
+/// Set to a file path, the harness writes there what it creates (`data_dir=`,
+/// `database=` lines), so a test can check that a run removes it all.
+const HARNESS_REPORT: &str = "OPSRUN_TEST_HARNESS_REPORT";
+
+fn report(line: &str) {
+    if let Some(path) = std::env::var_os(HARNESS_REPORT) {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the report opens");
+        writeln!(file, "{line}").expect("the report is written");
+    }
+}
+
+impl TestServer {
+    /// Removes what this run made: the cluster and its files, or the databases it made
+    /// on `TEST_DATABASE_URL`'s server.
+    fn remove(&self) {
+        let embedded = self.embedded.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((mut cluster, data_dir)) = embedded {
+            cluster.stop();
+            let _ = std::fs::remove_dir_all(&data_dir);
+            let _ = std::fs::remove_file(data_dir.with_extension("log"));
+            return;
+        }
+        let Ok(mut admin) = PgConnection::establish(&database_url(&self.base_url, "postgres")) else { return };
+        let databases = std::mem::take(&mut *self.databases.lock().unwrap_or_else(|e| e.into_inner()));
+        for name in databases.iter().chain([&self.template]) {
+            // FORCE: servers of finished tests may still hold pooled connections.
+            let _ = sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
+        }
+    }
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+
+/// Runs as the test process exits (`atexit`): statics are never dropped, so without it
+/// every run would leave its cluster (hundreds of MB) or its databases behind.
+extern "C" fn remove_test_server() {
+    if let Some(server) = SERVER.get() {
+        server.remove();
+    }
 }
 
 fn database_url(base: &url::Url, database: &str) -> String {
@@ -45,7 +91,6 @@ fn remove_stale_clusters(root: &std::path::Path) {
 }
 
 fn server() -> &'static TestServer {
-    static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let (base_url, embedded) = match std::env::var("TEST_DATABASE_URL") {
             Ok(url) => (url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL"), None),
@@ -54,20 +99,33 @@ fn server() -> &'static TestServer {
                 remove_stale_clusters(&root);
                 let data_dir = root.join(format!("opsrun-test-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&data_dir);
-                let cluster = EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false, port: None })
-                    .expect("the test PostgreSQL starts");
-                (url::Url::parse(&cluster.url("postgres")).unwrap(), Some(cluster))
+                let cluster = EmbeddedPostgres::start(&EmbeddedOptions {
+                    data_dir: data_dir.clone(),
+                    durable: false,
+                    port: None,
+                })
+                .expect("the test PostgreSQL starts");
+                report(&format!("data_dir={}", data_dir.display()));
+                (url::Url::parse(&cluster.url("postgres")).unwrap(), Some((cluster, data_dir)))
             }
         };
+        // SAFETY: registers a function without arguments that runs at process exit.
+        unsafe { libc::atexit(remove_test_server) };
         let template = format!("opsrun_template_{}", std::process::id());
+        report(&format!("database={template}"));
         let mut admin =
             PgConnection::establish(&database_url(&base_url, "postgres")).expect("connect to the test server");
         sql_query(format!("DROP DATABASE IF EXISTS {template}")).execute(&mut admin).unwrap();
         sql_query(format!("CREATE DATABASE {template}")).execute(&mut admin).unwrap();
         let mut conn = PgConnection::establish(&database_url(&base_url, &template)).unwrap();
         opsrun::db::migrate(&mut conn).expect("migrations apply");
-        TestServer { base_url, template, _embedded: embedded }
+        TestServer { base_url, template, embedded: Mutex::new(embedded), databases: Mutex::default() }
     })
+}
+
+/// The URL of the server test databases live on, for a database named `database`.
+pub fn server_url(database: &str) -> String {
+    database_url(&server().base_url, database)
 }
 
 /// A fresh, migrated database; returns its URL.
@@ -80,6 +138,8 @@ pub fn fresh_database() -> String {
     // The template must have no other session while it is copied.
     let _guard = CLONING.lock().unwrap_or_else(|e| e.into_inner());
     sql_query(format!("CREATE DATABASE {name} TEMPLATE {}", server.template)).execute(&mut admin).unwrap();
+    report(&format!("database={name}"));
+    server.databases.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
     database_url(&server.base_url, &name)
 }
 
@@ -91,7 +151,12 @@ pub struct TestApp {
 }
 
 pub fn test_auth() -> AuthConfig {
-    AuthConfig { key: JwtKey::Hs256(SecretSlice::from(SECRET.to_vec())), issuer: None, audience: None }
+    AuthConfig {
+        key: JwtKey::Hs256(SecretSlice::from(SECRET.to_vec())),
+        issuer: None,
+        audience: None,
+        leeway: Duration::from_secs(60),
+    }
 }
 
 impl TestApp {

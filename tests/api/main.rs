@@ -8,6 +8,7 @@ mod backup_schedules;
 mod errors;
 mod helpers;
 mod legacy;
+mod newcomer;
 mod openapi;
 mod operability;
 mod pagination;

@@ -17,14 +17,30 @@ fn click() -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
 }
 
+fn own_data_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("opsrun-test-{}.{name}", std::process::id()))
+}
+
 /// A cluster of the test's own, so stopping it disturbs no other test.
 fn own_cluster(name: &str, port: Option<u16>) -> EmbeddedPostgres {
-    let data_dir = std::env::temp_dir().join(format!("opsrun-test-{}.{name}", std::process::id()));
-    EmbeddedPostgres::start(&EmbeddedOptions { data_dir, durable: false, port }).expect("the cluster starts")
+    EmbeddedPostgres::start(&EmbeddedOptions { data_dir: own_data_dir(name), durable: false, port })
+        .expect("the cluster starts")
+}
+
+/// Removes a test's own cluster files when the test ends, passed or failed.
+struct RemovedAtEnd(std::path::PathBuf);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("log"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_without_restart() {
+    // Declared first, so it is dropped last: after the cluster has stopped.
+    let _files = RemovedAtEnd(own_data_dir("fault"));
     let mut cluster = own_cluster("fault", None);
     let port = cluster.port();
     let mut admin = PgConnection::establish(&cluster.url("postgres")).unwrap();

@@ -13,24 +13,38 @@ use serde_json::Value;
 
 use crate::helpers::inventory_sync;
 
-struct Served {
-    child: Child,
-    base: String,
-    token: String,
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+    pub token: String,
 }
 
-#[allow(clippy::zombie_processes)] // `interrupt` waits for it
-fn serve(data_dir: &std::path::Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsrun"))
+/// `opsrun serve` with no configuration but a free port: the command a newcomer types.
+pub fn serve_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsrun"));
+    command
         .arg("serve")
-        .env("OPSRUN_DATA_DIR", data_dir)
         .env("OPSRUN_BIND", "127.0.0.1:0")
         .env("OPSRUN_WORKERS", "1")
         .env_remove("DATABASE_URL")
+        .env_remove("OPSRUN_DATA_DIR")
         .env_remove("OPSRUN_JWT_SECRET")
         .env_remove("OPSRUN_JWT_PUBLIC_KEY_FILE")
+        .stderr(Stdio::null());
+    command
+}
+
+fn serve(data_dir: &std::path::Path) -> Served {
+    let mut command = serve_command();
+    command.env("OPSRUN_DATA_DIR", data_dir);
+    launch(command)
+}
+
+/// Starts `command` and waits for its banner; returns its URL and dev token.
+#[allow(clippy::zombie_processes)] // `interrupt` waits for it
+pub fn launch(mut command: Command) -> Served {
+    let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         // Its own process group, as a terminal's foreground job.
         .process_group(0)
         .spawn()
@@ -59,7 +73,7 @@ fn serve(data_dir: &std::path::Path) -> Served {
     }
 }
 
-fn interrupt(mut served: Served) {
+pub fn interrupt(mut served: Served) {
     // SAFETY: kill with a child's pid and SIGINT.
     unsafe { libc::kill(served.child.id() as i32, libc::SIGINT) };
     let status = served.child.wait().unwrap();
