@@ -15,139 +15,57 @@ use crate::db::DbError;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::RunId;
+use crate::domain::named_enum;
 
 /// How long a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
 
-/// Every stable problem code the service answers with; each comes with one status.
-// README's table of codes is checked against this list by a test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemCode {
-    MalformedJson,
-    UnreadableBody,
-    BadRequest,
-    InvalidQuery,
-    InvalidLimit,
-    InvalidCursor,
-    CursorFilterMismatch,
-    Unauthenticated,
-    Forbidden,
-    NotFound,
-    TenantNotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    DuplicateRun,
-    InvalidTransition,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    InvalidBody,
-    UnknownType,
-    LegacyType,
-    TenantRequired,
-    TenantNotAllowed,
-    InvalidTenant,
-    MissingInput,
-    UnknownInput,
-    InvalidInput,
-    InvalidContext,
-    SecretInContext,
-    ContextTooLarge,
-    ContextTooDeep,
-    ContextConflictsWithInput,
-    InvalidCounts,
-    InvalidFailure,
-    InternalError,
-    ServiceUnavailable,
-    RequestTimeout,
+named_enum! {
+    /// Every stable problem code the service answers with; each comes with one status.
+    // README's table of codes is checked against this list by a test.
+    #[derive(Serialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ProblemCode {
+        MalformedJson = "malformed_json",
+        UnreadableBody = "unreadable_body",
+        BadRequest = "bad_request",
+        InvalidQuery = "invalid_query",
+        InvalidLimit = "invalid_limit",
+        InvalidCursor = "invalid_cursor",
+        CursorFilterMismatch = "cursor_filter_mismatch",
+        Unauthenticated = "unauthenticated",
+        Forbidden = "forbidden",
+        NotFound = "not_found",
+        TenantNotFound = "tenant_not_found",
+        RouteNotFound = "route_not_found",
+        MethodNotAllowed = "method_not_allowed",
+        DuplicateRun = "duplicate_run",
+        InvalidTransition = "invalid_transition",
+        PayloadTooLarge = "payload_too_large",
+        UnsupportedMediaType = "unsupported_media_type",
+        InvalidBody = "invalid_body",
+        UnknownType = "unknown_type",
+        LegacyType = "legacy_type",
+        TenantRequired = "tenant_required",
+        TenantNotAllowed = "tenant_not_allowed",
+        InvalidTenant = "invalid_tenant",
+        MissingInput = "missing_input",
+        UnknownInput = "unknown_input",
+        InvalidInput = "invalid_input",
+        InvalidContext = "invalid_context",
+        SecretInContext = "secret_in_context",
+        ContextTooLarge = "context_too_large",
+        ContextTooDeep = "context_too_deep",
+        ContextConflictsWithInput = "context_conflicts_with_input",
+        InvalidCounts = "invalid_counts",
+        InvalidFailure = "invalid_failure",
+        InternalError = "internal_error",
+        ServiceUnavailable = "service_unavailable",
+        RequestTimeout = "request_timeout",
+    }
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 36] = {
-        use ProblemCode::*;
-        [
-            MalformedJson,
-            UnreadableBody,
-            BadRequest,
-            InvalidQuery,
-            InvalidLimit,
-            InvalidCursor,
-            CursorFilterMismatch,
-            Unauthenticated,
-            Forbidden,
-            NotFound,
-            TenantNotFound,
-            RouteNotFound,
-            MethodNotAllowed,
-            DuplicateRun,
-            InvalidTransition,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            InvalidBody,
-            UnknownType,
-            LegacyType,
-            TenantRequired,
-            TenantNotAllowed,
-            InvalidTenant,
-            MissingInput,
-            UnknownInput,
-            InvalidInput,
-            InvalidContext,
-            SecretInContext,
-            ContextTooLarge,
-            ContextTooDeep,
-            ContextConflictsWithInput,
-            InvalidCounts,
-            InvalidFailure,
-            InternalError,
-            ServiceUnavailable,
-            RequestTimeout,
-        ]
-    };
-
-    /// The code as clients see it, e.g. `duplicate_run`.
-    pub fn as_str(self) -> &'static str {
-        use ProblemCode::*;
-        match self {
-            MalformedJson => "malformed_json",
-            UnreadableBody => "unreadable_body",
-            BadRequest => "bad_request",
-            InvalidQuery => "invalid_query",
-            InvalidLimit => "invalid_limit",
-            InvalidCursor => "invalid_cursor",
-            CursorFilterMismatch => "cursor_filter_mismatch",
-            Unauthenticated => "unauthenticated",
-            Forbidden => "forbidden",
-            NotFound => "not_found",
-            TenantNotFound => "tenant_not_found",
-            RouteNotFound => "route_not_found",
-            MethodNotAllowed => "method_not_allowed",
-            DuplicateRun => "duplicate_run",
-            InvalidTransition => "invalid_transition",
-            PayloadTooLarge => "payload_too_large",
-            UnsupportedMediaType => "unsupported_media_type",
-            InvalidBody => "invalid_body",
-            UnknownType => "unknown_type",
-            LegacyType => "legacy_type",
-            TenantRequired => "tenant_required",
-            TenantNotAllowed => "tenant_not_allowed",
-            InvalidTenant => "invalid_tenant",
-            MissingInput => "missing_input",
-            UnknownInput => "unknown_input",
-            InvalidInput => "invalid_input",
-            InvalidContext => "invalid_context",
-            SecretInContext => "secret_in_context",
-            ContextTooLarge => "context_too_large",
-            ContextTooDeep => "context_too_deep",
-            ContextConflictsWithInput => "context_conflicts_with_input",
-            InvalidCounts => "invalid_counts",
-            InvalidFailure => "invalid_failure",
-            InternalError => "internal_error",
-            ServiceUnavailable => "service_unavailable",
-            RequestTimeout => "request_timeout",
-        }
-    }
-
     /// The HTTP status every answer with this code has.
     pub fn status(self) -> StatusCode {
         use ProblemCode::*;

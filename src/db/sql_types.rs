@@ -39,7 +39,7 @@ text_enum!(RunStatus, RunStatus::parse);
 text_enum!(Outcome, Outcome::parse);
 text_enum!(EventKind, EventKind::parse);
 text_enum!(IdentityPolicy, IdentityPolicy::parse);
-text_enum!(RunType, |text| RunType::parse(text).ok());
+text_enum!(RunType, RunType::parse);
 
 /// A jsonb value kept as its JSON text: read from the database and written to a response
 /// without building a `serde_json::Value` tree in between.

@@ -6,38 +6,28 @@
 use std::fmt;
 use std::time::Duration;
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A canonical operation type.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum RunType {
-    InventorySync,
-    DirectoryGroupsSync,
-    DirectoryRoleDefinitionsSync,
-    PolicySync,
-    BackupScheduleRun,
-    BackupScheduleRetention,
-    BackupSchedulePurge,
-    RestoreExecute,
-    ProviderConnectionVerify,
-    WorkspaceAuditExport,
+named_enum! {
+    /// A canonical operation type.
+    #[derive(PartialOrd, Ord, Serialize, Deserialize, ToSchema, AsExpression, FromSqlRow)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RunType {
+        InventorySync = "inventory_sync",
+        DirectoryGroupsSync = "directory_groups_sync",
+        DirectoryRoleDefinitionsSync = "directory_role_definitions_sync",
+        PolicySync = "policy_sync",
+        BackupScheduleRun = "backup_schedule_run",
+        BackupScheduleRetention = "backup_schedule_retention",
+        BackupSchedulePurge = "backup_schedule_purge",
+        RestoreExecute = "restore_execute",
+        ProviderConnectionVerify = "provider_connection_verify",
+        WorkspaceAuditExport = "workspace_audit_export",
+    }
 }
 
 /// Whether a type's runs belong to one tenant or to the whole workspace.
@@ -228,27 +218,12 @@ pub static CATALOG: [TypeSpec; 10] = [
     },
 ];
 
-/// What fired a backup schedule run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    Scheduled,
-    RunNow,
-    Retry,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::Scheduled, Trigger::RunNow, Trigger::Retry];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Scheduled => "scheduled",
-            Trigger::RunNow => "run_now",
-            Trigger::Retry => "retry",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Trigger> {
-        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
+named_enum! {
+    /// What fired a backup schedule run.
+    pub enum Trigger {
+        Scheduled = "scheduled",
+        RunNow = "run_now",
+        Retry = "retry",
     }
 }
 
@@ -287,38 +262,10 @@ pub enum TypeNameError {
 }
 
 impl RunType {
-    pub const ALL: [RunType; 10] = [
-        RunType::InventorySync,
-        RunType::DirectoryGroupsSync,
-        RunType::DirectoryRoleDefinitionsSync,
-        RunType::PolicySync,
-        RunType::BackupScheduleRun,
-        RunType::BackupScheduleRetention,
-        RunType::BackupSchedulePurge,
-        RunType::RestoreExecute,
-        RunType::ProviderConnectionVerify,
-        RunType::WorkspaceAuditExport,
-    ];
-
-    /// The canonical identifier, as stored and as clients send it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunType::InventorySync => "inventory_sync",
-            RunType::DirectoryGroupsSync => "directory_groups_sync",
-            RunType::DirectoryRoleDefinitionsSync => "directory_role_definitions_sync",
-            RunType::PolicySync => "policy_sync",
-            RunType::BackupScheduleRun => "backup_schedule_run",
-            RunType::BackupScheduleRetention => "backup_schedule_retention",
-            RunType::BackupSchedulePurge => "backup_schedule_purge",
-            RunType::RestoreExecute => "restore_execute",
-            RunType::ProviderConnectionVerify => "provider_connection_verify",
-            RunType::WorkspaceAuditExport => "workspace_audit_export",
-        }
-    }
-
-    /// Parses a client's type name, naming the canonical type for a legacy spelling.
-    pub fn parse(name: &str) -> Result<RunType, TypeNameError> {
-        if let Some(run_type) = RunType::ALL.into_iter().find(|t| t.as_str() == name) {
+    /// A client's type name: a canonical one, or why not (naming the canonical type for a
+    /// legacy spelling).
+    pub fn resolve(name: &str) -> Result<RunType, TypeNameError> {
+        if let Some(run_type) = RunType::parse(name) {
             return Ok(run_type);
         }
         match LEGACY_SPELLINGS.iter().find(|legacy| legacy.name == name) {
@@ -349,7 +296,7 @@ impl fmt::Display for RunType {
 impl std::str::FromStr for RunType {
     type Err = TypeNameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunType::parse(s)
+        RunType::resolve(s)
     }
 }
 
@@ -367,7 +314,7 @@ mod tests {
     #[test]
     fn canonical_names_round_trip_through_parse_and_serde() {
         for run_type in RunType::ALL {
-            assert_eq!(RunType::parse(run_type.as_str()), Ok(run_type));
+            assert_eq!(RunType::resolve(run_type.as_str()), Ok(run_type));
             let json = serde_json::to_string(&run_type).unwrap();
             assert_eq!(json, format!("\"{}\"", run_type.as_str()));
         }
@@ -376,7 +323,7 @@ mod tests {
     #[test]
     fn legacy_spellings_are_refused_with_the_canonical_name() {
         for LegacySpelling { name, canonical, trigger } in LEGACY_SPELLINGS {
-            let error = RunType::parse(name).unwrap_err();
+            let error = RunType::resolve(name).unwrap_err();
             assert_eq!(error, TypeNameError::Legacy { given: name.into(), canonical });
             assert!(error.to_string().contains(canonical.as_str()));
             // Only backup-schedule spellings imply a trigger, and theirs is in their name.
@@ -387,8 +334,8 @@ mod tests {
 
     #[test]
     fn unknown_names_are_refused() {
-        assert!(matches!(RunType::parse("Inventory_Sync"), Err(TypeNameError::Unknown(_))));
-        assert!(matches!(RunType::parse(""), Err(TypeNameError::Unknown(_))));
+        assert!(matches!(RunType::resolve("Inventory_Sync"), Err(TypeNameError::Unknown(_))));
+        assert!(matches!(RunType::resolve(""), Err(TypeNameError::Unknown(_))));
     }
 
     #[test]

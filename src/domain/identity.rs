@@ -1,6 +1,8 @@
 //! Run identity (docs/CONTRACT.md, "Run identity"): which policy applies to a start,
 //! and the hash that the database's unique indexes compare.
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -9,43 +11,20 @@ use super::catalog::{IdentityRule, RunType, Scope};
 use super::ids::{TenantId, WorkspaceId};
 use super::inputs::{RunInputs, Trigger};
 
-/// The identity policy one run was created under; stored with the run so the
-/// strict-once unique index can find its members.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityPolicy {
-    DedupeActive,
-    UniquePerClick,
-    StrictOnce,
+named_enum! {
+    /// The identity policy one run was created under; stored with the run so the
+    /// strict-once unique index can find its members.
+    #[derive(Serialize, ToSchema, AsExpression, FromSqlRow)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[serde(rename_all = "snake_case")]
+    pub enum IdentityPolicy {
+        DedupeActive = "dedupe_active",
+        UniquePerClick = "unique_per_click",
+        StrictOnce = "strict_once",
+    }
 }
 
 impl IdentityPolicy {
-    pub const ALL: [IdentityPolicy; 3] =
-        [IdentityPolicy::DedupeActive, IdentityPolicy::UniquePerClick, IdentityPolicy::StrictOnce];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentityPolicy::DedupeActive => "dedupe_active",
-            IdentityPolicy::UniquePerClick => "unique_per_click",
-            IdentityPolicy::StrictOnce => "strict_once",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<IdentityPolicy> {
-        IdentityPolicy::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-
     /// The policy a start of `rule` with these inputs falls under.
     pub fn for_start(rule: IdentityRule, inputs: &RunInputs) -> IdentityPolicy {
         match (rule, inputs.trigger()) {
@@ -106,6 +85,14 @@ mod tests {
 
     fn inputs(run_type: RunType, raw: serde_json::Value) -> RunInputs {
         parse_inputs(run_type.spec(), raw.as_object().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn policy_names_are_their_serde_names() {
+        for policy in IdentityPolicy::ALL {
+            assert_eq!(serde_json::to_value(policy).unwrap(), policy.as_str());
+            assert_eq!(IdentityPolicy::parse(policy.as_str()), Some(policy));
+        }
     }
 
     #[test]

@@ -1,6 +1,35 @@
 //! Pure domain logic: the operation-type catalog, run identity, the state machine,
 //! authorization decisions and the sanitizing of what workers report. No I/O here.
 
+/// Defines a closed set: the enum, `ALL` in declaration order, `as_str` and `parse`, each
+/// variant's name written once beside it. Derives beyond the basic ones are passed in
+/// (serde's `rename_all = "snake_case"` must agree with the names; tests check).
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$variant_meta:meta])* $variant:ident = $text:literal ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $( $(#[$variant_meta])* $variant ),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            /// The value's name, as stored, served and sent.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(name: &str) -> Option<$name> {
+                $name::ALL.into_iter().find(|value| value.as_str() == name)
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
 pub mod access;
 pub mod catalog;
 pub mod context;

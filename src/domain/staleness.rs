@@ -29,7 +29,7 @@ impl StaleLimits {
             let (name, duration) = entry
                 .split_once('=')
                 .ok_or_else(|| format!("`{entry}` is not `type=duration` (e.g. inventory_sync=45m)"))?;
-            let run_type = RunType::parse(name.trim()).map_err(|e| e.to_string())?;
+            let run_type = RunType::resolve(name.trim()).map_err(|e| e.to_string())?;
             let duration = humantime::parse_duration(duration.trim())
                 .map_err(|e| format!("`{}` is not a duration such as 45m or 4h: {e}", duration.trim()))?;
             if duration < Duration::from_secs(1) {

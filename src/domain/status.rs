@@ -1,108 +1,53 @@
 //! The run state machine: `queued → running → completed`, with an outcome that is
 //! `pending` until completion. Transition legality is decided here and nowhere else.
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Where a run is in its life.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Completed,
+named_enum! {
+    /// Where a run is in its life.
+    #[derive(Serialize, Deserialize, ToSchema, AsExpression, FromSqlRow)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RunStatus {
+        Queued = "queued",
+        Running = "running",
+        Completed = "completed",
+    }
 }
 
-/// How a run ended; `pending` while it has not.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Pending,
-    Succeeded,
-    PartiallySucceeded,
-    Failed,
-    Blocked,
-    Cancelled,
+named_enum! {
+    /// How a run ended; `pending` while it has not.
+    #[derive(Serialize, Deserialize, ToSchema, AsExpression, FromSqlRow)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Outcome {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        PartiallySucceeded = "partially_succeeded",
+        Failed = "failed",
+        Blocked = "blocked",
+        Cancelled = "cancelled",
+    }
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 3] = [RunStatus::Queued, RunStatus::Running, RunStatus::Completed];
     /// The statuses during which a run holds its identity.
     pub const ACTIVE: [RunStatus; 2] = [RunStatus::Queued, RunStatus::Running];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<RunStatus> {
-        RunStatus::ALL.into_iter().find(|s| s.as_str() == name)
-    }
 }
 
-impl Outcome {
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Pending,
-        Outcome::Succeeded,
-        Outcome::PartiallySucceeded,
-        Outcome::Failed,
-        Outcome::Blocked,
-        Outcome::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pending => "pending",
-            Outcome::Succeeded => "succeeded",
-            Outcome::PartiallySucceeded => "partially_succeeded",
-            Outcome::Failed => "failed",
-            Outcome::Blocked => "blocked",
-            Outcome::Cancelled => "cancelled",
-        }
+named_enum! {
+    /// The outcomes a worker may complete a run with (`cancelled` has its own move).
+    #[derive(Deserialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum FinalOutcome {
+        Succeeded = "succeeded",
+        PartiallySucceeded = "partially_succeeded",
+        Failed = "failed",
+        Blocked = "blocked",
     }
-
-    pub fn parse(name: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
-    }
-}
-
-/// The outcomes a worker may complete a run with (`cancelled` has its own move).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FinalOutcome {
-    Succeeded,
-    PartiallySucceeded,
-    Failed,
-    Blocked,
 }
 
 impl From<FinalOutcome> for Outcome {
@@ -114,11 +59,6 @@ impl From<FinalOutcome> for Outcome {
             FinalOutcome::Blocked => Outcome::Blocked,
         }
     }
-}
-
-impl FinalOutcome {
-    pub const ALL: [FinalOutcome; 4] =
-        [FinalOutcome::Succeeded, FinalOutcome::PartiallySucceeded, FinalOutcome::Failed, FinalOutcome::Blocked];
 }
 
 /// A requested move of a run.
@@ -145,57 +85,25 @@ impl Transition {
     }
 }
 
-/// What a timeline entry records: a run's creation, or one of its moves.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Created,
-    Started,
-    Progressed,
-    Completed,
-    Cancelled,
-    Reaped,
+named_enum! {
+    /// What a timeline entry records: a run's creation, or one of its moves.
+    #[derive(Serialize, ToSchema, AsExpression, FromSqlRow)]
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[serde(rename_all = "snake_case")]
+    pub enum EventKind {
+        Created = "created",
+        Started = "started",
+        Progressed = "progressed",
+        Completed = "completed",
+        Cancelled = "cancelled",
+        Reaped = "reaped",
+    }
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
-        EventKind::Created,
-        EventKind::Started,
-        EventKind::Progressed,
-        EventKind::Completed,
-        EventKind::Cancelled,
-        EventKind::Reaped,
-    ];
     /// The moves a worker (or a canceller) makes through the API.
     pub const WORKER_MOVES: [EventKind; 4] =
         [EventKind::Started, EventKind::Progressed, EventKind::Completed, EventKind::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Started => "started",
-            EventKind::Progressed => "progressed",
-            EventKind::Completed => "completed",
-            EventKind::Cancelled => "cancelled",
-            EventKind::Reaped => "reaped",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
 }
 
 /// Why a move was refused.

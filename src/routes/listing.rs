@@ -37,7 +37,8 @@ pub fn parse_types(names: &[String]) -> Result<Vec<RunType>, ApiError> {
     names
         .iter()
         .map(|name| {
-            RunType::parse(name).map_err(|e| ApiError::bad_request(ProblemCode::InvalidQuery, format!("`type`: {e}.")))
+            RunType::resolve(name)
+                .map_err(|e| ApiError::bad_request(ProblemCode::InvalidQuery, format!("`type`: {e}.")))
         })
         .collect()
 }

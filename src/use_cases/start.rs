@@ -52,7 +52,7 @@ pub enum StartRefusal {
 
 /// Checks a start and builds the run to create: queued, with its identity.
 pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<NewOperationRun, StartRefusal> {
-    let run_type = RunType::parse(&request.type_name)?;
+    let run_type = RunType::resolve(&request.type_name)?;
     let spec = run_type.spec();
     let tenant_id = match (spec.scope, request.tenant_id) {
         (Scope::Tenant, None) => return Err(StartRefusal::TenantRequired(run_type)),

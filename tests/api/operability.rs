@@ -285,3 +285,22 @@ fn opsrun_reap_lists_with_dry_run_and_then_reaps() {
         .unwrap();
     assert_eq!(active, 1, "the run silent for ten minutes is within policy_sync's 45-minute limit");
 }
+
+/// A request stuck past its budget — here a move waiting on a row another session holds —
+/// answers `503 request_timeout` with `Retry-After`, whichever end of the budget (the
+/// client's wait or the server's statement timeout) runs out first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_budget_answers_503_request_timeout() {
+    let app = TestApp::spawn_with(fresh_database(), |config| config.request_timeout = Duration::from_millis(400)).await;
+    let id = app.start(&admin_token(), inventory_sync(1, "x")).await;
+    let mut holder = app.db();
+    holder.begin_test_transaction().unwrap();
+    sql_query(format!("SELECT id FROM operation_runs WHERE id = {id} FOR UPDATE")).execute(&mut holder).unwrap();
+
+    let started = Instant::now();
+    let stuck = app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+    assert_eq!(stuck.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()), Some("2".into()));
+    assert_problem(stuck, 503, "request_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "answered within its budget, not after the lock");
+    drop(holder);
+}
