@@ -123,6 +123,7 @@ impl Claims {
         }
         Ok(Principal {
             user_id: self.sub.parse().ok(),
+            subject: self.sub.clone(),
             initiator_name,
             workspace_id: WorkspaceId(self.workspace_id),
             tenants,

@@ -130,6 +130,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let verb = if dry_run { "would reap" } else { "reaped" };
             println!("{verb} {} stale run(s)", stale.len());
+            if !dry_run {
+                let purged = crate::use_cases::idempotency::purge_expired(&mut conn)?;
+                println!("deleted {purged} Idempotency-Key answer(s) past their 24 hours");
+            }
             Ok(())
         }
         Command::Seed(args) => {

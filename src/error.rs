@@ -33,6 +33,7 @@ named_enum! {
         InvalidLimit = "invalid_limit",
         InvalidCursor = "invalid_cursor",
         CursorFilterMismatch = "cursor_filter_mismatch",
+        InvalidIdempotencyKey = "invalid_idempotency_key",
         Unauthenticated = "unauthenticated",
         Forbidden = "forbidden",
         NotFound = "not_found",
@@ -41,6 +42,7 @@ named_enum! {
         MethodNotAllowed = "method_not_allowed",
         DuplicateRun = "duplicate_run",
         InvalidTransition = "invalid_transition",
+        IdempotencyKeyInFlight = "idempotency_key_in_flight",
         PayloadTooLarge = "payload_too_large",
         UnsupportedMediaType = "unsupported_media_type",
         InvalidBody = "invalid_body",
@@ -59,6 +61,7 @@ named_enum! {
         ContextConflictsWithInput = "context_conflicts_with_input",
         InvalidCounts = "invalid_counts",
         InvalidFailure = "invalid_failure",
+        IdempotencyKeyReused = "idempotency_key_reused",
         InternalError = "internal_error",
         ServiceUnavailable = "service_unavailable",
         RequestTimeout = "request_timeout",
@@ -66,17 +69,27 @@ named_enum! {
 }
 
 impl ProblemCode {
+    /// The refusals of a request whose `Idempotency-Key` collides with another request's.
+    pub const IDEMPOTENCY_KEY_CONFLICTS: [ProblemCode; 2] =
+        [ProblemCode::IdempotencyKeyInFlight, ProblemCode::IdempotencyKeyReused];
+
     /// The HTTP status every answer with this code has.
     pub fn status(self) -> StatusCode {
         use ProblemCode::*;
         match self {
-            MalformedJson | UnreadableBody | BadRequest | InvalidQuery | InvalidLimit | InvalidCursor
-            | CursorFilterMismatch => StatusCode::BAD_REQUEST,
+            MalformedJson
+            | UnreadableBody
+            | BadRequest
+            | InvalidQuery
+            | InvalidLimit
+            | InvalidCursor
+            | CursorFilterMismatch
+            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Unauthenticated => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | TenantNotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            DuplicateRun | InvalidTransition => StatusCode::CONFLICT,
+            DuplicateRun | InvalidTransition | IdempotencyKeyInFlight => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidBody
@@ -94,7 +107,8 @@ impl ProblemCode {
             | ContextTooDeep
             | ContextConflictsWithInput
             | InvalidCounts
-            | InvalidFailure => StatusCode::UNPROCESSABLE_ENTITY,
+            | InvalidFailure
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ServiceUnavailable | RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -152,7 +166,8 @@ pub enum ApiError {
     },
     #[error("your token lacks the capability `{needs}`")]
     Forbidden { needs: &'static str },
-    /// A client mistake in the request (400) or its meaning (422); the code says which.
+    /// A client mistake in the request (400), its meaning (422) or its timing (409); the
+    /// code says which.
     #[error("{detail}")]
     Refused { code: ProblemCode, detail: String },
     #[error("the request body is larger than 64 KiB")]
@@ -181,6 +196,12 @@ impl ApiError {
     /// A 422: the request is well formed but asks for something the rules refuse.
     pub fn unprocessable(code: ProblemCode, detail: impl Into<String>) -> ApiError {
         debug_assert_eq!(code.status(), StatusCode::UNPROCESSABLE_ENTITY, "{code}");
+        ApiError::Refused { code, detail: detail.into() }
+    }
+
+    /// A 409 that is not about a run: the request collides with another one.
+    pub fn conflict(code: ProblemCode, detail: impl Into<String>) -> ApiError {
+        debug_assert_eq!(code.status(), StatusCode::CONFLICT, "{code}");
         ApiError::Refused { code, detail: detail.into() }
     }
 
@@ -300,7 +321,9 @@ impl ResponseError for ApiError {
             ApiError::DuplicateRun { existing_run_id, .. } => {
                 response.insert_header((header::LOCATION, format!("/v1/runs/{existing_run_id}")));
             }
-            ApiError::Unavailable | ApiError::RequestTimeout => {
+            ApiError::Unavailable
+            | ApiError::RequestTimeout
+            | ApiError::Refused { code: ProblemCode::IdempotencyKeyInFlight, .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
             _ => {}
@@ -333,6 +356,7 @@ mod refusals {
     use crate::domain::catalog::TypeNameError;
     use crate::domain::context::ContextError;
     use crate::domain::inputs::InputError;
+    use crate::use_cases::idempotency::{KeyConflict, KeyRefusal};
     use crate::use_cases::moves::ReportRefusal;
     use crate::use_cases::start::StartRefusal;
     use crate::use_cases::RunError;
@@ -395,6 +419,21 @@ mod refusals {
                 ReportRefusal::Failure(_) | ReportRefusal::TooManyFailures(_) => ProblemCode::InvalidFailure,
             };
             ApiError::unprocessable(code, refusal.to_string())
+        }
+    }
+
+    impl From<KeyRefusal> for ApiError {
+        fn from(refusal: KeyRefusal) -> ApiError {
+            ApiError::bad_request(ProblemCode::InvalidIdempotencyKey, refusal.to_string())
+        }
+    }
+
+    impl From<KeyConflict> for ApiError {
+        fn from(conflict: KeyConflict) -> ApiError {
+            match conflict {
+                KeyConflict::InFlight => ApiError::conflict(ProblemCode::IdempotencyKeyInFlight, conflict.to_string()),
+                KeyConflict::Reused => ApiError::unprocessable(ProblemCode::IdempotencyKeyReused, conflict.to_string()),
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 use crate::db::Database;
 use crate::domain::catalog::RunType;
 use crate::domain::status::EventKind;
+use crate::error::ProblemCode;
 
 /// Every metric family the service exports, in its own registry.
 pub struct Metrics {
@@ -16,6 +17,10 @@ pub struct Metrics {
     pub duplicate_refusals: IntCounterVec,
     pub transitions: IntCounterVec,
     pub runs_reaped: IntCounterVec,
+    pub existing_runs_answered: IntCounterVec,
+    pub idempotent_replays: IntCounterVec,
+    pub idempotency_key_conflicts: IntCounterVec,
+    pub idempotency_keys_purged: prometheus::IntCounter,
     pool_connections: IntGaugeVec,
 }
 
@@ -65,18 +70,56 @@ impl Default for Metrics {
                 "Stale runs completed as failed by the reaper, by type",
                 &["type"],
             ),
+            existing_runs_answered: counter(
+                &registry,
+                "opsrun_existing_runs_answered_total",
+                "Starts with on_conflict=use_existing answered with the run holding the identity, by type",
+                &["type"],
+            ),
+            idempotent_replays: counter(
+                &registry,
+                "opsrun_idempotent_replays_total",
+                "Writes answered with the stored answer of an earlier request with the same Idempotency-Key, by the kind of event the write makes",
+                &["kind"],
+            ),
+            idempotency_key_conflicts: counter(
+                &registry,
+                "opsrun_idempotency_key_conflicts_total",
+                "Idempotency-Key refusals, by problem code: the first request is still running, or the key names another request",
+                &["code"],
+            ),
+            idempotency_keys_purged: {
+                let purged = prometheus::IntCounter::new(
+                    "opsrun_idempotency_keys_purged_total",
+                    "Stored Idempotency-Key answers deleted after their 24 hours",
+                )
+                .expect("valid metric definition");
+                registry.register(Box::new(purged.clone())).expect("metric names are unique");
+                purged
+            },
             http_request_duration,
             pool_connections,
             registry,
         };
         // Every series exists from the start, at zero, so rates and alerts need no special case.
         for run_type in RunType::ALL {
-            for family in [&metrics.runs_started, &metrics.duplicate_refusals, &metrics.runs_reaped] {
+            for family in [
+                &metrics.runs_started,
+                &metrics.duplicate_refusals,
+                &metrics.runs_reaped,
+                &metrics.existing_runs_answered,
+            ] {
                 family.with_label_values(&[run_type.as_str()]);
             }
         }
         for kind in EventKind::WORKER_MOVES {
             metrics.transitions.with_label_values(&[kind.as_str()]);
+        }
+        for kind in [EventKind::Created].into_iter().chain(EventKind::WORKER_MOVES) {
+            metrics.idempotent_replays.with_label_values(&[kind.as_str()]);
+        }
+        for code in ProblemCode::IDEMPOTENCY_KEY_CONFLICTS {
+            metrics.idempotency_key_conflicts.with_label_values(&[code.as_str()]);
         }
         metrics
     }

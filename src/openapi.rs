@@ -60,8 +60,11 @@ impl Modify for RunLinks {
         let Some(start) = openapi.paths.paths.get_mut("/v1/runs").and_then(|item| item.post.as_mut()) else {
             return;
         };
-        // 201 carries the new run; 409 names the run that holds the identity.
-        for (status, id_expression) in [("201", "$response.body#/id"), ("409", "$response.body#/existing_run_id")] {
+        // 201 carries the new run, 200 the one that held the identity (`use_existing`);
+        // 409 names the run that holds it.
+        for (status, id_expression) in
+            [("201", "$response.body#/id"), ("200", "$response.body#/id"), ("409", "$response.body#/existing_run_id")]
+        {
             if let Some(RefOr::T(response)) = start.responses.responses.get_mut(status) {
                 response.links.extend(Self::follow_ups(id_expression));
             }

@@ -2,7 +2,8 @@
 //! stale limit as `failed` with a `stale_timeout` failure and a `reaped` event, which
 //! frees their identity for a new start. It runs on an interval inside `serve` and once
 //! as `opsrun reap`. Row locks with SKIP LOCKED keep concurrent reapers from taking the
-//! same run, and the status-guarded move keeps a run from being reaped twice.
+//! same run, and the status-guarded move keeps a run from being reaped twice. On the same
+//! schedule it deletes stored `Idempotency-Key` answers past their 24 hours.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +14,14 @@ use serde_json::json;
 
 use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, Change};
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::domain::catalog::RunType;
 use crate::domain::failures::Failure;
 use crate::domain::ids::{RunId, TenantId, WorkspaceId};
 use crate::domain::staleness::StaleLimits;
 use crate::domain::status::{RunStatus, Transition};
 use crate::metrics::Metrics;
+use crate::use_cases::idempotency;
 use crate::use_cases::moves::{apply_move, Applied, RunMove};
 
 /// Runs reaped (or, in a dry run, that would be) per transaction.
@@ -100,12 +102,19 @@ pub async fn run_periodically(database: Database, limits: StaleLimits, interval:
     loop {
         ticks.tick().await;
         let limits = limits.clone();
-        match database.run(move |conn| reap(conn, &limits, false).map_err(crate::db::DbError::from)).await {
-            Ok(reaped) => {
+        let tidied = database
+            .run(move |conn| {
+                let reaped = reap(conn, &limits, false)?;
+                Ok::<_, DbError>((reaped, idempotency::purge_expired(conn)?))
+            })
+            .await;
+        match tidied {
+            Ok((reaped, purged_keys)) => {
                 for run in &reaped {
                     metrics.runs_reaped.with_label_values(&[run.run_type.as_str()]).inc();
                     tracing::warn!(run_id = %run.id, run_type = %run.run_type, last_change = %run.last_change, "reaped a stale run");
                 }
+                metrics.idempotency_keys_purged.inc_by(purged_keys as u64);
             }
             Err(error) => tracing::warn!(%error, "the reaper could not run; it will try again"),
         }

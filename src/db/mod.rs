@@ -3,6 +3,7 @@
 
 mod error;
 pub mod events;
+pub mod idempotency;
 pub mod models;
 pub mod runs;
 pub mod schema;

@@ -1,6 +1,20 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    idempotency_keys (workspace_id, subject, key) {
+        workspace_id -> Int8,
+        subject -> Text,
+        key -> Text,
+        request_hash -> Text,
+        response_status -> Int2,
+        response_type -> Text,
+        response_location -> Nullable<Text>,
+        response_body -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     operation_run_events (id) {
         id -> Int8,
         run_id -> Int8,
@@ -41,4 +55,4 @@ diesel::table! {
 
 diesel::joinable!(operation_run_events -> operation_runs (run_id));
 
-diesel::allow_tables_to_appear_in_same_query!(operation_run_events, operation_runs,);
+diesel::allow_tables_to_appear_in_same_query!(idempotency_keys, operation_run_events, operation_runs,);

@@ -27,6 +27,8 @@ impl TenantScope {
 /// The verified caller of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
+    /// The token's `sub`: whose idempotency keys are whose.
+    pub subject: String,
     /// The numeric `sub`, when it is one.
     pub user_id: Option<i64>,
     /// Token `name`, else `sub`.
@@ -102,6 +104,7 @@ mod tests {
 
     fn principal(tenants: TenantScope, caps: &[&str]) -> Principal {
         Principal {
+            subject: "7".into(),
             user_id: Some(7),
             initiator_name: "Ada".into(),
             workspace_id: WorkspaceId(1),

@@ -33,7 +33,7 @@ pub enum ReasonCode {
 }
 
 /// A failure as a worker reports it.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportedFailure {
     /// The worker's own error code, e.g. `graph.403`.

@@ -40,7 +40,7 @@ impl RunStatus {
 
 named_enum! {
     /// The outcomes a worker may complete a run with (`cancelled` has its own move).
-    #[derive(Deserialize, ToSchema)]
+    #[derive(Deserialize, Serialize, ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum FinalOutcome {
         Succeeded = "succeeded",

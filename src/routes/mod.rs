@@ -3,6 +3,7 @@
 
 pub mod backup_schedules;
 pub mod health;
+pub mod idempotent;
 pub mod legacy;
 pub mod listing;
 pub mod metrics;

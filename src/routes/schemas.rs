@@ -10,6 +10,7 @@ use crate::db::runs::StatusFilter;
 use crate::domain::catalog::{InputKind, Requirement, Scope, TypeSpec, CATALOG};
 use crate::domain::counts::{COUNT_KEYS, MAX_COUNT};
 use crate::domain::inputs::{Trigger, MAX_KEY_CHARS};
+use crate::use_cases::start::OnConflict;
 
 fn input_schema(kind: InputKind, triggers: &[Trigger]) -> Schema {
     let builder = ObjectBuilder::new();
@@ -65,6 +66,16 @@ fn start_variant(spec: &TypeSpec, scheduled: Option<bool>) -> Schema {
             ObjectBuilder::new().schema_type(Type::Object).description(Some(
                 "Provenance and target scope: at most 16 KiB and 8 levels deep; keys containing password, secret, token or authorization are refused",
             )),
+        )
+        .property(
+            "on_conflict",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(OnConflict::ALL.map(OnConflict::as_str)))
+                .default(Some(OnConflict::Reject.as_str().into()))
+                .description(Some(
+                    "When a run already holds the identity: `reject` answers 409 naming it; `use_existing` answers 200 with it",
+                )),
         );
     if spec.inputs.iter().any(|i| i.required == Requirement::Always) || scheduled == Some(true) {
         variant = variant.required("inputs");

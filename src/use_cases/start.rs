@@ -3,7 +3,9 @@
 //! The database's unique indexes decide identity conflicts; nothing here checks first.
 
 use diesel::{Connection, PgConnection, QueryResult};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use crate::db::models::{NewOperationRun, OperationRunRow};
 use crate::db::{events, runs};
@@ -13,7 +15,21 @@ use crate::domain::context::{validate_context, ContextError};
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::ids::{RunId, TenantId};
 use crate::domain::inputs::{parse_inputs, InputError};
+use crate::domain::named_enum;
 use crate::domain::status::EventKind;
+
+named_enum! {
+    /// What a start does when a run already holds its identity.
+    #[derive(Default, Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum OnConflict {
+        /// Refuse: `409 duplicate_run`, naming the holder.
+        #[default]
+        Reject = "reject",
+        /// Answer with the holder: `200` and the run, instead of `409`.
+        UseExisting = "use_existing",
+    }
+}
 
 /// A start as the client asked for it, before any check.
 #[derive(Debug)]
@@ -22,6 +38,17 @@ pub struct StartRequest {
     pub tenant_id: Option<i64>,
     pub inputs: Map<String, Value>,
     pub context: Value,
+    pub on_conflict: OnConflict,
+}
+
+/// A start that passed every check: the run to create, and what to do if its identity
+/// is held.
+#[derive(Clone, Debug)]
+pub struct PlannedStart {
+    pub run: NewOperationRun,
+    /// `UseExisting` only for callers who may view the holder (it is of their type, in
+    /// their tenant); others are told only its id, as with `Reject`.
+    pub on_conflict: OnConflict,
 }
 
 /// Why a start was refused before reaching the database.
@@ -51,7 +78,7 @@ pub enum StartRefusal {
 }
 
 /// Checks a start and builds the run to create: queued, with its identity.
-pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<NewOperationRun, StartRefusal> {
+pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<PlannedStart, StartRefusal> {
     let run_type = RunType::resolve(&request.type_name)?;
     let spec = run_type.spec();
     let tenant_id = match (spec.scope, request.tenant_id) {
@@ -83,7 +110,9 @@ pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<NewOpe
         _ => None,
     };
     let scope = ScopeKey::new(spec.scope, principal.workspace_id, tenant_id);
-    Ok(NewOperationRun {
+    let may_view = decide(principal, principal.workspace_id, tenant_id, run_type, Action::View) == Access::Allowed;
+    let on_conflict = if may_view { request.on_conflict } else { OnConflict::Reject };
+    let run = NewOperationRun {
         workspace_id: principal.workspace_id,
         tenant_id,
         user_id: principal.user_id,
@@ -100,7 +129,8 @@ pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<NewOpe
         completed_at: None,
         created_at: None,
         updated_at: None,
-    })
+    };
+    Ok(PlannedStart { run, on_conflict })
 }
 
 fn random_nonce() -> Result<String, StartRefusal> {
@@ -119,10 +149,32 @@ pub enum Created {
     },
 }
 
-/// Creates a planned start, its `created` event naming the identity policy.
-pub fn start_run(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Created> {
+/// What a start came to.
+#[derive(Debug)]
+pub enum Started {
+    Created(Box<OperationRunRow>),
+    /// The run holding the identity, for `use_existing`.
+    Existing(Box<OperationRunRow>),
+    /// Another run holds the identity (`reject`).
+    Held {
+        existing_run_id: RunId,
+    },
+}
+
+/// Creates a planned start, its `created` event naming the identity policy; when the
+/// identity is held, names the holder or, for `use_existing`, answers with it.
+pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult<Started> {
+    let new = &planned.run;
     let detail = json!({ "identity_policy": new.identity_policy });
-    create_run(conn, new, &new.initiator_name, &detail)
+    match (create_run(conn, new, &new.initiator_name, &detail)?, planned.on_conflict) {
+        (Created::Run(run), _) => Ok(Started::Created(run)),
+        (Created::Held { existing_run_id }, OnConflict::Reject) => Ok(Started::Held { existing_run_id }),
+        (Created::Held { existing_run_id }, OnConflict::UseExisting) => {
+            // Runs are never deleted: the holder is there, whatever it has become since.
+            let holder = runs::find(conn, new.workspace_id, existing_run_id)?.ok_or(diesel::result::Error::NotFound)?;
+            Ok(Started::Existing(Box::new(holder)))
+        }
+    }
 }
 
 /// Creates the run and its `created` event in one transaction, or names the run that

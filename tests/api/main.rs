@@ -7,6 +7,7 @@ mod authorization;
 mod backup_schedules;
 mod errors;
 mod helpers;
+mod idempotency;
 mod legacy;
 mod newcomer;
 mod openapi;

@@ -1,20 +1,23 @@
 //! `POST /v1/runs`: dispatch-time creation of a queued run, with the type's identity
 //! policy enforced by the database.
 
-use actix_web::{http::header, post, web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{http::header, post, web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::RunView;
-use crate::db::{Database, DbError};
+use crate::db::models::OperationRunRow;
+use crate::db::Database;
 use crate::domain::access::Principal;
+use crate::domain::status::EventKind;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-use crate::use_cases::start::{self, plan_start, Created, StartRequest};
+use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
+use crate::use_cases::start::{self, plan_start, OnConflict, StartRequest, Started};
 
 /// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRunRequest {
     /// A canonical type from `GET /v1/operation-types`.
@@ -27,6 +30,19 @@ pub struct StartRunRequest {
     /// Provenance and target scope: an object of at most 16 KiB without secret-like keys.
     #[serde(default = "empty_object")]
     pub context: Value,
+    /// When a run already holds the identity: `reject` (409) or `use_existing` (200 with it).
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+}
+
+/// A started run, and whether this start created it.
+#[derive(Serialize, ToSchema)]
+pub struct StartedRun {
+    #[serde(flatten)]
+    pub run: RunView,
+    /// `true` when this start created the run (201); `false` when, with
+    /// `on_conflict: use_existing`, it is the run that already held the identity (200).
+    pub created: bool,
 }
 
 impl utoipa::PartialSchema for StartRunRequest {
@@ -52,6 +68,7 @@ impl From<StartRunRequest> for StartRequest {
             tenant_id: request.tenant_id,
             inputs: request.inputs,
             context: request.context,
+            on_conflict: request.on_conflict,
         }
     }
 }
@@ -60,23 +77,33 @@ impl From<StartRunRequest> for StartRequest {
 ///
 /// Creates the run `queued`. A second start of an identity that is still queued or
 /// running (`dedupe_active`), or that ever ran (`strict_once`), is refused with 409,
-/// `existing_run_id` and a `Location` header pointing at the holder.
+/// `existing_run_id` and a `Location` header pointing at the holder — or, with
+/// `on_conflict: use_existing`, answered 200 with the holder itself.
+///
+/// With an `Idempotency-Key`, a retry of the same request within 24 hours gets the first
+/// answer again (`Idempotent-Replayed: true`) instead of a second run.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
+    params(IdempotencyKeyHeader),
     request_body = StartRunRequest,
     responses(
-        (status = 201, body = RunView, description = "Created; `Location` names the new run",
-         headers(("Location" = String, description = "/v1/runs/{id}"))),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "Malformed JSON"),
+        (status = 201, body = StartedRun, description = "Created; `Location` names the new run",
+         headers(("Location" = String, description = "/v1/runs/{id}"),
+                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 200, body = StartedRun, description = "`on_conflict: use_existing` and a run already held the identity: that run, with `created: false`",
+         headers(("Location" = String, description = "/v1/runs/{id}"),
+                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`, or `invalid_idempotency_key`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "Missing the type's start capability"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "The tenant is not in the token"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "`duplicate_run`: the identity is held",
-         headers(("Location" = String, description = "/v1/runs/{existing_run_id}"))),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`duplicate_run`: the identity is held; or `idempotency_key_in_flight`: a request with this key is still being processed (retry after `Retry-After`)",
+         headers(("Location" = String, description = "/v1/runs/{existing_run_id}, for `duplicate_run`"),
+                 ("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "Refused input: `unknown_type`, `legacy_type`, `tenant_required`, `tenant_not_allowed`, `invalid_tenant`, `missing_input`, `unknown_input`, `invalid_input`, `invalid_context`, `secret_in_context`, `context_too_large`, `context_too_deep`, `context_conflicts_with_input`"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "Refused input: `unknown_type`, `legacy_type`, `tenant_required`, `tenant_not_allowed`, `invalid_tenant`, `missing_input`, `unknown_input`, `invalid_input`, `invalid_context`, `secret_in_context`, `context_too_large`, `context_too_deep`, `context_conflicts_with_input`; or `idempotency_key_reused`: the key was used for another request"),
     )
 )]
 #[post("/v1/runs")]
@@ -84,20 +111,34 @@ pub async fn start_run(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     principal: Principal,
+    http: HttpRequest,
     request: web::Json<StartRunRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let new_run = plan_start(&principal, request.into_inner().into())?;
-    let (run_type, policy) = (new_run.run_type, new_run.identity_policy);
-    let created = db.run(move |conn| start::start_run(conn, &new_run).map_err(DbError::from)).await?;
-    let counter = match created {
-        Created::Run(_) => &metrics.runs_started,
-        Created::Held { .. } => &metrics.duplicate_refusals,
-    };
-    counter.with_label_values(&[run_type.as_str()]).inc();
-    match created {
-        Created::Run(run) => Ok(HttpResponse::Created()
-            .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
-            .json(RunView::from(*run))),
-        Created::Held { existing_run_id } => Err(ApiError::duplicate_run(run_type, policy, existing_run_id)),
-    }
+    let request = request.into_inner();
+    let keyed = keyed_request(&http, &principal, &request)?;
+    let planned = plan_start(&principal, request.into())?;
+    let (run_type, policy) = (planned.run.run_type, planned.run.identity_policy);
+    let counters = metrics.clone();
+    answer_write(&db, &metrics, EventKind::Created, keyed, move |conn| {
+        let started = start::start_run(conn, &planned)?;
+        let (counter, response) = match started {
+            Started::Created(run) => (&counters.runs_started, started_response(HttpResponse::Created(), *run, true)),
+            Started::Existing(run) => {
+                (&counters.existing_runs_answered, started_response(HttpResponse::Ok(), *run, false))
+            }
+            Started::Held { existing_run_id } => (
+                &counters.duplicate_refusals,
+                ApiError::duplicate_run(run_type, policy, existing_run_id).error_response(),
+            ),
+        };
+        counter.with_label_values(&[run_type.as_str()]).inc();
+        Ok(answer(response))
+    })
+    .await
+}
+
+fn started_response(mut response: HttpResponseBuilder, run: OperationRunRow, created: bool) -> HttpResponse {
+    response
+        .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
+        .json(StartedRun { run: RunView::from(run), created })
 }

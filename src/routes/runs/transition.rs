@@ -1,8 +1,8 @@
 //! Worker moves: `start`, `progress`, `complete`, `cancel`. Each parses its report and
 //! calls [`move_run`], which loads, authorizes and moves the run in one transaction.
 
-use actix_web::{post, web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{post, web, HttpRequest, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -14,10 +14,13 @@ use crate::domain::ids::RunId;
 use crate::domain::status::{FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
+use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
+use crate::use_cases::idempotency::KeyedRequest;
 use crate::use_cases::moves::{move_run, RunMove};
+use crate::use_cases::RunError;
 
 /// A progress report.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"counts": {"processed": 10, "failed": 1}, "failures": [
     {"code": "graph_forbidden", "reason_code": "provider_permission_denied", "message": "403 from Graph", "item": "policy-17"}
@@ -32,7 +35,7 @@ pub struct ProgressRequest {
 }
 
 /// The final report.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"outcome": "partially_succeeded", "counts": {"total": 120, "processed": 120, "failed": 2}}))]
 pub struct CompleteRequest {
@@ -45,31 +48,45 @@ pub struct CompleteRequest {
     pub failures: Vec<ReportedFailure>,
 }
 
-/// Moves one run for the caller and answers with the run as the move left it.
+/// Moves one run for the caller and answers with the run as the move left it. With a
+/// key, the answer is replayed to retries; so is a refusal of the move (the run's state
+/// decided it), but not one of the caller (404, 403) or a passing contention.
 async fn respond_with_move(
     db: &Database,
-    metrics: &Metrics,
+    metrics: &web::Data<Metrics>,
     principal: Principal,
     run_id: i64,
+    keyed: Option<KeyedRequest>,
     requested: RunMove,
 ) -> Result<HttpResponse, ApiError> {
     let kind = requested.transition.event_kind();
-    let moved = db.run(move |conn| move_run(conn, &principal, RunId(run_id), &requested)).await?;
-    metrics.transitions.with_label_values(&[kind.as_str()]).inc();
-    Ok(HttpResponse::Ok().json(RunView::from(moved)))
+    let counters = metrics.clone();
+    answer_write(db, metrics, kind, keyed, move |conn| match move_run(conn, &principal, RunId(run_id), &requested) {
+        Ok(moved) => {
+            counters.transitions.with_label_values(&[kind.as_str()]).inc();
+            Ok(answer(HttpResponse::Ok().json(RunView::from(moved))))
+        }
+        Err(refused @ RunError::Refused { .. }) => Ok(answer(ApiError::from(refused).error_response())),
+        Err(other) => Err(other.into()),
+    })
+    .await
 }
 
 /// Mark a queued run as running.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id")),
+    params(("id" = i64, Path, description = "Run id"), IdempotencyKeyHeader),
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = RunView,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_idempotency_key`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "Needs `operations.execute`"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`; or `idempotency_key_in_flight` (retry after `Retry-After`)",
+         headers(("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`idempotency_key_reused`: the key was used for another request"),
     )
 )]
 #[post("/v1/runs/{id}/start")]
@@ -77,9 +94,11 @@ pub async fn start_run_work(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     principal: Principal,
+    http: HttpRequest,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    respond_with_move(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Start)).await
+    let keyed = keyed_request(&http, &principal, &())?;
+    respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, RunMove::bare(Transition::Start)).await
 }
 
 /// Report progress of a running run.
@@ -89,18 +108,20 @@ pub async fn start_run_work(
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id")),
+    params(("id" = i64, Path, description = "Run id"), IdempotencyKeyHeader),
     request_body = ProgressRequest,
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = RunView,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "Malformed JSON"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: the run is not running"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`, or `invalid_idempotency_key`"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: the run is not running; or `idempotency_key_in_flight` (retry after `Retry-After`)",
+         headers(("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`; or `idempotency_key_reused`"),
     )
 )]
 #[post("/v1/runs/{id}/progress")]
@@ -108,30 +129,34 @@ pub async fn report_progress(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     principal: Principal,
+    http: HttpRequest,
     id: web::Path<i64>,
     request: web::Json<ProgressRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
+    let keyed = keyed_request(&http, &principal, &request)?;
     let requested = RunMove::reported(Transition::Progress, &request.counts, request.failures)?;
-    respond_with_move(&db, &metrics, principal, id.into_inner(), requested).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, requested).await
 }
 
 /// Complete a run with its final outcome.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id")),
+    params(("id" = i64, Path, description = "Run id"), IdempotencyKeyHeader),
     request_body = CompleteRequest,
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = RunView,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "Malformed JSON"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed (or reaped)"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`, or `invalid_idempotency_key`"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed (or reaped); or `idempotency_key_in_flight` (retry after `Retry-After`)",
+         headers(("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`invalid_body`, `invalid_counts` or `invalid_failure`; or `idempotency_key_reused`"),
     )
 )]
 #[post("/v1/runs/{id}/complete")]
@@ -139,13 +164,15 @@ pub async fn complete_run(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     principal: Principal,
+    http: HttpRequest,
     id: web::Path<i64>,
     request: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = request.into_inner();
+    let keyed = keyed_request(&http, &principal, &request)?;
     let transition = Transition::Complete(request.outcome);
     let requested = RunMove::reported(transition, &request.counts, request.failures)?;
-    respond_with_move(&db, &metrics, principal, id.into_inner(), requested).await
+    respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, requested).await
 }
 
 /// Cancel a queued or running run.
@@ -154,13 +181,17 @@ pub async fn complete_run(
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id")),
+    params(("id" = i64, Path, description = "Run id"), IdempotencyKeyHeader),
     responses(
-        (status = 200, body = RunView),
+        (status = 200, body = RunView,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_idempotency_key`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "`invalid_transition`: already completed; or `idempotency_key_in_flight` (retry after `Retry-After`)",
+         headers(("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "`idempotency_key_reused`: the key was used for another request"),
     )
 )]
 #[post("/v1/runs/{id}/cancel")]
@@ -168,7 +199,9 @@ pub async fn cancel_run(
     db: web::Data<Database>,
     metrics: web::Data<Metrics>,
     principal: Principal,
+    http: HttpRequest,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    respond_with_move(&db, &metrics, principal, id.into_inner(), RunMove::bare(Transition::Cancel)).await
+    let keyed = keyed_request(&http, &principal, &())?;
+    respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, RunMove::bare(Transition::Cancel)).await
 }

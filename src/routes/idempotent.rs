@@ -1,0 +1,108 @@
+//! How the writes (`POST /v1/runs` and the worker moves) are answered: each may carry
+//! an `Idempotency-Key`, and with one its answer comes from
+//! [`idempotency::once`](crate::use_cases::idempotency::once): stored with its effect,
+//! replayed to retries (marked `Idempotent-Replayed: true`).
+
+use actix_web::body::MessageBody;
+use actix_web::http::header::{self, HeaderName};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use diesel::PgConnection;
+use serde::Serialize;
+
+use crate::db::Database;
+use crate::domain::access::Principal;
+use crate::domain::status::EventKind;
+use crate::error::{ApiError, ProblemCode};
+use crate::metrics::Metrics;
+use crate::use_cases::idempotency::{once, Answer, Answered, IdempotencyKey, KeyRefusal, KeyedRequest};
+
+/// The `Idempotency-Key` request header, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// Makes the write safe to retry: 1 to 255 visible ASCII characters (a UUID is a good
+    /// key), unique per request. Retries of the same request with the same key within 24
+    /// hours get the first answer again instead of a second effect; the same key on
+    /// another request is `422 idempotency_key_reused`; a retry while the first request
+    /// is still being processed is `409 idempotency_key_in_flight`.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        example = "5f0c1a52-8d4e-4f0b-9a5e-3c1f6f2d7e90"
+    )]
+    #[allow(dead_code)] // documents the header; handlers read it with `keyed_request`
+    idempotency_key: Option<String>,
+}
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The keyed request this is, when it carries an `Idempotency-Key`; a malformed key is
+/// a 400. `body` is the parsed request body.
+pub fn keyed_request(
+    request: &HttpRequest,
+    principal: &Principal,
+    body: &impl Serialize,
+) -> Result<Option<KeyedRequest>, ApiError> {
+    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = IdempotencyKey::parse(value.to_str().map_err(|_| KeyRefusal::NotVisibleAscii)?)?;
+    Ok(Some(KeyedRequest::new(principal, key, request.method().as_str(), request.path(), body)))
+}
+
+/// What a response carries that a replay must carry again.
+pub fn answer(response: HttpResponse) -> Answer {
+    let text = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = text(header::CONTENT_TYPE).unwrap_or_else(|| "application/json".into());
+    let location = text(header::LOCATION);
+    let status = response.status().as_u16();
+    let body = response.into_body().try_into_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+    Answer { status, content_type, location, body: body.unwrap_or_default() }
+}
+
+fn respond(answered: Answered) -> HttpResponse {
+    let Answered { answer, replayed } = answered;
+    let mut response = HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
+    response.insert_header((header::CONTENT_TYPE, answer.content_type));
+    if let Some(location) = answer.location {
+        response.insert_header((header::LOCATION, location));
+    }
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.body(answer.body)
+}
+
+/// Answers a write that makes an event of `kind`: runs `effect` (whose `Ok` answers are
+/// the ones worth replaying: successes, and refusals that depend on the run's state), at
+/// most once per key when `keyed`.
+pub async fn answer_write<F>(
+    db: &Database,
+    metrics: &Metrics,
+    kind: EventKind,
+    keyed: Option<KeyedRequest>,
+    effect: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<Answer, ApiError> + Send + 'static,
+{
+    let Some(keyed) = keyed else {
+        let answer = db.run(effect).await?;
+        return Ok(respond(Answered { answer, replayed: false }));
+    };
+    match db.run(move |conn| once(conn, &keyed, effect)).await {
+        Ok(answered) => {
+            if answered.replayed {
+                metrics.idempotent_replays.with_label_values(&[kind.as_str()]).inc();
+            }
+            Ok(respond(answered))
+        }
+        Err(error) => {
+            if ProblemCode::IDEMPOTENCY_KEY_CONFLICTS.contains(&error.code()) {
+                metrics.idempotency_key_conflicts.with_label_values(&[error.code().as_str()]).inc();
+            }
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Retrying safely (docs/CONTRACT.md, "Retrying safely"): a write that carries an
+//! `Idempotency-Key` takes effect at most once per caller and key. The first request's
+//! answer is stored in the same transaction as its effect and replayed to every retry of
+//! the same request for 24 hours. A retry that arrives while the first is still running
+//! is told so at once (an advisory lock, held by the first request's transaction, on any
+//! instance); the same key on a different request is refused.
+
+use std::time::Duration;
+
+use diesel::{Connection, PgConnection, QueryResult};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::idempotency::{self, StoredAnswer};
+use crate::domain::access::Principal;
+use crate::domain::ids::WorkspaceId;
+
+/// How long an answer is kept and replayed.
+pub const KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest key accepted, in characters.
+pub const MAX_KEY_CHARS: usize = 255;
+/// Expired answers deleted per statement by the purge.
+const PURGE_BATCH: i64 = 1000;
+
+/// Why an `Idempotency-Key` header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    #[error("the Idempotency-Key header is empty; send 1 to {MAX_KEY_CHARS} characters, e.g. a UUID")]
+    Empty,
+    #[error("the Idempotency-Key header has {0} characters; send at most {MAX_KEY_CHARS}, e.g. a UUID")]
+    TooLong(usize),
+    #[error("the Idempotency-Key header may hold only visible ASCII characters, e.g. a UUID")]
+    NotVisibleAscii,
+}
+
+/// A client's key: 1 to 255 visible ASCII characters. The header may send it bare or as
+/// a structured-field string (`"…"`), as the IETF draft writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(header: &str) -> Result<IdempotencyKey, KeyRefusal> {
+        let header = header.trim();
+        let key = header.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).unwrap_or(header);
+        match key.chars().count() {
+            0 => Err(KeyRefusal::Empty),
+            n if n > MAX_KEY_CHARS => Err(KeyRefusal::TooLong(n)),
+            _ if !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => Err(KeyRefusal::NotVisibleAscii),
+            _ => Ok(IdempotencyKey(key.to_owned())),
+        }
+    }
+}
+
+/// A request that carries a key: whose key it is, and which request it names.
+#[derive(Clone, Debug)]
+pub struct KeyedRequest {
+    workspace_id: WorkspaceId,
+    subject: String,
+    key: IdempotencyKey,
+    /// sha256 of the method, the path and the parsed body.
+    request_hash: String,
+}
+
+impl KeyedRequest {
+    /// `body` is the parsed request (defaults filled in): two bodies that differ only in
+    /// spacing or key order are the same request.
+    pub fn new(principal: &Principal, key: IdempotencyKey, method: &str, path: &str, body: &impl Serialize) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{method} {path}\n"));
+        hasher.update(serde_json::to_vec(body).expect("a parsed request serializes"));
+        KeyedRequest {
+            workspace_id: principal.workspace_id,
+            subject: principal.subject.clone(),
+            key,
+            request_hash: hex::encode(hasher.finalize()),
+        }
+    }
+
+    /// The advisory lock that marks this key's request as in flight.
+    fn lock(&self) -> i64 {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("opsrun idempotency|{}|{}|", self.workspace_id, self.subject));
+        hasher.update(&self.key.0);
+        let digest = hasher.finalize();
+        i64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+    }
+}
+
+/// An answer as stored and replayed: what a client must get again byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// An answer, and whether it is a replay of an earlier request's.
+#[derive(Clone, Debug)]
+pub struct Answered {
+    pub answer: Answer,
+    pub replayed: bool,
+}
+
+/// Why a keyed request was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyConflict {
+    #[error("a request with this Idempotency-Key is still being processed; retry after the Retry-After delay")]
+    InFlight,
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
+    Reused,
+}
+
+/// Runs `effect` at most once for `keyed`: the first time, in one transaction with the
+/// storing of its answer; after that, the stored answer. An `Err` from `effect` is not
+/// stored (nothing took effect, or it is rolled back): the request may be retried with
+/// the same key.
+pub fn once<E>(
+    conn: &mut PgConnection,
+    keyed: &KeyedRequest,
+    effect: impl FnOnce(&mut PgConnection) -> Result<Answer, E>,
+) -> Result<Answered, E>
+where
+    E: From<diesel::result::Error> + From<KeyConflict>,
+{
+    conn.transaction(|conn| {
+        if !idempotency::try_lock(conn, keyed.lock())? {
+            return Err(KeyConflict::InFlight.into());
+        }
+        let key = &keyed.key.0;
+        if let Some(stored) = idempotency::find(conn, keyed.workspace_id, &keyed.subject, key, KEPT)? {
+            if stored.request_hash != keyed.request_hash {
+                return Err(KeyConflict::Reused.into());
+            }
+            let answer = Answer {
+                status: u16::try_from(stored.response_status).unwrap_or(500),
+                content_type: stored.response_type,
+                location: stored.response_location,
+                body: stored.response_body,
+            };
+            return Ok(Answered { answer, replayed: true });
+        }
+        let answer = effect(conn)?;
+        idempotency::save(
+            conn,
+            &StoredAnswer {
+                workspace_id: keyed.workspace_id,
+                subject: keyed.subject.clone(),
+                key: key.clone(),
+                request_hash: keyed.request_hash.clone(),
+                response_status: i16::try_from(answer.status).unwrap_or(i16::MAX),
+                response_type: answer.content_type.clone(),
+                response_location: answer.location.clone(),
+                response_body: answer.body.clone(),
+            },
+        )?;
+        Ok(Answered { answer, replayed: false })
+    })
+}
+
+/// Deletes every answer past its 24 hours, a batch per statement; returns how many.
+pub fn purge_expired(conn: &mut PgConnection) -> QueryResult<usize> {
+    let mut purged = 0;
+    loop {
+        let deleted = idempotency::purge_expired(conn, KEPT, PURGE_BATCH)?;
+        purged += deleted;
+        if (deleted as i64) < PURGE_BATCH {
+            return Ok(purged);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn keys_are_1_to_255_visible_ascii_characters_bare_or_quoted() {
+        assert_eq!(IdempotencyKey::parse("8e03978e-40d5-43e8"), Ok(IdempotencyKey("8e03978e-40d5-43e8".into())));
+        assert_eq!(IdempotencyKey::parse("\"8e03978e\""), Ok(IdempotencyKey("8e03978e".into())));
+        assert_eq!(IdempotencyKey::parse(""), Err(KeyRefusal::Empty));
+        assert_eq!(IdempotencyKey::parse("\"\""), Err(KeyRefusal::Empty));
+        assert_eq!(IdempotencyKey::parse(&"k".repeat(255)).map(|k| k.0.len()), Ok(255));
+        assert_eq!(IdempotencyKey::parse(&"k".repeat(256)), Err(KeyRefusal::TooLong(256)));
+        assert_eq!(IdempotencyKey::parse("tab\there"), Err(KeyRefusal::NotVisibleAscii));
+        assert_eq!(IdempotencyKey::parse("schlüssel"), Err(KeyRefusal::NotVisibleAscii));
+    }
+
+    fn principal(subject: &str, workspace: i64) -> Principal {
+        Principal {
+            subject: subject.into(),
+            user_id: None,
+            initiator_name: subject.into(),
+            workspace_id: WorkspaceId(workspace),
+            tenants: crate::domain::access::TenantScope::All,
+            capabilities: Default::default(),
+        }
+    }
+
+    proptest! {
+        /// The request hash tells requests apart by method, path and body, and nothing else;
+        /// the lock is the caller's and the key's alone.
+        #[test]
+        fn a_keyed_request_is_named_by_method_path_and_body(a in 0i64..5, b in 0i64..5, path_b in any::<bool>()) {
+            let key = IdempotencyKey::parse("k").unwrap();
+            let first = KeyedRequest::new(&principal("ada", 1), key.clone(), "POST", "/v1/runs", &serde_json::json!({"n": a}));
+            let path = if path_b { "/v1/runs/1/progress" } else { "/v1/runs" };
+            let second = KeyedRequest::new(&principal("ada", 1), key.clone(), "POST", path, &serde_json::json!({"n": b}));
+            prop_assert_eq!(first.request_hash == second.request_hash, a == b && !path_b);
+            prop_assert_eq!(first.lock(), second.lock());
+            let other_caller = KeyedRequest::new(&principal("bob", 1), key.clone(), "POST", "/v1/runs", &serde_json::json!({"n": a}));
+            let other_workspace = KeyedRequest::new(&principal("ada", 2), key, "POST", "/v1/runs", &serde_json::json!({"n": a}));
+            prop_assert_ne!(first.lock(), other_caller.lock());
+            prop_assert_ne!(first.lock(), other_workspace.lock());
+        }
+    }
+}
