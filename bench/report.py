@@ -11,9 +11,10 @@ import sys
 path, duration, concurrency = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 sizes = sorted({int(r["size"]) for r in rows})
-ops = ["start", "refused", "view", "list_first", "list_deep", "history", "progress"]
+ops = ["start", "start_keyed", "refused", "view", "list_first", "list_deep", "history", "progress"]
 names = {
     "start": "start (new identity, 201)",
+    "start_keyed": "start with a new Idempotency-Key (201)",
     "refused": "start refused (same identity, 409)",
     "view": "view by random id",
     "list_first": "list, first page (workspace + type)",
@@ -66,6 +67,11 @@ for size in sizes:
         ratio = num(o["rps"]) / num(p["rps"]) if num(o["rps"]) and num(p["rps"]) else None
         print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {num(p['rps']):,.0f} | "
               f"{p['p50_ms']} | {p['p99_ms']} | {ratio:.2f} | {o['errors']} |")
+    plain, keyed = get(size, "start", "opsrun"), get(size, "start_keyed", "opsrun")
+    if plain and keyed and num(plain["rps"]) and num(keyed["rps"]):
+        cost = 1 - num(keyed["rps"]) / num(plain["rps"])
+        print(f"\nIdempotency-Key on start, side by side: {num(keyed['rps']):,.0f} against {num(plain['rps']):,.0f} req/s "
+              f"without ({cost:+.0%} throughput cost; p99 {keyed['p99_ms']} against {plain['p99_ms']} ms)")
     rss = get(size, "rss", "opsrun")
     if rss:
         print(f"\nPeak RSS of opsrun: {int(rss['rps']) / 1024:.0f} MiB\n")

@@ -15,7 +15,7 @@ duration=${BENCH_DURATION:-10}
 concurrency=${BENCH_CONCURRENCY:-32}
 sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
-operations=(start refused view list_first list_deep history progress)
+operations=(start start_keyed refused view list_first list_deep history progress)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }

@@ -30,6 +30,7 @@ pub struct IdempotencyKeyHeader {
         rename = "Idempotency-Key",
         min_length = 1,
         max_length = 255,
+        pattern = r#"^(?:[!#-~](?:[ !#-~]*[!#-~])?|"[ !#-~]+")$"#,
         example = "5f0c1a52-8d4e-4f0b-9a5e-3c1f6f2d7e90"
     )]
     #[allow(dead_code)] // documents the header; handlers read it with `keyed_request`
@@ -47,7 +48,7 @@ pub fn keyed_request(
     body: &impl Serialize,
 ) -> Result<Option<KeyedRequest>, ApiError> {
     let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let key = IdempotencyKey::parse(value.to_str().map_err(|_| KeyRefusal::NotVisibleAscii)?)?;
+    let key = IdempotencyKey::parse(value.to_str().map_err(|_| KeyRefusal::Malformed)?)?;
     Ok(Some(KeyedRequest::new(principal, key, request.method().as_str(), request.path(), body)))
 }
 
@@ -104,5 +105,26 @@ where
             }
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use crate::use_cases::idempotency::KEY_PATTERN;
+
+    /// The attribute above needs a literal; this keeps it equal to the parser's pattern.
+    #[test]
+    fn every_write_documents_the_parsers_key_pattern() {
+        let document = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+        let mut writes = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            let Some(parameters) = item["post"]["parameters"].as_array() else { continue };
+            let key = parameters.iter().find(|p| p["name"] == "Idempotency-Key").unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(key["schema"]["pattern"], KEY_PATTERN, "{path}");
+            writes += 1;
+        }
+        assert_eq!(writes, 5, "POST /v1/runs and the four worker moves");
     }
 }

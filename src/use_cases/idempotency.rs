@@ -22,6 +22,11 @@ pub const MAX_KEY_CHARS: usize = 255;
 /// Expired answers deleted per statement by the purge.
 const PURGE_BATCH: i64 = 1000;
 
+/// The header's grammar, as the OpenAPI document states it: a bare key of visible ASCII
+/// other than `"` (spaces only inside), or the same as one structured-field string.
+/// [`IdempotencyKey::parse`] accepts exactly this; a test holds the two together.
+pub const KEY_PATTERN: &str = r#"^(?:[!#-~](?:[ !#-~]*[!#-~])?|"[ !#-~]+")$"#;
+
 /// Why an `Idempotency-Key` header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRefusal {
@@ -29,24 +34,36 @@ pub enum KeyRefusal {
     Empty,
     #[error("the Idempotency-Key header has {0} characters; send at most {MAX_KEY_CHARS}, e.g. a UUID")]
     TooLong(usize),
-    #[error("the Idempotency-Key header may hold only visible ASCII characters, e.g. a UUID")]
-    NotVisibleAscii,
+    #[error(
+        "the Idempotency-Key header may hold only visible ASCII characters other than `\"` (spaces only inside), \
+         bare or as one quoted string, e.g. a UUID"
+    )]
+    Malformed,
 }
 
-/// A client's key: 1 to 255 visible ASCII characters. The header may send it bare or as
-/// a structured-field string (`"…"`), as the IETF draft writes it.
+/// A client's key: a header value of at most 255 characters, bare (`8e03978e-…`) or as a
+/// structured-field string (`"8e03978e-…"`, as the IETF draft writes it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(header: &str) -> Result<IdempotencyKey, KeyRefusal> {
-        let header = header.trim();
-        let key = header.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).unwrap_or(header);
-        match key.chars().count() {
-            0 => Err(KeyRefusal::Empty),
-            n if n > MAX_KEY_CHARS => Err(KeyRefusal::TooLong(n)),
-            _ if !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => Err(KeyRefusal::NotVisibleAscii),
-            _ => Ok(IdempotencyKey(key.to_owned())),
+        let inner = |c: char| c == ' ' || (c.is_ascii_graphic() && c != '"');
+        let length = header.chars().count();
+        if length > MAX_KEY_CHARS {
+            return Err(KeyRefusal::TooLong(length));
+        }
+        let key = match header.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"').ok_or(KeyRefusal::Malformed)?,
+            None if header.starts_with(' ') || header.ends_with(' ') => return Err(KeyRefusal::Malformed),
+            None => header,
+        };
+        if key.is_empty() {
+            Err(KeyRefusal::Empty)
+        } else if !key.chars().all(inner) {
+            Err(KeyRefusal::Malformed)
+        } else {
+            Ok(IdempotencyKey(key.to_owned()))
         }
     }
 }
@@ -183,8 +200,20 @@ mod tests {
         assert_eq!(IdempotencyKey::parse("\"\""), Err(KeyRefusal::Empty));
         assert_eq!(IdempotencyKey::parse(&"k".repeat(255)).map(|k| k.0.len()), Ok(255));
         assert_eq!(IdempotencyKey::parse(&"k".repeat(256)), Err(KeyRefusal::TooLong(256)));
-        assert_eq!(IdempotencyKey::parse("tab\there"), Err(KeyRefusal::NotVisibleAscii));
-        assert_eq!(IdempotencyKey::parse("schlüssel"), Err(KeyRefusal::NotVisibleAscii));
+        assert_eq!(IdempotencyKey::parse("tab\there"), Err(KeyRefusal::Malformed));
+        assert_eq!(IdempotencyKey::parse("schlüssel"), Err(KeyRefusal::Malformed));
+        assert_eq!(IdempotencyKey::parse("a\"b"), Err(KeyRefusal::Malformed));
+        assert_eq!(IdempotencyKey::parse(" padded"), Err(KeyRefusal::Malformed));
+    }
+
+    proptest! {
+        /// The parser accepts exactly what the documented pattern and length allow.
+        #[test]
+        fn the_parser_and_the_documented_pattern_agree(header in "[ -~\u{80}-\u{ff}]{0,8}|\"[ -~]{0,6}\"?") {
+            let pattern = regex::Regex::new(KEY_PATTERN).unwrap();
+            let documented = pattern.is_match(&header) && header.chars().count() <= MAX_KEY_CHARS;
+            prop_assert_eq!(IdempotencyKey::parse(&header).is_ok(), documented, "{:?}", header);
+        }
     }
 
     fn principal(subject: &str, workspace: i64) -> Principal {

@@ -238,6 +238,13 @@ impl TestApp {
     }
 }
 
+/// A run that a worker has started (an inventory sync of tenant 1); returns its id.
+pub async fn started_run(app: &TestApp) -> i64 {
+    let id = app.start(&admin_token(), inventory_sync(1, "started")).await;
+    assert_eq!(app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await.status(), 200);
+    id
+}
+
 /// Claims for a token; tweak fields before minting.
 pub fn claims(workspace: i64, tenants: Value, caps: &[&str]) -> Claims {
     Claims {

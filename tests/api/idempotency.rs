@@ -10,7 +10,7 @@ use reqwest::Response;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, assert_problem, claims, inventory_sync, mint, spawn_all, token, worker_token, TestApp,
+    admin_token, assert_problem, claims, inventory_sync, mint, spawn_all, started_run, token, worker_token, TestApp,
 };
 
 /// A backup run fired by hand: without a key every start creates a run.
@@ -44,12 +44,6 @@ fn count(app: &TestApp, sql: &str) -> i64 {
 
 fn runs(app: &TestApp) -> i64 {
     count(app, "SELECT count(*) AS n FROM operation_runs")
-}
-
-async fn started_run(app: &TestApp) -> i64 {
-    let id = app.start(&admin_token(), inventory_sync(1, "keyed")).await;
-    assert_eq!(app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await.status(), 200);
-    id
 }
 
 #[tokio::test]

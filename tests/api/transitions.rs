@@ -3,13 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, inventory_sync, spawn_all, worker_token, TestApp};
-
-async fn started_run(app: &TestApp) -> i64 {
-    let id = app.start(&admin_token(), inventory_sync(1, "sel")).await;
-    assert_eq!(app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await.status(), 200);
-    id
-}
+use crate::helpers::{admin_token, assert_problem, inventory_sync, spawn_all, started_run, worker_token, TestApp};
 
 #[tokio::test]
 async fn a_run_moves_queued_running_completed_and_records_each_move() {
