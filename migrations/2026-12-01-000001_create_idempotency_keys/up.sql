@@ -23,3 +23,27 @@ CREATE TABLE idempotency_keys (
 
 -- The purge's question: which keys are past their 24 hours.
 CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
+
+-- Claims a key for this transaction in one round trip: takes its advisory lock unless
+-- another transaction holds it (locked = false: that request is in flight), then reads
+-- the answer stored for it, if any is younger than `kept`. The read is a statement of
+-- its own in a VOLATILE function, so its snapshot is taken after the lock is held and it
+-- sees the answer of whichever request held the lock before.
+CREATE FUNCTION opsrun_claim_idempotency_key(lock bigint, ws bigint, caller text, given text, kept interval)
+RETURNS TABLE (locked boolean, request_hash text, response_status smallint, response_type text,
+               response_location text, response_body text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(lock) THEN
+        RETURN QUERY SELECT false, NULL::text, NULL::smallint, NULL::text, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT true, k.request_hash, k.response_status, k.response_type, k.response_location, k.response_body
+          FROM idempotency_keys k
+         WHERE k.workspace_id = ws AND k.subject = caller AND k.key = given AND k.created_at > now() - kept;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT true, NULL::text, NULL::smallint, NULL::text, NULL::text, NULL::text;
+    END IF;
+END
+$$;

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use diesel::dsl::{now, sql};
+use diesel::dsl::now;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double};
+use diesel::sql_types::{BigInt, Bool, Double, Interval, Nullable, SmallInt, Text};
 
-use super::schema::idempotency_keys::{self, dsl::*};
+use super::schema::idempotency_keys;
 use crate::domain::ids::WorkspaceId;
 
 /// One stored answer, as read and written.
@@ -23,34 +23,47 @@ pub struct StoredAnswer {
     pub response_body: String,
 }
 
-/// Takes the transaction-scoped advisory lock `lock`, unless another transaction holds it.
-pub fn try_lock(conn: &mut PgConnection, lock: i64) -> QueryResult<bool> {
-    diesel::select(sql::<Bool>("pg_try_advisory_xact_lock(").bind::<BigInt, _>(lock).sql(")")).get_result(conn)
+/// The stored part of an answer, as a claim reads it.
+#[derive(Clone, Debug, QueryableByName)]
+pub struct Claimed {
+    #[diesel(sql_type = Bool)]
+    pub locked: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub request_hash: Option<String>,
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    pub response_status: Option<i16>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub response_type: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub response_location: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub response_body: Option<String>,
 }
 
-/// The answer stored for this caller's key, if it is younger than `kept`.
-pub fn find(
+/// Takes the key's advisory lock `lock` for this transaction unless another holds it,
+/// and reads the answer stored for the key if it is younger than `kept`, in one round
+/// trip (`opsrun_claim_idempotency_key`).
+pub fn claim(
     conn: &mut PgConnection,
+    lock: i64,
     workspace: WorkspaceId,
     caller: &str,
     given: &str,
     kept: Duration,
-) -> QueryResult<Option<StoredAnswer>> {
-    idempotency_keys
-        .filter(workspace_id.eq(workspace))
-        .filter(subject.eq(caller))
-        .filter(key.eq(given))
-        .filter(
-            sql::<Bool>("created_at > now() - make_interval(secs => ").bind::<Double, _>(kept.as_secs_f64()).sql(")"),
-        )
-        .select(StoredAnswer::as_select())
-        .first(conn)
-        .optional()
+) -> QueryResult<Claimed> {
+    diesel::sql_query("SELECT * FROM opsrun_claim_idempotency_key($1, $2, $3, $4, $5)")
+        .bind::<BigInt, _>(lock)
+        .bind::<BigInt, _>(workspace)
+        .bind::<Text, _>(caller)
+        .bind::<Text, _>(given)
+        .bind::<Interval, _>(interval(kept))
+        .get_result(conn)
 }
 
 /// Stores an answer, replacing an expired one under the same key.
 pub fn save(conn: &mut PgConnection, answer: &StoredAnswer) -> QueryResult<()> {
-    diesel::insert_into(idempotency_keys::table)
+    use super::schema::idempotency_keys::dsl::*;
+    diesel::insert_into(idempotency_keys)
         .values(answer)
         .on_conflict((workspace_id, subject, key))
         .do_update()
@@ -75,4 +88,8 @@ pub fn purge_expired(conn: &mut PgConnection, kept: Duration, batch: i64) -> Que
     .bind::<Double, _>(kept.as_secs_f64())
     .bind::<BigInt, _>(batch)
     .execute(conn)
+}
+
+fn interval(kept: Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(i64::try_from(kept.as_micros()).unwrap_or(i64::MAX))
 }

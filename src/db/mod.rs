@@ -125,6 +125,24 @@ impl Database {
     }
 }
 
+/// Runs `work` in a transaction: the caller's when one is open, else a new one. A use
+/// case composed into a larger transaction (a keyed write's) joins it instead of opening
+/// a savepoint, which would cost two more round trips and protect nothing: an `Err` from
+/// `work` fails the caller's transaction too.
+pub fn in_transaction<T, E, F>(conn: &mut PgConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
+    let open = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some();
+    if open {
+        work(conn)
+    } else {
+        conn.transaction(work)
+    }
+}
+
 /// Applies pending migrations, holding an advisory lock so that several instances
 /// starting together migrate once. Returns the versions applied.
 pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {

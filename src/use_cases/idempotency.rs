@@ -141,19 +141,20 @@ where
     E: From<diesel::result::Error> + From<KeyConflict>,
 {
     conn.transaction(|conn| {
-        if !idempotency::try_lock(conn, keyed.lock())? {
+        let key = &keyed.key.0;
+        let claimed = idempotency::claim(conn, keyed.lock(), keyed.workspace_id, &keyed.subject, key, KEPT)?;
+        if !claimed.locked {
             return Err(KeyConflict::InFlight.into());
         }
-        let key = &keyed.key.0;
-        if let Some(stored) = idempotency::find(conn, keyed.workspace_id, &keyed.subject, key, KEPT)? {
-            if stored.request_hash != keyed.request_hash {
+        if let Some(stored_hash) = claimed.request_hash {
+            if stored_hash != keyed.request_hash {
                 return Err(KeyConflict::Reused.into());
             }
             let answer = Answer {
-                status: u16::try_from(stored.response_status).unwrap_or(500),
-                content_type: stored.response_type,
-                location: stored.response_location,
-                body: stored.response_body,
+                status: claimed.response_status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                content_type: claimed.response_type.unwrap_or_default(),
+                location: claimed.response_location,
+                body: claimed.response_body.unwrap_or_default(),
             };
             return Ok(Answered { answer, replayed: true });
         }

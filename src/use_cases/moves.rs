@@ -3,13 +3,13 @@
 //! move in the state machine, applies it guarded on the status it was decided from, and
 //! records its timeline event.
 
-use diesel::{Connection, PgConnection, QueryResult};
+use diesel::{PgConnection, QueryResult};
 use serde_json::{json, Map, Value};
 
 use super::{visible_run, RunError};
-use crate::db::events;
 use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, Change};
+use crate::db::{events, in_transaction};
 use crate::domain::access::{Action, Principal};
 use crate::domain::counts::{Counts, CountsError};
 use crate::domain::failures::{Failure, FailureError, ReportedFailure};
@@ -112,7 +112,7 @@ pub fn move_run(
     run_id: RunId,
     requested: &RunMove,
 ) -> Result<OperationRunRow, RunError> {
-    conn.transaction(|conn| {
+    in_transaction(conn, |conn| {
         // Retried only when a concurrent move changed the status under us.
         for _ in 0..5 {
             let run = visible_run(conn, principal, run_id, requested.action())?;

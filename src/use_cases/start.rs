@@ -2,13 +2,13 @@
 //! identity it is created under, and its creation together with its `created` event.
 //! The database's unique indexes decide identity conflicts; nothing here checks first.
 
-use diesel::{Connection, PgConnection, QueryResult};
+use diesel::{PgConnection, QueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::db::models::{NewOperationRun, OperationRunRow};
-use crate::db::{events, runs};
+use crate::db::{events, in_transaction, runs};
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::{RunType, Scope, TypeNameError};
 use crate::domain::context::{validate_context, ContextError};
@@ -180,7 +180,7 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
 /// Creates the run and its `created` event in one transaction, or names the run that
 /// holds its identity. Every creation of a run goes through here.
 pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, detail: &Value) -> QueryResult<Created> {
-    conn.transaction(|conn| {
+    in_transaction(conn, |conn| {
         // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
         // between our insert and our look, the next insert succeeds.
         for _ in 0..5 {
