@@ -68,10 +68,13 @@ for size in sizes:
         print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {num(p['rps']):,.0f} | "
               f"{p['p50_ms']} | {p['p99_ms']} | {ratio:.2f} | {o['errors']} |")
     plain, keyed = get(size, "start", "opsrun"), get(size, "start_keyed", "opsrun")
-    if plain and keyed and num(plain["rps"]) and num(keyed["rps"]):
+    sql_plain, sql_keyed = get(size, "start", "pgbench"), get(size, "start_keyed", "pgbench")
+    if plain and keyed and sql_plain and sql_keyed and num(plain["rps"]) and num(sql_plain["rps"]):
         cost = 1 - num(keyed["rps"]) / num(plain["rps"])
-        print(f"\nIdempotency-Key on start, side by side: {num(keyed['rps']):,.0f} against {num(plain['rps']):,.0f} req/s "
-              f"without ({cost:+.0%} throughput cost; p99 {keyed['p99_ms']} against {plain['p99_ms']} ms)")
+        sql_cost = 1 - num(sql_keyed["rps"]) / num(sql_plain["rps"])
+        print(f"\nIdempotency-Key on start, side by side: opsrun {num(keyed['rps']):,.0f} against {num(plain['rps']):,.0f} "
+              f"req/s without, {cost:.0%} less throughput (p99 {keyed['p99_ms']} against {plain['p99_ms']} ms); "
+              f"the same statements in pgbench cost {sql_cost:.0%}.")
     rss = get(size, "rss", "opsrun")
     if rss:
         print(f"\nPeak RSS of opsrun: {int(rss['rps']) / 1024:.0f} MiB\n")
