@@ -211,6 +211,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         workers: settings.workers,
         request_timeout: settings.request_timeout,
         reaper: settings.reap_interval.map(|interval| (interval, settings.stale_limits.clone())),
+        cors_origins: settings.cors_origins.clone(),
         auth: AuthConfig {
             key: key.clone(),
             issuer: settings.jwt_issuer.clone(),

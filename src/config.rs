@@ -13,6 +13,51 @@ use crate::domain::staleness::StaleLimits;
 /// HS256 secrets shorter than this are refused: they can be brute-forced.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Which browser origins may call the API (CORS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No cross-origin calls: no CORS headers at all.
+    #[default]
+    None,
+    /// `*`: any origin (bearer tokens, no cookies, so credentials mode is never needed).
+    Any,
+    /// These exact origins, e.g. `https://ops.example.com`.
+    Exact(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// A comma-separated list of origins (`scheme://host[:port]`), or `*`.
+    pub fn parse(text: &str) -> Result<CorsOrigins, String> {
+        if text.trim() == "*" {
+            return Ok(CorsOrigins::Any);
+        }
+        let origins = text
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let (scheme, rest) = origin.split_once("://").ok_or(origin)?;
+                let valid = matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '?', '#', '*', ' '])
+                    && origin == origin.to_ascii_lowercase();
+                if valid {
+                    Ok(origin.to_owned())
+                } else {
+                    Err(origin)
+                }
+            })
+            .collect::<Result<Vec<_>, &str>>()
+            .map_err(|bad| {
+                format!("`{bad}` is not an origin such as https://ops.example.com (lower case, no path), nor `*`")
+            })?;
+        if origins.is_empty() {
+            return Err("is empty; give origins such as https://ops.example.com, or `*`".into());
+        }
+        Ok(CorsOrigins::Exact(origins))
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -44,6 +89,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where the embedded database and dev secret live.
     pub data_dir: PathBuf,
+    pub cors_origins: CorsOrigins,
 }
 
 /// One environment variable the service reads, as `serve --help` and README list it.
@@ -60,7 +106,7 @@ const fn doc(name: &'static str, default: &'static str, meaning: &'static str) -
 
 /// Every setting, in the order they are documented. A test checks that this is exactly
 /// what `Settings::from_lookup` reads (plus `RUST_LOG`), and that README lists them.
-pub const SETTINGS: [SettingDoc; 16] = [
+pub const SETTINGS: [SettingDoc; 17] = [
     doc("DATABASE_URL", "embedded PostgreSQL", "postgres://user:password@host:5432/db"),
     doc("OPSRUN_BIND", "127.0.0.1:8080", "listen address"),
     doc("OPSRUN_JWT_SECRET", "dev secret (embedded mode only)", "HS256 secret, at least 32 bytes"),
@@ -80,6 +126,11 @@ pub const SETTINGS: [SettingDoc; 16] = [
     doc("OPSRUN_STALE_LIMITS", "3 x expected", "per-type overrides, e.g. `inventory_sync=45m,restore_execute=4h`"),
     doc("OPSRUN_DATA_DIR", ".opsrun", "where the embedded database and the dev secret live"),
     doc("OPSRUN_LOG_FORMAT", "text", "`text` or `json`"),
+    doc(
+        "OPSRUN_CORS_ORIGINS",
+        "-",
+        "browser origins that may call the API: a comma-separated list of exact origins, or `*`",
+    ),
     doc("RUST_LOG", "info", "log filter"),
 ];
 
@@ -224,6 +275,10 @@ impl Settings {
             stale_limits,
             log_format,
             data_dir: lookup("OPSRUN_DATA_DIR").map_or_else(|| PathBuf::from(".opsrun"), PathBuf::from),
+            cors_origins: match lookup("OPSRUN_CORS_ORIGINS") {
+                None => CorsOrigins::None,
+                Some(text) => CorsOrigins::parse(&text).map_err(|e| bad("OPSRUN_CORS_ORIGINS", e))?,
+            },
         })
     }
 }
@@ -260,6 +315,10 @@ mod tests {
             ("OPSRUN_STALE_LIMITS", "inventory_sync=never"),
             ("OPSRUN_JWT_LEEWAY", "1h"),
             ("OPSRUN_JWT_LEEWAY", "soon"),
+            ("OPSRUN_CORS_ORIGINS", "localhost:5173"),
+            ("OPSRUN_CORS_ORIGINS", "https://ops.example.com/app"),
+            ("OPSRUN_CORS_ORIGINS", "http://*.example.com"),
+            ("OPSRUN_CORS_ORIGINS", ","),
         ];
         for (name, value) in cases {
             let error = settings(&[(name, value)]).unwrap_err();
@@ -288,6 +347,17 @@ mod tests {
         for setting in SETTINGS {
             assert!(readme.contains(&format!("| `{}` |", setting.name)), "README lacks {}", setting.name);
         }
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_or_a_star() {
+        assert_eq!(CorsOrigins::parse("*"), Ok(CorsOrigins::Any));
+        assert_eq!(
+            CorsOrigins::parse("http://localhost:5173, https://ops.example.com"),
+            Ok(CorsOrigins::Exact(vec!["http://localhost:5173".into(), "https://ops.example.com".into()]))
+        );
+        assert!(CorsOrigins::parse("HTTPS://Ops.example.com").is_err(), "browsers send origins in lower case");
+        assert_eq!(settings(&[]).unwrap().cors_origins, CorsOrigins::None);
     }
 
     #[test]

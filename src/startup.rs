@@ -18,6 +18,8 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{AuthConfig, TokenVerifier};
+use crate::config::CorsOrigins;
+use crate::cors;
 use crate::db::Database;
 use crate::domain::staleness::StaleLimits;
 use crate::error::{ApiError, ProblemCode};
@@ -42,6 +44,8 @@ pub struct ApplicationConfig {
     pub auth: AuthConfig,
     /// How often to reap stale runs, and their limits; `None` runs no reaper.
     pub reaper: Option<(Duration, StaleLimits)>,
+    /// Browser origins that may call the API.
+    pub cors_origins: CorsOrigins,
 }
 
 /// A bound, not yet running, server.
@@ -177,9 +181,12 @@ impl Application {
         let metrics = web::Data::new(Metrics::default());
         let app_database = web::Data::new(database.clone());
         let app_metrics = metrics.clone();
+        let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
+                .wrap(cors::middleware(&cors_origins))
+                .wrap(from_fn(cors::preflight_without_content))
                 .wrap(from_fn(observe))
                 .app_data(app_database.clone())
                 .app_data(app_metrics.clone())

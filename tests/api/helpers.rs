@@ -181,6 +181,7 @@ impl TestApp {
             request_timeout: Duration::from_secs(30),
             auth: test_auth(),
             reaper: None,
+            cors_origins: Default::default(),
         };
         adjust(&mut config);
         let application = Application::build(config).expect("the application builds");

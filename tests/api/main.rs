@@ -5,6 +5,7 @@
 mod auth;
 mod authorization;
 mod backup_schedules;
+mod cors;
 mod errors;
 mod helpers;
 mod idempotency;
