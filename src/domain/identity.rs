@@ -27,7 +27,12 @@ named_enum! {
 impl IdentityPolicy {
     /// The policy a start of `rule` with these inputs falls under.
     pub fn for_start(rule: IdentityRule, inputs: &RunInputs) -> IdentityPolicy {
-        match (rule, inputs.trigger()) {
+        IdentityPolicy::for_trigger(rule, inputs.trigger())
+    }
+
+    /// The policy a start of `rule` fired by `trigger` (if its type has one) falls under.
+    pub fn for_trigger(rule: IdentityRule, trigger: Option<Trigger>) -> IdentityPolicy {
+        match (rule, trigger) {
             (IdentityRule::DedupeActive, _) => IdentityPolicy::DedupeActive,
             (IdentityRule::StrictOnce, _) => IdentityPolicy::StrictOnce,
             (IdentityRule::StrictOnceWhenScheduled, Some(Trigger::Scheduled)) => IdentityPolicy::StrictOnce,

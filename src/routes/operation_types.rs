@@ -1,11 +1,14 @@
 //! `GET /v1/operation-types`: the catalog, so clients never hard-code labels.
 
+use std::collections::BTreeMap;
+
 use actix_web::{get, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::access::Principal;
-use crate::domain::catalog::{IdentityRule, InputSpec, RunType, Scope, CATALOG};
+use crate::domain::catalog::{IdentityRule, InputKind, InputSpec, RunType, Scope, Trigger, CATALOG};
+use crate::domain::identity::IdentityPolicy;
 use crate::error::Problem;
 
 /// One operation type as the catalog describes it.
@@ -20,6 +23,11 @@ pub struct OperationTypeView {
     #[schema(example = "inventory.sync")]
     pub view_capability: &'static str,
     pub identity: IdentityRule,
+    /// For types whose runs have a `trigger` input: the identity policy a start gets for
+    /// each trigger, e.g. `{"scheduled": "strict_once", "run_now": "unique_per_click", …}`;
+    /// `null` for the others, whose `identity` is their one policy.
+    #[schema(value_type = Option<BTreeMap<String, IdentityPolicy>>)]
+    pub identity_by_trigger: Option<BTreeMap<&'static str, IdentityPolicy>>,
     pub inputs: &'static [InputSpec],
     /// How long a run usually takes.
     #[schema(example = 900)]
@@ -54,6 +62,12 @@ pub async fn list_operation_types(_caller: Principal) -> HttpResponse {
             start_capability: spec.start_capability,
             view_capability: spec.view_capability,
             identity: spec.identity,
+            identity_by_trigger: spec.inputs.iter().any(|input| input.kind == InputKind::Trigger).then(|| {
+                Trigger::ALL
+                    .into_iter()
+                    .map(|trigger| (trigger.as_str(), IdentityPolicy::for_trigger(spec.identity, Some(trigger))))
+                    .collect()
+            }),
             inputs: spec.inputs,
             expected_duration_seconds: spec.expected.as_secs(),
         })

@@ -210,3 +210,28 @@ async fn context_keeps_extreme_numbers_and_unicode_exactly() {
     let run: Value = app.post("/v1/runs", &admin_token(), body).await.json().await.unwrap();
     assert_eq!(run["context"], context);
 }
+
+/// The catalog says per trigger which identity policy a start gets, and a start with each
+/// trigger is stored under exactly that policy.
+#[tokio::test]
+async fn the_catalog_states_each_triggers_identity_policy_as_starts_apply_it() {
+    let app = TestApp::spawn().await;
+    let catalog: Value = app.get("/v1/operation-types", &admin_token()).await.json().await.unwrap();
+    let entry = |name: &str| catalog["items"].as_array().unwrap().iter().find(|t| t["type"] == name).unwrap().clone();
+    assert_eq!(entry("inventory_sync")["identity_by_trigger"], Value::Null);
+    let by_trigger = entry("backup_schedule_run")["identity_by_trigger"].clone();
+    assert_eq!(
+        by_trigger,
+        json!({"scheduled": "strict_once", "run_now": "unique_per_click", "retry": "unique_per_click"})
+    );
+    for (trigger, policy) in by_trigger.as_object().unwrap() {
+        let mut inputs = json!({"backup_schedule_id": 8, "trigger": trigger});
+        if trigger == "scheduled" {
+            inputs["scheduled_for"] = json!("2026-06-01T02:00:00Z");
+        }
+        let id =
+            app.start(&admin_token(), json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": inputs})).await;
+        let events: Value = app.get(&format!("/v1/runs/{id}/events"), &admin_token()).await.json().await.unwrap();
+        assert_eq!(&events["items"][0]["detail"]["identity_policy"], policy, "{trigger}");
+    }
+}
