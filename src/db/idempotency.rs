@@ -9,9 +9,9 @@ use diesel::sql_types::{BigInt, Bool, Double, Interval, Nullable, SmallInt, Text
 use super::schema::idempotency_keys;
 use crate::domain::ids::WorkspaceId;
 
-/// One stored answer, as read and written.
-#[derive(Clone, Debug, Queryable, Selectable, Insertable)]
-#[diesel(table_name = idempotency_keys, check_for_backend(diesel::pg::Pg))]
+/// One stored answer, as written (a claim reads it back, see [`Claimed`]).
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = idempotency_keys)]
 pub struct StoredAnswer {
     pub workspace_id: WorkspaceId,
     pub subject: String,
