@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use actix_web::dev::ServiceResponse;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{from_fn, Compress, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpServer, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
 use utoipa::OpenApi;
@@ -26,6 +26,7 @@ use crate::error::{ApiError, ProblemCode};
 use crate::metrics::Metrics;
 use crate::observability::observe;
 use crate::openapi::ApiDoc;
+use crate::routes::caching;
 use crate::{reaper, routes};
 
 /// The largest request body accepted.
@@ -95,12 +96,17 @@ impl AllowedMethods {
             .paths
             .iter()
             .map(|(path, item)| {
-                let methods: Vec<&str> =
-                    [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("DELETE", &item.delete)]
-                        .into_iter()
-                        .filter(|(_, operation)| operation.is_some())
-                        .map(|(method, _)| method)
-                        .collect();
+                let methods: Vec<&str> = [
+                    ("GET", &item.get),
+                    ("HEAD", &item.get),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("DELETE", &item.delete),
+                ]
+                .into_iter()
+                .filter(|(_, operation)| operation.is_some())
+                .map(|(method, _)| method)
+                .collect();
                 (path.split('/').map(str::to_owned).collect(), methods.join(", "))
             })
             .collect();
@@ -185,6 +191,10 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
+                .wrap(from_fn(routes::head_as_get))
+                .wrap(Compress::default())
+                .wrap(from_fn(caching::tag_encoded_variants))
+                .wrap(from_fn(caching::cache_policy))
                 .wrap(cors::middleware(&cors_origins))
                 .wrap(from_fn(cors::preflight_without_content))
                 .wrap(from_fn(observe))

@@ -33,6 +33,8 @@ pub struct OperationRunRow {
     pub updated_at: DateTime<Utc>,
     /// Generated from `context.backup_schedule_id` for backup-schedule types.
     pub backup_schedule_id: Option<i64>,
+    /// 1 at creation, one more on every update (a trigger counts them): what ETags name.
+    pub revision: i64,
 }
 
 /// A run about to be created. An API start sets only what it knows and leaves the

@@ -50,6 +50,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         backup_schedule_id -> Nullable<Int8>,
+        revision -> Int8,
     }
 }
 

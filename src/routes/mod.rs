@@ -2,6 +2,7 @@
 //! answer. Rules live in `domain` and `use_cases`, SQL in `db`.
 
 pub mod backup_schedules;
+pub mod caching;
 pub mod health;
 pub mod idempotent;
 pub mod legacy;
@@ -11,7 +12,11 @@ pub mod operation_types;
 pub mod runs;
 pub mod schemas;
 
-use actix_web::web;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
 
 /// Registers every route of the service.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -30,4 +35,22 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(runs::transition::cancel_run)
         .service(backup_schedules::list_backup_schedule_runs);
     legacy::configure(config);
+    config.route("/docs", web::get().to(docs_without_slash));
+}
+
+/// Swagger UI lives at `/docs/`; its relative asset links need the trailing slash.
+async fn docs_without_slash() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/docs/")).finish()
+}
+
+/// Every GET route answers HEAD: routed as GET, and actix-web's HTTP codec, which saw the
+/// request's real method, sends the headers without the body.
+pub async fn head_as_get(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if request.method() == Method::HEAD {
+        request.head_mut().method = Method::GET;
+    }
+    next.call(request).await
 }

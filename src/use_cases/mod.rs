@@ -63,8 +63,16 @@ pub fn visible_run(
     }
 }
 
-/// A run's timeline, oldest first, if the caller may view the run.
-pub fn timeline(conn: &mut PgConnection, principal: &Principal, run_id: RunId) -> Result<Vec<RunEventRow>, RunError> {
+/// A run and, if `wanted` says so once it has seen the run, its timeline, oldest first;
+/// if the caller may view the run. A caller that already holds the timeline of this
+/// revision does not want it read again.
+pub fn timeline(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    run_id: RunId,
+    wanted: impl FnOnce(&OperationRunRow) -> bool,
+) -> Result<(OperationRunRow, Option<Vec<RunEventRow>>), RunError> {
     let run = visible_run(conn, principal, run_id, Action::View)?;
-    Ok(events::for_run(conn, run.id)?)
+    let events = if wanted(&run) { Some(events::for_run(conn, run.id)?) } else { None };
+    Ok((run, events))
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod authorization;
 mod backup_schedules;
+mod caching;
 mod cors;
 mod errors;
 mod helpers;

@@ -1,5 +1,6 @@
 //! `GET /v1/runs/{id}/events`: the run's audit timeline.
 
+use actix_web::http::header::{ETag, IfNoneMatch};
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::domain::access::Principal;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, Outcome, RunStatus};
 use crate::error::{ApiError, Problem};
+use crate::routes::caching::{self, Representation};
 use crate::use_cases::timeline;
 
 /// One entry of a run's timeline.
@@ -55,9 +57,14 @@ pub struct RunEventList {
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id")),
+    params(("id" = i64, Path, description = "Run id"), caching::IfNoneMatchHeader),
     responses(
-        (status = 200, body = RunEventList),
+        (status = 200, body = RunEventList, headers(
+            ("ETag" = String, description = "Changes exactly when the representation does, e.g. `\"events-42.3\"`")
+        )),
+        (status = 304, description = "Not Modified: the `If-None-Match` tag is current; no body", headers(
+            ("ETag" = String, description = "The current tag")
+        )),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -68,9 +75,16 @@ pub async fn list_run_events(
     db: web::Data<Database>,
     principal: Principal,
     id: web::Path<i64>,
+    if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = RunId(id.into_inner());
-    let events = db.run(move |conn| timeline(conn, &principal, id)).await?;
+    let held =
+        move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(Representation::Timeline, run));
+    let (run, events) = db.run(move |conn| timeline(conn, &principal, id, |run| !held(run))).await?;
+    let etag = caching::etag(Representation::Timeline, &run);
+    let Some(events) = events else {
+        return Ok(caching::not_modified(etag));
+    };
     let items = events.into_iter().map(RunEventView::from).collect();
-    Ok(HttpResponse::Ok().json(RunEventList { items }))
+    Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunEventList { items }))
 }

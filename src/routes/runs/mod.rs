@@ -71,7 +71,9 @@ pub struct RunView {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// Seconds from start to completion, or to now while running.
+    /// Seconds from start to completion; null until the run completes (a running run's
+    /// elapsed time is `now - started_at`, left to the client so that an unchanged run's
+    /// representation, and its ETag, stay the same).
     #[schema(example = 12.5)]
     pub duration_seconds: Option<f64>,
     pub links: RunLinks,
@@ -79,8 +81,10 @@ pub struct RunView {
 
 impl From<OperationRunRow> for RunView {
     fn from(run: OperationRunRow) -> RunView {
-        let end = run.completed_at.unwrap_or_else(Utc::now);
-        let duration_seconds = run.started_at.map(|start| (end - start).num_milliseconds().max(0) as f64 / 1000.0);
+        let duration_seconds = run
+            .started_at
+            .zip(run.completed_at)
+            .map(|(start, end)| (end - start).num_milliseconds().max(0) as f64 / 1000.0);
         let backup_schedule_runs =
             run.backup_schedule_id.map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
         RunView {
