@@ -138,7 +138,7 @@ pub struct Problem {
     pub code: ProblemCode,
     /// For `duplicate_run`: the run that holds the identity.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = 42)]
+    #[schema(nullable = false, example = 42)]
     pub existing_run_id: Option<i64>,
     /// The request's id, as in the `X-Request-Id` response header; quote it when asking
     /// about a failed request.

@@ -54,6 +54,7 @@ pub struct Failure {
     pub reason_code: ReasonCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub item: Option<String>,
 }
 

@@ -24,7 +24,7 @@ use crate::db::models::OperationRunRow;
 pub struct IfNoneMatchHeader {
     /// The `ETag` of the copy you hold; `304` with no body while it is current. A cheap
     /// poll: an unchanged run costs one index look-up and no body.
-    #[param(rename = "If-None-Match", example = "\"run-42.3\"")]
+    #[param(rename = "If-None-Match", nullable = false, example = "\"run-42.3\"")]
     #[allow(dead_code)] // documents the header; handlers read it with `web::Header`
     if_none_match: Option<String>,
 }

@@ -28,6 +28,7 @@ pub struct IdempotencyKeyHeader {
     /// is still being processed is `409 idempotency_key_in_flight`.
     #[param(
         rename = "Idempotency-Key",
+        nullable = false,
         min_length = 1,
         max_length = 255,
         pattern = r#"^(?:[!#-~](?:[ !#-~]*[!#-~])?|"[ !#-~]+")$"#,

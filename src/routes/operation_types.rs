@@ -26,7 +26,7 @@ pub struct OperationTypeView {
     /// For types whose runs have a `trigger` input: the identity policy a start gets for
     /// each trigger, e.g. `{"scheduled": "strict_once", "run_now": "unique_per_click", …}`;
     /// `null` for the others, whose `identity` is their one policy.
-    #[schema(value_type = Option<BTreeMap<String, IdentityPolicy>>)]
+    #[schema(value_type = Option<BTreeMap<String, IdentityPolicy>>, required = true)]
     pub identity_by_trigger: Option<BTreeMap<&'static str, IdentityPolicy>>,
     pub inputs: &'static [InputSpec],
     /// How long a run usually takes.

@@ -61,20 +61,15 @@ fn start_variant(spec: &TypeSpec, scheduled: Option<bool>) -> Schema {
         .property("type", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([spec.run_type.as_str()])))
         .required("type")
         .property("inputs", inputs)
-        .property(
-            "context",
-            ObjectBuilder::new().schema_type(Type::Object).description(Some(
-                "Provenance and target scope: at most 16 KiB and 8 levels deep; keys containing password, secret, token or authorization are refused",
-            )),
-        )
+        .property("context", context_schema())
         .property(
             "on_conflict",
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .enum_values(Some(OnConflict::ALL.map(OnConflict::as_str)))
-                .default(Some(OnConflict::Reject.as_str().into()))
+                // No `default`: generators (openapi-typescript) make a defaulted field required.
                 .description(Some(
-                    "When a run already holds the identity: `reject` answers 409 naming it; `use_existing` answers 200 with it",
+                    "When a run already holds the identity: `reject` (the default) answers 409 naming it; `use_existing` answers 200 with it",
                 )),
         );
     if spec.inputs.iter().any(|i| i.required == Requirement::Always) || scheduled == Some(true) {
@@ -92,6 +87,25 @@ fn start_variant(spec: &TypeSpec, scheduled: Option<bool>) -> Schema {
             .required("tenant_id");
     }
     variant.into()
+}
+
+/// Any JSON object.
+pub fn open_object_schema() -> Schema {
+    open_object().into()
+}
+
+fn open_object() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(AdditionalProperties::FreeForm(true)))
+}
+
+/// A run's `context`: any JSON object, within limits.
+pub fn context_schema() -> Schema {
+    open_object()
+        .description(Some(
+            "Provenance, inputs and target scope: any JSON object, at most 16 KiB and 8 levels deep; keys containing password, secret, token or authorization are refused",
+        ))
+        .examples([json!({"backup_set_id": 3301, "target_scope": {"kind": "all"}})])
+        .into()
 }
 
 /// The start request, one shape per catalog type, derived from the catalog itself.

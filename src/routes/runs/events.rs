@@ -25,10 +25,13 @@ pub struct RunEventView {
     /// Who made the change: the token's `name`, else its `sub`.
     #[schema(example = "inventory-worker")]
     pub actor: String,
+    /// `null` for the `created` entry.
+    #[schema(required = true)]
     pub from_status: Option<RunStatus>,
     pub to_status: RunStatus,
     pub outcome: Outcome,
-    #[schema(value_type = Object)]
+    /// What the move carried (counts, failures, the reaper's reason); an open object.
+    #[schema(schema_with = crate::routes::schemas::open_object_schema)]
     pub detail: Value,
 }
 

@@ -27,7 +27,7 @@ pub struct RunLinks {
     pub events: String,
     /// For backup-schedule runs: the schedule's run history.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "/v1/backup-schedules/7/runs")]
+    #[schema(nullable = false, example = "/v1/backup-schedules/7/runs")]
     pub backup_schedule_runs: Option<String>,
 }
 
@@ -48,9 +48,11 @@ pub struct RunView {
     pub id: RunId,
     #[schema(value_type = i64, example = 1)]
     pub workspace_id: WorkspaceId,
-    #[schema(value_type = Option<i64>, example = 7)]
+    /// `null` for a workspace-scoped run.
+    #[schema(value_type = Option<i64>, required = true, example = 7)]
     pub tenant_id: Option<TenantId>,
-    #[schema(example = 1001)]
+    /// `null` when no user started it (a scheduler, a legacy job).
+    #[schema(required = true, example = 1001)]
     pub user_id: Option<i64>,
     #[schema(example = "Ada Lovelace")]
     pub initiator_name: String,
@@ -65,16 +67,20 @@ pub struct RunView {
     #[schema(value_type = FailureSummary)]
     pub failure_summary: JsonText,
     /// Provenance, inputs and target scope.
-    #[schema(value_type = Object, example = json!({"selection_hash": "9f2c…", "target_scope": {"kind": "all"}}))]
+    #[schema(schema_with = crate::routes::schemas::context_schema)]
     pub context: JsonText,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `null` until a worker starts it.
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
+    /// `null` until it completes.
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// Seconds from start to completion; null until the run completes (a running run's
     /// elapsed time is `now - started_at`, left to the client so that an unchanged run's
     /// representation, and its ETag, stay the same).
-    #[schema(example = 12.5)]
+    #[schema(required = true, example = 12.5)]
     pub duration_seconds: Option<f64>,
     pub links: RunLinks,
 }
@@ -118,6 +124,7 @@ impl From<OperationRunRow> for RunView {
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {
     pub items: Vec<RunView>,
-    /// Pass as `cursor` (with the same filters) for the next page; absent on the last.
+    /// Pass as `cursor` (with the same filters) for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
