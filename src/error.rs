@@ -268,7 +268,7 @@ impl ApiError {
         }
     }
 
-    fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         let status = self.status_code();
         Problem {
             r#type: format!("urn:opsrun:problem:{}", self.code()),

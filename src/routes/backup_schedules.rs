@@ -62,15 +62,18 @@ fn schedule_run_types() -> utoipa::openapi::schema::Array {
 /// `backup_schedule_purge` whose `context.backup_schedule_id` is this schedule, newest
 /// first, paginated like `/v1/runs`. The retention job's "last N successful runs" is
 /// `?type=backup_schedule_run&outcome=succeeded&limit=N`.
+///
+/// **Needs** a token; runs appear only where `GET /v1/runs` would show them (your
+/// tenants, and each type's `view_capability`: `backup_schedules.run` or `backup_schedules.manage`).
 #[utoipa::path(
     tag = "backup schedules",
     security(("bearer" = [])),
     params(("schedule_id" = i64, Path, description = "Backup schedule id"), ScheduleHistoryParams),
     responses(
         (status = 200, body = RunPage, headers(("Link" = String, description = "`<…>; rel=\"next\"` while more pages remain"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`, `invalid_limit`, `invalid_cursor` or `cursor_filter_mismatch`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "The schedule id is not an integer"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "`not_found`: the schedule id is not an integer"),
     )
 )]
 #[get("/v1/backup-schedules/{schedule_id}/runs")]

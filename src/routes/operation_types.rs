@@ -43,6 +43,8 @@ pub struct OperationTypeList {
 /// List the operation types.
 ///
 /// Every type with its label, scope, capabilities, identity policy, inputs and expected duration.
+///
+/// **Needs** a valid token; no capability.
 #[utoipa::path(
     tag = "catalog",
     security(("bearer" = [])),

@@ -1,6 +1,6 @@
 //! OpenAPI schemas written by hand rather than derived: the start request (one shape
 //! per catalog type, derived from the catalog) and the counters (the closed set of
-//! keys). Request and response types refer to them; `openapi.rs` collects them.
+//! keys). Request and response types refer to them; `openapi/mod.rs` collects them.
 
 use serde_json::json;
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};

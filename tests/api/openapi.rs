@@ -66,3 +66,97 @@ async fn links_from_a_started_run_lead_to_that_run() {
         }
     }
 }
+
+/// Every documented problem example: (operation, status, the example's body).
+fn documented_examples(document: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut found = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(responses) = operation["responses"].as_object() else { continue };
+            for (status, response) in responses {
+                let Some(examples) = response["content"]["application/problem+json"]["examples"].as_object() else {
+                    continue;
+                };
+                for example in examples.values() {
+                    found.push((format!("{method} {path}"), status.clone(), example["value"].clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Swagger UI shows each refusal with its own status's example, each operation says
+/// what capability it needs, and every `/v1` operation documents `503` with `Retry-After`.
+#[test]
+fn every_refusal_is_documented_with_an_example_of_its_own_status() {
+    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let examples = documented_examples(&document);
+    assert!(examples.len() > 50, "{}", examples.len());
+    for (operation, status, example) in &examples {
+        assert_eq!(example["status"].to_string(), *status, "{operation} {status}: {example}");
+        assert!(example["type"].as_str().unwrap().ends_with(example["code"].as_str().unwrap()));
+    }
+    for (path, item) in document["paths"].as_object().unwrap().iter().filter(|(path, _)| path.starts_with("/v1/")) {
+        assert!(item["description"].as_str().unwrap().contains("405"), "{path}");
+        for (method, operation) in item.as_object().unwrap().iter().filter(|(_, op)| op.is_object()) {
+            assert!(operation["description"].as_str().unwrap_or_default().contains("**Needs**"), "{method} {path}");
+            let unavailable = &operation["responses"]["503"];
+            assert!(unavailable["headers"]["Retry-After"].is_object(), "{method} {path}");
+            for status in operation["responses"].as_object().unwrap().keys().filter(|s| s.as_str() >= "400") {
+                let documented = &operation["responses"][status]["content"]["application/problem+json"]["examples"];
+                assert!(documented.as_object().is_some_and(|e| !e.is_empty()), "{method} {path} {status}");
+            }
+        }
+    }
+}
+
+/// The documented examples are what the service answers: the same document, but for the
+/// request id (and, where the sentence names the request, its detail).
+#[tokio::test]
+async fn documented_examples_are_what_the_service_really_answers() {
+    let app = TestApp::spawn().await;
+    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let example_of = |code: &str| {
+        documented_examples(&document)
+            .into_iter()
+            .find(|(_, _, example)| example["code"] == code)
+            .map(|(_, _, example)| example)
+            .unwrap_or_else(|| panic!("{code} is documented"))
+    };
+    let without_request_id = |mut body: serde_json::Value| {
+        body.as_object_mut().unwrap().remove("request_id");
+        body
+    };
+    let token = admin_token();
+    let url = |path: &str| format!("{}{path}", app.address);
+    let unauthenticated = app.client.get(url("/v1/runs")).send().await.unwrap();
+    let not_found = app.client.get(url("/v1/runs/987654")).bearer_auth(&token).send().await.unwrap();
+    let unsupported = app.client.post(url("/v1/runs")).bearer_auth(&token).body("{}").send().await.unwrap();
+    let too_large = app
+        .client
+        .post(url("/v1/runs"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    for (code, response) in [
+        ("unauthenticated", unauthenticated),
+        ("not_found", not_found),
+        ("unsupported_media_type", unsupported),
+        ("payload_too_large", too_large),
+    ] {
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(without_request_id(body), without_request_id(example_of(code)), "{code}");
+    }
+    app.start(&token, inventory_sync(1, "documented")).await;
+    let duplicate: serde_json::Value =
+        app.post("/v1/runs", &token, inventory_sync(1, "documented")).await.json().await.unwrap();
+    let documented = example_of("duplicate_run");
+    for field in ["type", "title", "status", "code"] {
+        assert_eq!(duplicate[field], documented[field], "{field}");
+    }
+    assert!(duplicate["existing_run_id"].is_i64() && documented["existing_run_id"].is_i64());
+}

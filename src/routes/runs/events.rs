@@ -57,6 +57,9 @@ pub struct RunEventList {
 }
 
 /// Show a run's timeline, oldest first.
+///
+/// **Needs** the type's `view_capability`. With `If-None-Match` holding the current `ETag`:
+/// `304`, no body, and the timeline is not read.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),

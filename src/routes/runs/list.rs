@@ -55,6 +55,8 @@ pub struct ListRunsParams {
 /// Newest first. Only runs the caller may view appear: their workspace, their tenants,
 /// and types whose view capability the token carries. Follow `next_cursor` (or the
 /// `Link: <…>; rel="next"` header) for the next page.
+///
+/// **Needs** a token; each type's runs appear only with its `view_capability`.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),

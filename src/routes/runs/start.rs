@@ -82,6 +82,8 @@ impl From<StartRunRequest> for StartRequest {
 ///
 /// With an `Idempotency-Key`, a retry of the same request within 24 hours gets the first
 /// answer again (`Idempotent-Replayed: true`) instead of a second run.
+///
+/// **Needs** the type's `start_capability` (listed by `GET /v1/operation-types`).
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
@@ -96,8 +98,8 @@ impl From<StartRunRequest> for StartRequest {
                  ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "`malformed_json`, or `invalid_idempotency_key`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "Missing the type's start capability"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "The tenant is not in the token"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "`forbidden`: your token lacks the type's start capability"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "`tenant_not_found`: the tenant is not in your token"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "`duplicate_run`: the identity is held; or `idempotency_key_in_flight`: a request with this key is still being processed (retry after `Retry-After`)",
          headers(("Location" = String, description = "/v1/runs/{existing_run_id}, for `duplicate_run`"),
                  ("Retry-After" = String, description = "Seconds, for `idempotency_key_in_flight`"))),

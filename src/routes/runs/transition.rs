@@ -73,6 +73,8 @@ async fn respond_with_move(
 }
 
 /// Mark a queued run as running.
+///
+/// **Needs** `operations.execute`.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
@@ -105,6 +107,8 @@ pub async fn start_run_work(
 ///
 /// Counters are increments, added atomically in SQL: concurrent reports lose nothing.
 /// Failures are sanitized and appended; a run keeps the first 100 and counts the rest.
+///
+/// **Needs** `operations.execute`.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
@@ -140,6 +144,8 @@ pub async fn report_progress(
 }
 
 /// Complete a run with its final outcome.
+///
+/// Counters are final values. **Needs** `operations.execute`.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),
@@ -177,7 +183,7 @@ pub async fn complete_run(
 
 /// Cancel a queued or running run.
 ///
-/// Allowed with `operations.execute` or the type's start capability.
+/// **Needs** `operations.execute`, or the type's start capability.
 #[utoipa::path(
     tag = "worker",
     security(("bearer" = [])),

@@ -16,6 +16,9 @@ use crate::use_cases::visible_run;
 /// 404 for a run that does not exist, is in another workspace or belongs to a tenant
 /// outside the token (all three answer the same bytes); 403 for a member lacking the
 /// type's view capability.
+///
+/// **Needs** the type's `view_capability`. With `If-None-Match` holding the current `ETag`:
+/// `304`, no body.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),

@@ -8,6 +8,9 @@ use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
+use problems::Refusals;
+
+pub mod problems;
 
 struct BearerScheme;
 
@@ -94,7 +97,7 @@ impl Modify for RunLinks {
         routes::runs::transition::cancel_run,
         routes::backup_schedules::list_backup_schedule_runs,
     ),
-    modifiers(&BearerScheme, &RunLinks),
+    modifiers(&BearerScheme, &RunLinks, &Refusals),
     tags(
         (name = "runs", description = "Start, list and view operation runs"),
         (name = "worker", description = "Moves that workers make: start, progress, complete, cancel"),
