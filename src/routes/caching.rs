@@ -22,9 +22,9 @@ use crate::db::models::OperationRunRow;
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IfNoneMatchHeader {
-    /// The `ETag` of the copy you hold; `304` with no body while it is current. A cheap
-    /// poll: an unchanged run costs one index look-up and no body.
-    #[param(rename = "If-None-Match", nullable = false, example = "\"run-42.3\"")]
+    /// The `ETag` of the copy you hold, e.g. `"run-42.3"`; `304` with no body while it is
+    /// current. A cheap poll: an unchanged run costs one index look-up and no body.
+    #[param(rename = "If-None-Match", nullable = false)]
     #[allow(dead_code)] // documents the header; handlers read it with `web::Header`
     if_none_match: Option<String>,
 }

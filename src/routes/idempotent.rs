@@ -21,8 +21,8 @@ use crate::use_cases::idempotency::{once, Answer, Answered, IdempotencyKey, KeyR
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKeyHeader {
-    /// Makes the write safe to retry: 1 to 255 visible ASCII characters (a UUID is a good
-    /// key), unique per request. Retries of the same request with the same key within 24
+    /// Makes the write safe to retry: 1 to 255 visible ASCII characters (a UUID such as
+    /// `5f0c1a52-8d4e-4f0b-9a5e-3c1f6f2d7e90` is a good key), unique per request. Retries of the same request with the same key within 24
     /// hours get the first answer again instead of a second effect; the same key on
     /// another request is `422 idempotency_key_reused`; a retry while the first request
     /// is still being processed is `409 idempotency_key_in_flight`.
@@ -31,9 +31,9 @@ pub struct IdempotencyKeyHeader {
         nullable = false,
         min_length = 1,
         max_length = 255,
-        pattern = r#"^(?:[!#-~](?:[ !#-~]*[!#-~])?|"[ !#-~]+")$"#,
-        example = "5f0c1a52-8d4e-4f0b-9a5e-3c1f6f2d7e90"
+        pattern = r#"^(?:[!#-~](?:[ !#-~]*[!#-~])?|"[ !#-~]+")$"#
     )]
+    // No `example`: Swagger UI would pre-fill it, and every "Try it out" would share one key.
     #[allow(dead_code)] // documents the header; handlers read it with `keyed_request`
     idempotency_key: Option<String>,
 }
