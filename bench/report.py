@@ -11,13 +11,15 @@ import sys
 path, duration, concurrency = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 sizes = sorted({int(r["size"]) for r in rows})
-ops = ["start", "start_keyed", "refused", "view", "list_first", "list_deep", "history", "progress"]
+ops = ["start", "start_keyed", "refused", "view", "list_first", "list_first_browser", "list_first_br", "list_deep", "history", "progress"]
 names = {
     "start": "start (new identity, 201)",
     "start_keyed": "start with a new Idempotency-Key (201)",
     "refused": "start refused (same identity, 409)",
     "view": "view by random id",
     "list_first": "list, first page (workspace + type)",
+    "list_first_browser": "list, first page, as Chromium asks (gzip)",
+    "list_first_br": "list, first page, brotli (Accept-Encoding: br)",
     "list_deep": "list, deep page via cursor",
     "history": "backup-schedule history",
     "progress": "progress on one hot run",
@@ -62,6 +64,8 @@ for size in sizes:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for op in ops:
         o, p = get(size, op, "opsrun"), get(size, op, "pgbench")
+        if op in ("list_first_browser", "list_first_br"):
+            p = get(size, "list_first", "pgbench")  # the same SQL: compression is HTTP-only
         if not o or not p:
             continue
         ratio = num(o["rps"]) / num(p["rps"]) if num(o["rps"]) and num(p["rps"]) else None
@@ -75,6 +79,16 @@ for size in sizes:
         print(f"\nIdempotency-Key on start, side by side: opsrun {num(keyed['rps']):,.0f} against {num(plain['rps']):,.0f} "
               f"req/s without, {cost:.0%} less throughput (p99 {keyed['p99_ms']} against {plain['p99_ms']} ms); "
               f"the same statements in pgbench cost {sql_cost:.0%}.")
+    plain = get(size, "list_first", "opsrun")
+    coded = [(label, get(size, op, "opsrun")) for label, op in (("gzip (Chromium's Accept-Encoding)", "list_first_browser"), ("brotli (Accept-Encoding: br)", "list_first_br"))]
+    if plain and num(plain.get("bytes_per_response")) and all(r and num(r.get("bytes_per_response")) for _, r in coded):
+        print("\nCompression on a list page (50 runs), side by side in this run; bytes on the wire per answer, headers included:\n")
+        print("| Accept-Encoding | bytes per answer | vs uncompressed | req/s | vs uncompressed | p99 ms |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| none | {num(plain['bytes_per_response']):,.0f} | | {num(plain['rps']):,.0f} | | {plain['p99_ms']} |")
+        for label, r in coded:
+            print(f"| {label} | {num(r['bytes_per_response']):,.0f} | {num(r['bytes_per_response']) / num(plain['bytes_per_response']):.2f}× | "
+                  f"{num(r['rps']):,.0f} | {num(r['rps']) / num(plain['rps']):.2f}× | {r['p99_ms']} |")
     rss = get(size, "rss", "opsrun")
     if rss:
         print(f"\nPeak RSS of opsrun: {int(rss['rps']) / 1024:.0f} MiB\n")

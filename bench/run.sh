@@ -15,7 +15,7 @@ duration=${BENCH_DURATION:-10}
 concurrency=${BENCH_CONCURRENCY:-32}
 sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
-operations=(start start_keyed refused view list_first list_deep history progress)
+operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep history progress)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
@@ -30,11 +30,14 @@ opsrun="$repo/target/release/opsrun"
 work=$(mktemp -d /tmp/opsrun-bench.XXXXXX)
 chmod 755 "$work"
 results="$work/results.tsv"
-printf 'size\toperation\tclient\trps\tp50_ms\tp99_ms\terrors\n' > "$results"
+printf 'size\toperation\tclient\trps\tp50_ms\tp99_ms\terrors\tbytes_per_response\n' > "$results"
 server=""
 cleanup() { [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null; true; }
 trap cleanup EXIT
 
+to_bytes() { # wrk prints 512.00B, 1.23KB, 4.50MB (powers of 1024)
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /GB$/) n *= 1073741824; else if (v ~ /MB$/) n *= 1048576; else if (v ~ /KB$/) n *= 1024; printf "%.0f", n }'
+}
 to_ms() { # wrk prints 512.00us, 1.23ms, 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
@@ -81,14 +84,17 @@ for size in "${sizes[@]}"; do
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     errors=$(awk '/Non-2xx or 3xx responses/ { print $5 }' "$out"); errors=${errors:-0}
     socket=$(awk '/Socket errors/ { s = 0; for (i = 4; i <= NF; i += 2) s += $i; print s }' "$out"); errors=$((errors + ${socket:-0}))
-    printf '%s\t%s\topsrun\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rps" "$p50" "$p99" "$errors" >> "$results"
-    echo "   opsrun  $op: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx/errors $errors"
+    # Bytes on the wire per answer, headers included: transfer rate over request rate.
+    bytes=$(awk -v t="$(to_bytes "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")" -v r="$rps" 'BEGIN { printf "%.0f", t / r }')
+    printf '%s\t%s\topsrun\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rps" "$p50" "$p99" "$errors" "$bytes" >> "$results"
+    echo "   opsrun  $op: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx/errors $errors, $bytes bytes/answer"
   done
   rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$server/status")
   printf '%s\trss\topsrun\t%s\t\t\t\n' "$size" "$rss_kib" >> "$results"
   echo "   opsrun peak RSS: $((rss_kib / 1024)) MiB"
 
   for op in "${operations[@]}"; do
+    [ -f "bench/pgbench/$op.sql" ] || continue # an HTTP-only variant (compression): no SQL of its own
     rm -f "$work"/pgbench_log.*
     (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "$pg_port" -U opsrun -n -M prepared \
         -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \

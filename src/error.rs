@@ -40,6 +40,7 @@ named_enum! {
         TenantNotFound = "tenant_not_found",
         RouteNotFound = "route_not_found",
         MethodNotAllowed = "method_not_allowed",
+        NotAcceptable = "not_acceptable",
         DuplicateRun = "duplicate_run",
         InvalidTransition = "invalid_transition",
         IdempotencyKeyInFlight = "idempotency_key_in_flight",
@@ -89,6 +90,7 @@ impl ProblemCode {
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | TenantNotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             DuplicateRun | InvalidTransition | IdempotencyKeyInFlight => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -174,6 +176,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    #[error("no content coding the client accepts")]
+    NotAcceptable,
     #[error("{detail}")]
     DuplicateRun { existing_run_id: RunId, detail: String },
     #[error("{0}")]
@@ -233,6 +237,7 @@ impl ApiError {
             ApiError::Refused { code, .. } => *code,
             ApiError::PayloadTooLarge => ProblemCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType => ProblemCode::UnsupportedMediaType,
+            ApiError::NotAcceptable => ProblemCode::NotAcceptable,
             ApiError::DuplicateRun { .. } => ProblemCode::DuplicateRun,
             ApiError::InvalidTransition(_) => ProblemCode::InvalidTransition,
             ApiError::Unavailable => ProblemCode::ServiceUnavailable,
@@ -258,6 +263,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => "The request body is larger than 64 KiB; send less.".into(),
             ApiError::UnsupportedMediaType => {
                 "The request body must be JSON: send `Content-Type: application/json`.".into()
+            }
+            ApiError::NotAcceptable => {
+                "Answers are sent as-is, with gzip or with brotli; accept one of them in `Accept-Encoding`.".into()
             }
             ApiError::Unavailable => "The database is unavailable right now; retry after the Retry-After delay.".into(),
             ApiError::RequestTimeout => {

@@ -151,7 +151,9 @@ fn problem_for_plain_errors<B>(response: ServiceResponse<B>) -> actix_web::Resul
         StatusCode::NOT_FOUND => ApiError::RouteNotFound,
         // Our own routes answer 405 in `unknown_route`; the only resources actix-web guards by
         // method itself are Swagger UI's, which serve GET.
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { allow: "GET".into() },
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed { allow: "GET, HEAD".into() },
+        // `Compress` refuses an `Accept-Encoding` that rules out every coding it has.
+        StatusCode::NOT_ACCEPTABLE => ApiError::NotAcceptable,
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         status if status.is_server_error() => ApiError::internal(anyhow::anyhow!("plain {status} answer")),
@@ -193,6 +195,9 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(from_fn(routes::head_as_get))
                 .wrap(Compress::default())
+                // Compress answers its own 406 in plain text, outside the handlers above.
+                .wrap(ErrorHandlers::new().handler(StatusCode::NOT_ACCEPTABLE, problem_for_plain_errors))
+                .wrap(from_fn(routes::encoding::prefer_gzip_for_api_answers))
                 .wrap(from_fn(caching::tag_encoded_variants))
                 .wrap(from_fn(caching::cache_policy))
                 .wrap(cors::middleware(&cors_origins))

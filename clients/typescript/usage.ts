@@ -42,6 +42,7 @@ exact<
     | "tenant_not_found"
     | "route_not_found"
     | "method_not_allowed"
+    | "not_acceptable"
     | "duplicate_run"
     | "invalid_transition"
     | "idempotency_key_in_flight"

@@ -68,6 +68,7 @@ pub fn example(code: ProblemCode) -> ApiError {
         .into(),
         IdempotencyKeyInFlight => KeyConflict::InFlight.into(),
         PayloadTooLarge => ApiError::PayloadTooLarge,
+        NotAcceptable => ApiError::NotAcceptable,
         UnsupportedMediaType => ApiError::UnsupportedMediaType,
         InvalidBody => ApiError::unprocessable(
             code,
@@ -144,7 +145,13 @@ fn codes_named(description: &str, status: u16) -> Vec<ProblemCode> {
 
 /// Codes the router answers before any operation runs; not an operation's refusals.
 fn routing_only(code: ProblemCode) -> bool {
-    matches!(code, ProblemCode::RouteNotFound | ProblemCode::MethodNotAllowed | ProblemCode::TenantNotFound)
+    matches!(
+        code,
+        ProblemCode::RouteNotFound
+            | ProblemCode::MethodNotAllowed
+            | ProblemCode::NotAcceptable
+            | ProblemCode::TenantNotFound
+    )
 }
 
 fn unavailable_response() -> Response {

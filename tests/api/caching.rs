@@ -210,6 +210,43 @@ async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() 
 }
 
 #[tokio::test]
+async fn a_browser_gets_gzip_for_api_answers_and_brotli_for_swagger_ui() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(format!("{}/v1/runs", app.address))
+        .bearer_auth(admin_token())
+        .header("Accept-Encoding", "gzip, deflate, br, zstd") // Chromium's, in its order
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "content-encoding").as_deref(), Some("gzip"));
+    // Fetched once and cached: Swagger UI keeps brotli's better ratio.
+    let bundle = app
+        .client
+        .get(format!("{}/docs/swagger-ui-bundle.js", app.address))
+        .header("Accept-Encoding", "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&bundle, "content-encoding").as_deref(), Some("br"));
+}
+
+#[tokio::test]
+async fn a_client_that_accepts_no_coding_we_have_gets_a_406_problem() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(format!("{}/v1/runs", app.address))
+        .bearer_auth(admin_token())
+        .header("Accept-Encoding", "identity;q=0, zstd")
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(response, 406, "not_acceptable").await;
+}
+
+#[tokio::test]
 async fn a_compressed_run_has_its_own_tag_and_either_tag_is_current() {
     let app = TestApp::spawn().await;
     let id = app.start(&admin_token(), inventory_sync(1, "variant")).await;
