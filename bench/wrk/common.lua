@@ -10,3 +10,11 @@ function init(args)
   math.randomseed(os.time() + (thread_number or 0) * 7919)
   prefix = tostring(os.time()) .. "-" .. tostring(thread_number or 0)
 end
+-- GET /v1/runs, first page of one type, with this Accept-Encoding (nil: none).
+function first_page(accept_encoding)
+  local page_headers = { ["Accept-Encoding"] = accept_encoding }
+  for name, value in pairs(headers) do page_headers[name] = value end
+  return function()
+    return wrk.format("GET", "/v1/runs?type=inventory_sync&limit=50", page_headers)
+  end
+end

@@ -15,15 +15,16 @@ fn header(response: &Response, name: &str) -> Option<String> {
     response.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
 }
 
-async fn get_if_none_match(app: &TestApp, path: &str, token: &str, etag: &str) -> Response {
-    app.client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .header("If-None-Match", etag)
-        .send()
-        .await
-        .unwrap()
+/// A GET of `path` with `token` and one more request header.
+async fn get_with(app: &TestApp, path: &str, token: &str, (name, value): (&str, &str)) -> Response {
+    app.client.get(format!("{}{path}", app.address)).bearer_auth(token).header(name, value).send().await.unwrap()
 }
+
+async fn get_if_none_match(app: &TestApp, path: &str, token: &str, etag: &str) -> Response {
+    get_with(app, path, token, ("If-None-Match", etag)).await
+}
+
+const CHROMIUM_ACCEPT_ENCODING: &str = "gzip, deflate, br, zstd"; // its values, in its order
 
 /// The body and ETag of a GET.
 async fn tagged(app: &TestApp, path: &str) -> (Value, String) {
@@ -193,14 +194,7 @@ async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() 
         assert_eq!(header(&plain, "content-encoding"), None, "no Accept-Encoding, no coding");
         let plain = plain.bytes().await.unwrap();
         for encoding in ["br", "gzip"] {
-            let response = app
-                .client
-                .get(format!("{}{path}", app.address))
-                .bearer_auth(admin_token())
-                .header("Accept-Encoding", encoding)
-                .send()
-                .await
-                .unwrap();
+            let response = get_with(&app, path, &admin_token(), ("Accept-Encoding", encoding)).await;
             assert_eq!(header(&response, "content-encoding").as_deref(), Some(encoding), "{path}");
             let body = response.bytes().await.unwrap();
             assert!(body.len() * 2 < plain.len(), "{path} {encoding}: {} of {} bytes", body.len(), plain.len());
@@ -212,37 +206,19 @@ async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() 
 #[tokio::test]
 async fn a_browser_gets_gzip_for_api_answers_and_brotli_for_swagger_ui() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(format!("{}/v1/runs", app.address))
-        .bearer_auth(admin_token())
-        .header("Accept-Encoding", "gzip, deflate, br, zstd") // Chromium's, in its order
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING)).await;
     assert_eq!(header(&response, "content-encoding").as_deref(), Some("gzip"));
     // Fetched once and cached: Swagger UI keeps brotli's better ratio.
-    let bundle = app
-        .client
-        .get(format!("{}/docs/swagger-ui-bundle.js", app.address))
-        .header("Accept-Encoding", "gzip, deflate, br, zstd")
-        .send()
-        .await
-        .unwrap();
+    let bundle =
+        get_with(&app, "/docs/swagger-ui-bundle.js", &admin_token(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING))
+            .await;
     assert_eq!(header(&bundle, "content-encoding").as_deref(), Some("br"));
 }
 
 #[tokio::test]
 async fn a_client_that_accepts_no_coding_we_have_gets_a_406_problem() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(format!("{}/v1/runs", app.address))
-        .bearer_auth(admin_token())
-        .header("Accept-Encoding", "identity;q=0, zstd")
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", "identity;q=0, zstd")).await;
     crate::helpers::assert_problem(response, 406, "not_acceptable").await;
 }
 
@@ -252,14 +228,7 @@ async fn a_compressed_run_has_its_own_tag_and_either_tag_is_current() {
     let id = app.start(&admin_token(), inventory_sync(1, "variant")).await;
     let path = format!("/v1/runs/{id}");
     let (_, identity) = tagged(&app, &path).await;
-    let compressed = app
-        .client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(admin_token())
-        .header("Accept-Encoding", "br")
-        .send()
-        .await
-        .unwrap();
+    let compressed = get_with(&app, &path, &admin_token(), ("Accept-Encoding", "br")).await;
     let variant = header(&compressed, "etag").unwrap();
     assert_eq!(variant, format!("{}-br\"", identity.trim_end_matches('"')));
     for held in [identity, variant] {
