@@ -39,13 +39,20 @@ fn new_request_id() -> String {
     hex::encode(bytes)
 }
 
-/// Rewrites a problem+json body to carry the request id.
-async fn with_request_id(response: HttpResponse<BoxBody>, request_id: &str) -> HttpResponse<BoxBody> {
+/// Marks an answer whose problem body (if any) already carries the request id.
+struct Stamped;
+
+/// Rewrites a problem+json body to carry the request id. Only an uncompressed body can
+/// be rewritten: [`stamp_problem_bodies`] runs inside `Compress` for that reason, and
+/// `observe`, outside, stamps what never reached it (`Compress`'s own 406).
+async fn with_request_id(mut response: HttpResponse<BoxBody>, request_id: &str) -> HttpResponse<BoxBody> {
     let is_problem =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/problem+json");
-    if !is_problem {
+    let encoded = response.headers().contains_key(header::CONTENT_ENCODING);
+    if !is_problem || encoded || response.extensions().get::<Stamped>().is_some() {
         return response;
     }
+    response.extensions_mut().insert(Stamped);
     let (response, payload) = response.into_parts();
     let Ok(bytes) = body::to_bytes(payload).await else {
         return response.set_body(BoxBody::new(()));
@@ -58,6 +65,21 @@ async fn with_request_id(response: HttpResponse<BoxBody>, request_id: &str) -> H
         _ => bytes.to_vec(),
     };
     response.set_body(BoxBody::new(body))
+}
+
+/// Writes the request id (given by `observe`) into problem bodies before `Compress`
+/// encodes them.
+pub async fn stamp_problem_bodies(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let (request, response) = next.call(request).await?.map_into_boxed_body().into_parts();
+    let response = match request_id {
+        Some(id) => with_request_id(response, &id).await,
+        None => response,
+    };
+    Ok(ServiceResponse::new(request, response))
 }
 
 /// The middleware itself; see the module header.

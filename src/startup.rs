@@ -24,7 +24,7 @@ use crate::db::Database;
 use crate::domain::staleness::StaleLimits;
 use crate::error::{ApiError, ProblemCode};
 use crate::metrics::Metrics;
-use crate::observability::observe;
+use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
 use crate::routes::caching;
 use crate::{reaper, routes};
@@ -194,6 +194,7 @@ impl Application {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(from_fn(routes::head_as_get))
+                .wrap(from_fn(stamp_problem_bodies))
                 .wrap(Compress::default())
                 // Compress answers its own 406 in plain text, outside the handlers above.
                 .wrap(ErrorHandlers::new().handler(StatusCode::NOT_ACCEPTABLE, problem_for_plain_errors))

@@ -235,3 +235,21 @@ async fn a_compressed_run_has_its_own_tag_and_either_tag_is_current() {
         assert_eq!(get_if_none_match(&app, &path, &admin_token(), &held).await.status(), 304, "{held}");
     }
 }
+
+#[tokio::test]
+async fn a_compressed_problem_still_carries_its_request_id() {
+    let app = TestApp::spawn().await;
+    for encoding in ["gzip", "br"] {
+        let response = get_with(&app, "/v1/runs/987654", &admin_token(), ("Accept-Encoding", encoding)).await;
+        assert_eq!(header(&response, "content-encoding").as_deref(), Some(encoding));
+        let request_id = header(&response, "x-request-id").unwrap();
+        let problem: Value = serde_json::from_slice(&decoded(encoding, &response.bytes().await.unwrap())).unwrap();
+        assert_eq!(problem["code"], "not_found");
+        assert_eq!(problem["request_id"], request_id.as_str(), "{encoding}: {problem}");
+    }
+    // Compress's own refusal, which never reaches the handlers, gets one too.
+    let refused = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", "identity;q=0, zstd")).await;
+    let request_id = header(&refused, "x-request-id").unwrap();
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["request_id"], request_id.as_str());
+}

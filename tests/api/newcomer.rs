@@ -113,13 +113,18 @@ async fn logs_to_a_pipe_are_plain_text_with_rounded_latency() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// README's curl walk-through, run as written (with the built binary for `cargo run`)
-/// twice against one server, whose data is kept: each pass moves the run it started.
+/// README's curl walk-through and its conditional GET, run as written (with the built
+/// binary for `cargo run`) twice against one server, whose data is kept: each pass moves
+/// the run it started, then polls it into a `304`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walk_through_works_on_a_second_pass() {
     let readme = include_str!("../../README.md");
     let walk = readme.split("## A walk through with curl").nth(1).unwrap();
     let script = walk.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    // README's conditional GET, on the run the walk-through left behind.
+    let polling = readme.split("### Polling cheaply").nth(1).unwrap();
+    let polling = polling.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let script = format!("{script}\n{polling}");
     let dir = scratch("walk-through");
     let mut command = serve_command();
     command.current_dir(&dir);
@@ -136,6 +141,8 @@ async fn readme_walk_through_works_on_a_second_pass() {
             .output()
             .unwrap();
         assert!(output.status.success(), "pass {pass}: {}", String::from_utf8_lossy(&output.stderr));
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(printed.contains("HTTP/1.1 304 Not Modified"), "pass {pass}: README's 304 round trip: {printed}");
         let page: Value = client
             .get(format!("{}/v1/runs?type=inventory_sync&tenant_id=7&limit=1", served.base))
             .bearer_auth(&served.token)
