@@ -209,6 +209,11 @@ impl ApiError {
         ApiError::Refused { code, detail: detail.into() }
     }
 
+    /// A query string that does not parse into the route's filters.
+    pub fn invalid_query(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_request(ProblemCode::InvalidQuery, format!("The query string is not valid: {cause}."))
+    }
+
     pub fn internal(cause: impl Into<anyhow::Error>) -> ApiError {
         ApiError::Internal(cause.into())
     }
@@ -360,6 +365,8 @@ impl From<diesel::result::Error> for ApiError {
 
 /// Refusals of the domain and use-case layers, each with its own code.
 mod refusals {
+    use actix_web::error::JsonPayloadError;
+
     use super::{ApiError, ProblemCode};
     use crate::domain::catalog::TypeNameError;
     use crate::domain::context::ContextError;
@@ -427,6 +434,30 @@ mod refusals {
                 ReportRefusal::Failure(_) | ReportRefusal::TooManyFailures(_) => ProblemCode::InvalidFailure,
             };
             ApiError::unprocessable(code, refusal.to_string())
+        }
+    }
+
+    /// A JSON body actix-web could not hand to the handler.
+    impl From<JsonPayloadError> for ApiError {
+        fn from(error: JsonPayloadError) -> ApiError {
+            match error {
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::PayloadTooLarge
+                }
+                JsonPayloadError::Deserialize(cause) if cause.is_data() => ApiError::unprocessable(
+                    ProblemCode::InvalidBody,
+                    format!("The request body does not have the expected shape: {cause}."),
+                ),
+                JsonPayloadError::Deserialize(cause) => ApiError::bad_request(
+                    ProblemCode::MalformedJson,
+                    format!("The request body is not valid JSON: {cause}."),
+                ),
+                other => ApiError::bad_request(
+                    ProblemCode::UnreadableBody,
+                    format!("The request body could not be read: {other}."),
+                ),
+            }
         }
     }
 

@@ -59,21 +59,7 @@ pub struct Application {
 }
 
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    match error {
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
-        JsonPayloadError::Deserialize(cause) if cause.is_data() => ApiError::unprocessable(
-            ProblemCode::InvalidBody,
-            format!("The request body does not have the expected shape: {cause}."),
-        ),
-        JsonPayloadError::Deserialize(cause) => {
-            ApiError::bad_request(ProblemCode::MalformedJson, format!("The request body is not valid JSON: {cause}."))
-        }
-        other => {
-            ApiError::bad_request(ProblemCode::UnreadableBody, format!("The request body could not be read: {other}."))
-        }
-    }
-    .into()
+    ApiError::from(error).into()
 }
 
 fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
@@ -82,7 +68,7 @@ fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(ProblemCode::InvalidQuery, format!("The query string is not valid: {error}.")).into()
+    ApiError::invalid_query(error).into()
 }
 
 /// The methods each documented path takes, read from the OpenAPI document, so a 405

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::error::{JsonPayloadError, PayloadError};
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
@@ -21,6 +22,8 @@ use crate::domain::ids::RunId;
 use crate::domain::inputs::InputError;
 use crate::domain::status::TransitionError;
 use crate::error::{ApiError, Problem, ProblemCode};
+use crate::pagination::{self, ListRequest};
+use crate::routes::runs::start::StartRunRequest;
 use crate::use_cases::idempotency::{KeyConflict, KeyRefusal};
 use crate::use_cases::moves::ReportRefusal;
 use crate::use_cases::start::StartRefusal;
@@ -33,25 +36,17 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub fn example(code: ProblemCode) -> ApiError {
     use ProblemCode::*;
     let run_type = RunType::InventorySync;
+    let list = ListRequest::new("/v1/runs", Vec::new());
     match code {
-        MalformedJson => ApiError::bad_request(
-            code,
-            "The request body is not valid JSON: expected `,` or `}` at line 1 column 27.",
-        ),
-        UnreadableBody => ApiError::bad_request(code, "The request body could not be read: payload error."),
+        MalformedJson => body_refusal(r#"{"type": "inventory_sync",}"#),
+        UnreadableBody => JsonPayloadError::Payload(PayloadError::Incomplete(None)).into(),
         BadRequest => ApiError::bad_request(code, "The request could not be processed; check it against /docs/."),
-        InvalidQuery => ApiError::bad_request(
-            code,
-            "The query string is not valid: unknown variant `paused`, expected one of `queued`, `running`, `completed`, `active`.",
-        ),
-        InvalidLimit => ApiError::bad_request(code, "`limit` is 500; it must be from 1 to 200."),
-        InvalidCursor => {
-            ApiError::bad_request(code, "The cursor is not one this service issued; start again without `cursor`.")
-        }
-        CursorFilterMismatch => ApiError::bad_request(
-            code,
-            "The cursor belongs to a list with other filters; send the same filters it was issued with, or start again without `cursor`.",
-        ),
+        InvalidQuery => ApiError::invalid_query("invalid digit found in string"),
+        InvalidLimit => pagination::limit(Some(500)).expect_err("500 is over the limit"),
+        InvalidCursor => list.decode_cursor("not-a-cursor").expect_err("not a cursor"),
+        CursorFilterMismatch => ListRequest::new("/v1/runs", vec![("status".into(), "queued".into())])
+            .decode_cursor(&list.encode_cursor(chrono::Utc::now(), 42))
+            .expect_err("a cursor of other filters"),
         InvalidIdempotencyKey => KeyRefusal::Empty.into(),
         Unauthenticated => ApiError::Unauthenticated("no Authorization header".into()),
         Forbidden => ApiError::Forbidden { needs: "inventory.sync" },
@@ -70,10 +65,7 @@ pub fn example(code: ProblemCode) -> ApiError {
         PayloadTooLarge => ApiError::PayloadTooLarge,
         NotAcceptable => ApiError::NotAcceptable,
         UnsupportedMediaType => ApiError::UnsupportedMediaType,
-        InvalidBody => ApiError::unprocessable(
-            code,
-            "The request body does not have the expected shape: missing field `type` at line 1 column 17.",
-        ),
+        InvalidBody => body_refusal(r#"{"tenant_id": 7}"#),
         UnknownType => TypeNameError::Unknown("inventory".into()).into(),
         LegacyType => TypeNameError::Legacy { given: "inventory.sync".into(), canonical: run_type }.into(),
         TenantRequired => StartRefusal::TenantRequired(run_type).into(),
@@ -98,6 +90,14 @@ pub fn example(code: ProblemCode) -> ApiError {
         InternalError => ApiError::internal(anyhow::anyhow!("an example")),
         ServiceUnavailable => ApiError::Unavailable,
         RequestTimeout => ApiError::RequestTimeout,
+    }
+}
+
+/// How the service refuses this start-request body.
+fn body_refusal(body: &str) -> ApiError {
+    match serde_json::from_str::<StartRunRequest>(body) {
+        Ok(_) => ApiError::internal(anyhow::anyhow!("an example body was accepted")),
+        Err(cause) => JsonPayloadError::Deserialize(cause).into(),
     }
 }
 

@@ -18,11 +18,9 @@ use crate::pagination::{self, ListRequest};
 
 /// Parses the query string into `T`; any problem is a 400 naming it.
 pub fn parse_query<T: DeserializeOwned>(request: &HttpRequest) -> Result<(T, Vec<(String, String)>), ApiError> {
-    let invalid = |e: serde_html_form::de::Error| {
-        ApiError::bad_request(ProblemCode::InvalidQuery, format!("The query string is not valid: {e}."))
-    };
-    let params = serde_html_form::from_str(request.query_string()).map_err(invalid)?;
-    let pairs: Vec<(String, String)> = serde_html_form::from_str(request.query_string()).map_err(invalid)?;
+    let params = serde_html_form::from_str(request.query_string()).map_err(ApiError::invalid_query)?;
+    let pairs: Vec<(String, String)> =
+        serde_html_form::from_str(request.query_string()).map_err(ApiError::invalid_query)?;
     // An empty value would otherwise read as "no filter": say so instead of ignoring it.
     if let Some((name, _)) = pairs.iter().find(|(_, value)| value.is_empty()) {
         return Err(ApiError::bad_request(
