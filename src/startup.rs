@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
 use crate::routes::caching;
+use crate::routes::documented::DocumentedRoutes;
 use crate::{reaper, routes};
 
 /// The largest request body accepted.
@@ -71,53 +72,13 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::invalid_query(error).into()
 }
 
-/// The methods each documented path takes, read from the OpenAPI document, so a 405
-/// can name them in its `Allow` header.
-struct AllowedMethods(Vec<(Vec<String>, String)>);
-
-impl AllowedMethods {
-    fn from_document(openapi: &utoipa::openapi::OpenApi) -> AllowedMethods {
-        let routes = openapi
-            .paths
-            .paths
-            .iter()
-            .map(|(path, item)| {
-                let methods: Vec<&str> = [
-                    ("GET", &item.get),
-                    ("HEAD", &item.get),
-                    ("POST", &item.post),
-                    ("PUT", &item.put),
-                    ("DELETE", &item.delete),
-                ]
-                .into_iter()
-                .filter(|(_, operation)| operation.is_some())
-                .map(|(method, _)| method)
-                .collect();
-                (path.split('/').map(str::to_owned).collect(), methods.join(", "))
-            })
-            .collect();
-        AllowedMethods(routes)
-    }
-
-    fn for_path(&self, path: &str) -> Option<&str> {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.0
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
-            })
-            .map(|(_, allow)| allow.as_str())
-    }
-}
-
 async fn unknown_route(
     request: HttpRequest,
-    allowed: web::Data<AllowedMethods>,
+    routes: web::Data<DocumentedRoutes>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     // Routes are registered per method, so a known path with another method lands here.
-    match allowed.for_path(request.path()) {
-        Some(allow) => Err(ApiError::MethodNotAllowed { allow: allow.to_owned() }),
+    match routes.allow(request.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
         None => Err(ApiError::RouteNotFound),
     }
 }
@@ -171,7 +132,7 @@ impl Application {
             TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let openapi = ApiDoc::openapi();
-        let allowed = web::Data::new(AllowedMethods::from_document(&openapi));
+        let documented = web::Data::new(DocumentedRoutes::from_document(&openapi));
         let metrics = web::Data::new(Metrics::default());
         let app_database = web::Data::new(database.clone());
         let app_metrics = metrics.clone();
@@ -180,6 +141,7 @@ impl Application {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(problem_for_plain_errors))
                 .wrap(from_fn(routes::head_as_get))
+                .wrap(from_fn(routes::documented::refuse_undocumented_query))
                 .wrap(from_fn(stamp_problem_bodies))
                 .wrap(Compress::default())
                 // Compress answers its own 406 in plain text, outside the handlers above.
@@ -193,7 +155,7 @@ impl Application {
                 .app_data(app_database.clone())
                 .app_data(app_metrics.clone())
                 .app_data(verifier.clone())
-                .app_data(allowed.clone())
+                .app_data(documented.clone())
                 .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .app_data(web::QueryConfig::default().error_handler(query_error))

@@ -33,9 +33,14 @@ pub fn record(
     diesel::insert_into(operation_run_events).values(&event).execute(conn).map(drop)
 }
 
-/// A run's timeline, oldest first.
-pub fn for_run(conn: &mut PgConnection, run: RunId) -> QueryResult<Vec<RunEventRow>> {
-    operation_run_events.filter(run_id.eq(run)).order(id.asc()).select(RunEventRow::as_select()).load(conn)
+/// A run's timeline after the event `after` (`0`: all of it), oldest first.
+pub fn for_run(conn: &mut PgConnection, run: RunId, after: i64) -> QueryResult<Vec<RunEventRow>> {
+    operation_run_events
+        .filter(run_id.eq(run))
+        .filter(id.gt(after))
+        .order(id.asc())
+        .select(RunEventRow::as_select())
+        .load(conn)
 }
 
 /// Whether the run's timeline holds an event of this kind.

@@ -33,16 +33,20 @@ pub struct IfNoneMatchHeader {
 #[derive(Clone, Copy)]
 pub enum Representation {
     Run,
-    Timeline,
+    /// The timeline after an event id (`0`: all of it).
+    Timeline {
+        after: i64,
+    },
 }
 
 /// The strong validator of one representation of `run` as it stands now.
 pub fn etag(representation: Representation, run: &OperationRunRow) -> EntityTag {
-    let name = match representation {
-        Representation::Run => "run",
-        Representation::Timeline => "events",
-    };
-    EntityTag::new_strong(format!("{name}-{}.{}", run.id, run.revision))
+    let (id, revision) = (run.id, run.revision);
+    EntityTag::new_strong(match representation {
+        Representation::Run => format!("run-{id}.{revision}"),
+        Representation::Timeline { after: 0 } => format!("events-{id}.{revision}"),
+        Representation::Timeline { after } => format!("events-{id}.{revision}.after-{after}"),
+    })
 }
 
 /// Whether the client's copy, named in `If-None-Match`, is still `current`.

@@ -3,6 +3,7 @@
 
 pub mod backup_schedules;
 pub mod caching;
+pub mod documented;
 pub mod encoding;
 pub mod health;
 pub mod idempotent;

@@ -63,16 +63,17 @@ pub fn visible_run(
     }
 }
 
-/// A run and, if `wanted` says so once it has seen the run, its timeline, oldest first;
-/// if the caller may view the run. A caller that already holds the timeline of this
-/// revision does not want it read again.
+/// A run and, if `wanted` says so once it has seen the run, its timeline after the event
+/// `after` (`0`: all of it), oldest first; if the caller may view the run. A caller that
+/// already holds the timeline of this revision does not want it read again.
 pub fn timeline(
     conn: &mut PgConnection,
     principal: &Principal,
     run_id: RunId,
+    after: i64,
     wanted: impl FnOnce(&OperationRunRow) -> bool,
 ) -> Result<(OperationRunRow, Option<Vec<RunEventRow>>), RunError> {
     let run = visible_run(conn, principal, run_id, Action::View)?;
-    let events = if wanted(&run) { Some(events::for_run(conn, run.id)?) } else { None };
+    let events = if wanted(&run) { Some(events::for_run(conn, run.id, after)?) } else { None };
     Ok((run, events))
 }

@@ -88,3 +88,39 @@ async fn a_non_numeric_run_id_is_the_same_404_as_a_missing_run() {
         assert_eq!(problem_without_request_id(app.get(path, &admin_token()).await).await, missing, "{path}");
     }
 }
+
+#[tokio::test]
+async fn every_documented_operation_refuses_a_query_parameter_it_does_not_take() {
+    let app = TestApp::spawn().await;
+    let id = crate::helpers::started_run(&app).await;
+    let document: serde_json::Value =
+        app.client.get(format!("{}/openapi.json", app.address)).send().await.unwrap().json().await.unwrap();
+    let mut checked = 0;
+    for (template, item) in document["paths"].as_object().unwrap() {
+        let path = template.replace("{id}", &id.to_string()).replace("{schedule_id}", "1");
+        for method in
+            item.as_object().unwrap().keys().filter(|key| ["get", "post", "put", "delete"].contains(&key.as_str()))
+        {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app.request(method.clone(), &format!("{path}?surprise=1"), Some(&admin_token()), None).await;
+            let problem = assert_problem(response, 400, "invalid_query").await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("`surprise` is not a query parameter of"), "{method} {path}: {detail}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "only {checked} operations documented");
+}
+
+#[tokio::test]
+async fn the_refusal_names_the_parameters_the_route_takes() {
+    let app = TestApp::spawn().await;
+    let id = crate::helpers::started_run(&app).await;
+    let problem =
+        assert_problem(app.get(&format!("/v1/runs/{id}/events?afterr=3"), &admin_token()).await, 400, "invalid_query")
+            .await;
+    assert!(problem["detail"].as_str().unwrap().ends_with("it takes `after`."), "{problem}");
+    let problem =
+        assert_problem(app.get(&format!("/v1/runs/{id}?x=1"), &admin_token()).await, 400, "invalid_query").await;
+    assert!(problem["detail"].as_str().unwrap().contains("takes"), "{problem}");
+}

@@ -38,6 +38,20 @@ async fn a_run_moves_queued_running_completed_and_records_each_move() {
     assert_eq!(kinds, ["created", "started", "progressed", "completed"]);
     let last = &events["items"][3];
     assert_eq!((last["from_status"].as_str(), last["to_status"].as_str()), (Some("running"), Some("completed")));
+
+    // `after` reads only what is newer than the event a client holds.
+    let ids: Vec<i64> = events["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    for held in 0..ids.len() {
+        let later: Value =
+            app.get(&format!("/v1/runs/{id}/events?after={}", ids[held]), &admin_token()).await.json().await.unwrap();
+        let later_ids: Vec<i64> =
+            later["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        assert_eq!(later_ids, ids[held + 1..], "after event {}", ids[held]);
+    }
+    let problem =
+        assert_problem(app.get(&format!("/v1/runs/{id}/events?after=-1"), &admin_token()).await, 400, "invalid_query")
+            .await;
+    assert!(problem["detail"].as_str().unwrap().contains("`after`"), "{problem}");
 }
 
 #[tokio::test]

@@ -3,16 +3,16 @@
 use actix_web::http::header::{ETag, IfNoneMatch};
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::db::models::RunEventRow;
 use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, Outcome, RunStatus};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::routes::caching::{self, Representation};
 use crate::use_cases::timeline;
 
@@ -50,6 +50,16 @@ impl From<RunEventRow> for RunEventView {
     }
 }
 
+/// What a timeline read takes.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineParams {
+    /// Only events after this event id: pass the last `id` you hold to read what is new.
+    #[param(minimum = 0, example = 17)]
+    pub after: Option<i64>,
+}
+
 /// A run's timeline.
 #[derive(Serialize, ToSchema)]
 pub struct RunEventList {
@@ -58,12 +68,15 @@ pub struct RunEventList {
 
 /// Show a run's timeline, oldest first.
 ///
+/// With `after`, only the events after that one: a client that holds the timeline up to
+/// event 17 asks `?after=17` for what is new.
+///
 /// **Needs** the type's `view_capability`. With `If-None-Match` holding the current `ETag`:
 /// `304`, no body, and the timeline is not read.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id"), caching::IfNoneMatchHeader),
+    params(("id" = i64, Path, description = "Run id"), TimelineParams, caching::IfNoneMatchHeader),
     responses(
         (status = 200, body = RunEventList, headers(
             ("ETag" = String, description = "Changes exactly when the representation does, e.g. `\"events-42.3\"`")
@@ -71,6 +84,7 @@ pub struct RunEventList {
         (status = 304, description = "Not Modified: the `If-None-Match` tag is current; no body", headers(
             ("ETag" = String, description = "The current tag")
         )),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -81,13 +95,23 @@ pub async fn list_run_events(
     db: web::Data<Database>,
     principal: Principal,
     id: web::Path<i64>,
+    params: web::Query<TimelineParams>,
     if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = RunId(id.into_inner());
-    let held =
-        move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(Representation::Timeline, run));
-    let (run, events) = db.run(move |conn| timeline(conn, &principal, id, |run| !held(run))).await?;
-    let etag = caching::etag(Representation::Timeline, &run);
+    let after = match params.after {
+        Some(after) if after < 0 => {
+            return Err(ApiError::bad_request(
+                ProblemCode::InvalidQuery,
+                format!("`after`: {after} is not an event id; ids are positive (0 reads the whole timeline)."),
+            ))
+        }
+        after => after.unwrap_or(0),
+    };
+    let representation = Representation::Timeline { after };
+    let held = move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(representation, run));
+    let (run, events) = db.run(move |conn| timeline(conn, &principal, id, after, |run| !held(run))).await?;
+    let etag = caching::etag(representation, &run);
     let Some(events) = events else {
         return Ok(caching::not_modified(etag));
     };
