@@ -128,6 +128,7 @@ impl Claims {
             workspace_id: WorkspaceId(self.workspace_id),
             tenants,
             capabilities: self.caps.into_iter().collect(),
+            valid_until: self.exp,
         })
     }
 }
@@ -176,7 +177,9 @@ impl TokenVerifier {
                 ErrorKind::Json(cause) => format!("the token's claims are malformed ({cause})"),
                 _ => "the token is malformed".to_owned(),
             })?;
-        data.claims.into_principal()
+        let mut principal = data.claims.into_principal()?;
+        principal.valid_until = principal.valid_until.saturating_add(self.validation.leeway as i64);
+        Ok(principal)
     }
 }
 
@@ -221,17 +224,29 @@ fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
     }
 }
 
+fn verify_with_service_verifier(request: &HttpRequest, token: &str) -> Result<Principal, ApiError> {
+    let verifier = request
+        .app_data::<web::Data<TokenVerifier>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("TokenVerifier is not registered")))?;
+    verifier.verify(token).map_err(ApiError::Unauthenticated)
+}
+
+/// The caller of a request whose token may come in the query instead of the header,
+/// because a browser's `EventSource` cannot set headers (RFC 6750 §2.3). Only the live
+/// stream takes it: a token in a URL can end up in browser history and proxy logs, so
+/// opsrun's own access log records routes, never query strings.
+pub fn principal_from_header_or_query(request: &HttpRequest, query_token: Option<&str>) -> Result<Principal, ApiError> {
+    match (request.headers().contains_key(header::AUTHORIZATION), query_token) {
+        (false, Some(token)) if !token.trim().is_empty() => verify_with_service_verifier(request, token.trim()),
+        _ => verify_with_service_verifier(request, bearer_token(request)?),
+    }
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Ready<Result<Principal, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let verified = || {
-            let verifier = request
-                .app_data::<web::Data<TokenVerifier>>()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("TokenVerifier is not registered")))?;
-            verifier.verify(bearer_token(request)?).map_err(ApiError::Unauthenticated)
-        };
-        ready(verified())
+        ready(bearer_token(request).and_then(|token| verify_with_service_verifier(request, token)))
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::bootstrap::DevSecret;
 use crate::config::Settings;
+use crate::live::LiveConfig;
 use crate::startup::{self, Application, ApplicationConfig};
 use crate::{auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
 
@@ -212,6 +213,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         request_timeout: settings.request_timeout,
         reaper: settings.reap_interval.map(|interval| (interval, settings.stale_limits.clone())),
         cors_origins: settings.cors_origins.clone(),
+        live: LiveConfig { max_streams: settings.max_streams, ..LiveConfig::default() },
         auth: AuthConfig {
             key: key.clone(),
             issuer: settings.jwt_issuer.clone(),

@@ -90,6 +90,8 @@ pub struct Settings {
     /// Where the embedded database and dev secret live.
     pub data_dir: PathBuf,
     pub cors_origins: CorsOrigins,
+    /// Live streams and long-polls one instance holds at once.
+    pub max_streams: usize,
 }
 
 /// One environment variable the service reads, as `serve --help` and README list it.
@@ -106,7 +108,7 @@ const fn doc(name: &'static str, default: &'static str, meaning: &'static str) -
 
 /// Every setting, in the order they are documented. A test checks that this is exactly
 /// what `Settings::from_lookup` reads (plus `RUST_LOG`), and that README lists them.
-pub const SETTINGS: [SettingDoc; 17] = [
+pub const SETTINGS: [SettingDoc; 18] = [
     doc("DATABASE_URL", "embedded PostgreSQL", "postgres://user:password@host:5432/db"),
     doc("OPSRUN_BIND", "127.0.0.1:8080", "listen address"),
     doc("OPSRUN_JWT_SECRET", "dev secret (embedded mode only)", "HS256 secret, at least 32 bytes"),
@@ -122,6 +124,7 @@ pub const SETTINGS: [SettingDoc; 17] = [
     doc("OPSRUN_DB_POOL_TIMEOUT_MS", "2000", "longest wait for a connection before answering 503"),
     doc("OPSRUN_WORKERS", "CPU count", "HTTP worker threads"),
     doc("OPSRUN_REQUEST_TIMEOUT_MS", "10000", "longest database work of one request (and statement timeout); then 503"),
+    doc("OPSRUN_MAX_STREAMS", "1000", "live streams and long-polls per instance; past it, 503 stream_limit_reached"),
     doc("OPSRUN_REAP_INTERVAL", "60s", "how often `serve` reaps stale runs; `off` to leave it to `opsrun reap`"),
     doc("OPSRUN_STALE_LIMITS", "3 x expected", "per-type overrides, e.g. `inventory_sync=45m,restore_execute=4h`"),
     doc("OPSRUN_DATA_DIR", ".opsrun", "where the embedded database and the dev secret live"),
@@ -279,6 +282,7 @@ impl Settings {
                 None => CorsOrigins::None,
                 Some(text) => CorsOrigins::parse(&text).map_err(|e| bad("OPSRUN_CORS_ORIGINS", e))?,
             },
+            max_streams: parse_number("OPSRUN_MAX_STREAMS", lookup("OPSRUN_MAX_STREAMS"), 1000, 1..=100_000)?,
         })
     }
 }

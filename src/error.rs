@@ -5,6 +5,7 @@
 //! (through `ProblemCode`) decides status codes and bodies. 5xx answers log the cause
 //! and tell the client nothing internal.
 
+use crate::live::SubscribeError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -66,6 +67,7 @@ named_enum! {
         InternalError = "internal_error",
         ServiceUnavailable = "service_unavailable",
         RequestTimeout = "request_timeout",
+        StreamLimitReached = "stream_limit_reached",
     }
 }
 
@@ -112,7 +114,7 @@ impl ProblemCode {
             | InvalidFailure
             | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-            ServiceUnavailable | RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceUnavailable | RequestTimeout | StreamLimitReached => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -186,6 +188,9 @@ pub enum ApiError {
     Unavailable,
     #[error("the request took too long")]
     RequestTimeout,
+    /// This instance holds as many live streams and waits as it may.
+    #[error("this instance holds its {max} live streams already")]
+    StreamLimitReached { max: usize },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -247,6 +252,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => ProblemCode::InvalidTransition,
             ApiError::Unavailable => ProblemCode::ServiceUnavailable,
             ApiError::RequestTimeout => ProblemCode::RequestTimeout,
+            ApiError::StreamLimitReached { .. } => ProblemCode::StreamLimitReached,
             ApiError::Internal(_) => ProblemCode::InternalError,
         }
     }
@@ -276,6 +282,10 @@ impl ApiError {
             ApiError::RequestTimeout => {
                 "The request took longer than this service allows; retry after the Retry-After delay.".into()
             }
+            ApiError::StreamLimitReached { max } => format!(
+                "This instance already holds its {max} live streams and waits; retry after the Retry-After delay \
+                 (another instance may have room)."
+            ),
             ApiError::Internal(_) => "Something went wrong on our side; it has been logged.".into(),
             other => capitalize_sentence(&other.to_string()),
         }
@@ -336,6 +346,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable
             | ApiError::RequestTimeout
+            | ApiError::StreamLimitReached { .. }
             | ApiError::Refused { code: ProblemCode::IdempotencyKeyInFlight, .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
@@ -344,6 +355,16 @@ impl ResponseError for ApiError {
         let body = serde_json::to_string(&self.problem())
             .expect("a Problem always serializes: it holds only strings and integers");
         response.body(body)
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(refusal: SubscribeError) -> ApiError {
+        match refusal {
+            SubscribeError::Full { max } => ApiError::StreamLimitReached { max },
+            // The client retries, here once the listener connects, or on another instance.
+            SubscribeError::Stopping | SubscribeError::NotCaughtUp => ApiError::Unavailable,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod legacy;
+pub mod live;
 pub mod metrics;
 pub mod observability;
 pub mod openapi;

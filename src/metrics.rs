@@ -7,6 +7,7 @@ use crate::db::Database;
 use crate::domain::catalog::RunType;
 use crate::domain::status::EventKind;
 use crate::error::ProblemCode;
+use crate::live::Hub;
 
 /// Every metric family the service exports, in its own registry.
 pub struct Metrics {
@@ -21,7 +22,16 @@ pub struct Metrics {
     pub idempotent_replays: IntCounterVec,
     pub idempotency_key_conflicts: IntCounterVec,
     pub idempotency_keys_purged: prometheus::IntCounter,
+    pub stream_events_delivered: prometheus::IntCounter,
+    pub streams_dropped_slow: prometheus::IntCounter,
+    streams_open: prometheus::IntGauge,
     pool_connections: IntGaugeVec,
+}
+
+fn single_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let counter = prometheus::IntCounter::new(name, help).expect("valid metric definition");
+    registry.register(Box::new(counter.clone())).expect("metric names are unique");
+    counter
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -88,14 +98,26 @@ impl Default for Metrics {
                 "Idempotency-Key refusals, by problem code: the first request is still running, or the key names another request",
                 &["code"],
             ),
-            idempotency_keys_purged: {
-                let purged = prometheus::IntCounter::new(
-                    "opsrun_idempotency_keys_purged_total",
-                    "Stored Idempotency-Key answers deleted after their 24 hours",
-                )
-                .expect("valid metric definition");
-                registry.register(Box::new(purged.clone())).expect("metric names are unique");
-                purged
+            idempotency_keys_purged: single_counter(
+                &registry,
+                "opsrun_idempotency_keys_purged_total",
+                "Stored Idempotency-Key answers deleted after their 24 hours",
+            ),
+            stream_events_delivered: single_counter(
+                &registry,
+                "opsrun_stream_events_delivered_total",
+                "Run events sent on live streams (one per event per stream)",
+            ),
+            streams_dropped_slow: single_counter(
+                &registry,
+                "opsrun_streams_dropped_slow_total",
+                "Live streams disconnected because their client read too slowly",
+            ),
+            streams_open: {
+                let open = prometheus::IntGauge::new("opsrun_streams_open", "Live streams and long-polls open now")
+                    .expect("valid metric definition");
+                registry.register(Box::new(open.clone())).expect("metric names are unique");
+                open
             },
             http_request_duration,
             pool_connections,
@@ -126,8 +148,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The exposition text, with the pool gauges read now.
-    pub fn render(&self, database: &Database) -> String {
+    /// The exposition text, with the pool and stream gauges read now.
+    pub fn render(&self, database: &Database, hub: &Hub) -> String {
+        self.streams_open.set(hub.open_streams() as i64);
         let state = database.state();
         for (label, value) in [
             ("max", i64::from(state.max)),

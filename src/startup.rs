@@ -23,6 +23,7 @@ use crate::cors;
 use crate::db::Database;
 use crate::domain::staleness::StaleLimits;
 use crate::error::{ApiError, ProblemCode};
+use crate::live::{self, listener, Hub, LiveConfig};
 use crate::metrics::Metrics;
 use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
@@ -48,6 +49,8 @@ pub struct ApplicationConfig {
     pub reaper: Option<(Duration, StaleLimits)>,
     /// Browser origins that may call the API.
     pub cors_origins: CorsOrigins,
+    /// Limits of live streams and long-polls.
+    pub live: LiveConfig,
 }
 
 /// A bound, not yet running, server.
@@ -55,6 +58,8 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    database_url: SecretString,
+    hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     reaper: Option<(Duration, StaleLimits)>,
 }
@@ -136,6 +141,9 @@ impl Application {
         let metrics = web::Data::new(Metrics::default());
         let app_database = web::Data::new(database.clone());
         let app_metrics = metrics.clone();
+        let live = config.live;
+        let hub = Hub::new(live);
+        let app_hub = web::Data::new(Arc::clone(&hub));
         let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -154,6 +162,7 @@ impl Application {
                 .wrap(from_fn(observe))
                 .app_data(app_database.clone())
                 .app_data(app_metrics.clone())
+                .app_data(app_hub.clone())
                 .app_data(verifier.clone())
                 .app_data(documented.clone())
                 .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
@@ -163,6 +172,7 @@ impl Application {
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .default_service(web::to(unknown_route))
         })
+        .on_connect(move |connection, _| live::drop_stalled_clients(connection, live.stalled_client_timeout))
         .workers(config.workers)
         // Every database call runs on a worker's blocking pool; threads beyond the
         // connections they share would only queue on the pool and cost context switches.
@@ -172,7 +182,15 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Application { port, server, database, metrics: metrics.into_inner(), reaper: config.reaper })
+        Ok(Application {
+            port,
+            server,
+            database,
+            database_url: config.database_url,
+            hub,
+            metrics: metrics.into_inner(),
+            reaper: config.reaper,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -193,6 +211,8 @@ impl Application {
         let reaper = self.reaper.map(|(interval, limits)| {
             tokio::spawn(reaper::run_periodically(self.database.clone(), limits, interval, self.metrics.clone()))
         });
+        let listener = listener::spawn(self.database_url.clone(), Arc::clone(&self.hub))?;
+        let hub = self.hub;
         let handle = self.server.handle();
         let mut server = self.server;
         let served = tokio::select! {
@@ -202,6 +222,8 @@ impl Application {
                     grace_seconds = SHUTDOWN_GRACE.as_secs(),
                     "stopping: finishing the requests in flight (signal again to stop now)"
                 );
+                // Live streams and long-polls would never finish by themselves: end them.
+                hub.stop();
                 let second_request = stop_requested();
                 let force = handle.clone();
                 let forcing = tokio::spawn(async move {
@@ -217,6 +239,8 @@ impl Application {
         if let Some(reaper) = reaper {
             reaper.abort();
         }
+        hub.stop();
+        listener.stop();
         served
     }
 }

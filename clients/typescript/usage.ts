@@ -68,6 +68,7 @@ exact<
     | "internal_error"
     | "service_unavailable"
     | "request_timeout"
+    | "stream_limit_reached"
   >
 >();
 

@@ -1,6 +1,7 @@
 //! Persistence: the connection pool, embedded migrations, and the one helper that runs
 //! diesel's blocking work off the async executor.
 
+pub mod announced;
 mod error;
 pub mod events;
 pub mod idempotency;

@@ -169,7 +169,10 @@ pub struct RunQuery {
     pub scheduled_after: Option<String>,
     /// Exclusive upper bound, a normalized `scheduled_for`.
     pub scheduled_before: Option<String>,
-    /// Keyset position: only runs strictly older than this (created_at, id).
+    /// "What changed since": only runs last changed at or after this instant, in the
+    /// order they last changed, oldest first (instead of newest created first).
+    pub updated_after: Option<DateTime<Utc>>,
+    /// Keyset position: only runs strictly past this (sort time, id) in the list's order.
     pub after: Option<(DateTime<Utc>, i64)>,
     pub limit: i64,
 }
@@ -189,6 +192,7 @@ impl RunQuery {
             created_after: None,
             created_before: None,
             backup_schedule_id: None,
+            updated_after: None,
             trigger: None,
             scheduled_after: None,
             scheduled_before: None,
@@ -202,6 +206,16 @@ impl RunQuery {
 const TENANTS_READ_ONE_BY_ONE: usize = 16;
 
 /// The runs a query selects, newest first, at most `limit`.
+impl RunQuery {
+    /// Where `row` stands in this list's order: what a cursor after it holds.
+    pub fn position(&self, row: &OperationRunRow) -> (DateTime<Utc>, i64) {
+        match self.updated_after {
+            Some(_) => (row.updated_at, row.id.get()),
+            None => (row.created_at, row.id.get()),
+        }
+    }
+}
+
 pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<OperationRunRow>> {
     match (&query.visible_tenants, query.tenant_id) {
         // A caller limited to a few tenants: reading the workspace's newest runs and
@@ -213,7 +227,10 @@ pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<Operat
             for tenant in visible.iter().copied().map(TenantFilter::One).chain([TenantFilter::WorkspaceScoped]) {
                 rows.extend(list_range(conn, query, tenant)?);
             }
-            rows.sort_unstable_by_key(|row| std::cmp::Reverse((row.created_at, row.id)));
+            match query.updated_after {
+                Some(_) => rows.sort_unstable_by_key(|row| query.position(row)),
+                None => rows.sort_unstable_by_key(|row| std::cmp::Reverse(query.position(row))),
+            }
             rows.truncate(usize::try_from(query.limit).unwrap_or(0));
             Ok(rows)
         }
@@ -279,6 +296,20 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) 
     }
     if let Some(before) = &query.scheduled_before {
         select = select.filter(sql::<Bool>("context ->> 'scheduled_for' < ").bind::<Text, _>(before.clone()));
+    }
+    if let Some(since) = query.updated_after {
+        // Served by (workspace_id, updated_at, id), oldest change first.
+        select = select.filter(updated_at.ge(since));
+        if let Some((cursor_updated_at, cursor_id)) = query.after {
+            select = select.filter(
+                sql::<Bool>("(updated_at, id) > (")
+                    .bind::<Timestamptz, _>(cursor_updated_at)
+                    .sql(", ")
+                    .bind::<BigInt, _>(cursor_id)
+                    .sql(")"),
+            );
+        }
+        return select.order((updated_at.asc(), id.asc())).limit(query.limit).load(conn);
     }
     if let Some((cursor_created_at, cursor_id)) = query.after {
         // A row comparison, so the (…, created_at DESC, id DESC) indexes bound the scan.

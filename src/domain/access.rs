@@ -36,6 +36,9 @@ pub struct Principal {
     pub workspace_id: WorkspaceId,
     pub tenants: TenantScope,
     pub capabilities: BTreeSet<String>,
+    /// Unix seconds after which the token is no longer accepted (its `exp` plus the
+    /// accepted clock skew): a live stream ends then.
+    pub valid_until: i64,
 }
 
 impl Principal {
@@ -110,6 +113,7 @@ mod tests {
             workspace_id: WorkspaceId(1),
             tenants,
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            valid_until: i64::MAX,
         }
     }
 

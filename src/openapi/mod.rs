@@ -89,6 +89,7 @@ impl Modify for RunLinks {
         routes::operation_types::list_operation_types,
         routes::runs::start::start_run,
         routes::runs::list::list_runs,
+        routes::runs::stream::stream_runs,
         routes::runs::view::view_run,
         routes::runs::events::list_run_events,
         routes::runs::transition::start_run_work,
@@ -97,6 +98,7 @@ impl Modify for RunLinks {
         routes::runs::transition::cancel_run,
         routes::backup_schedules::list_backup_schedule_runs,
     ),
+    components(schemas(routes::runs::stream::StreamClosing)),
     modifiers(&BearerScheme, &RunLinks, &Refusals),
     tags(
         (name = "runs", description = "Start, list and view operation runs"),

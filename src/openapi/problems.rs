@@ -22,6 +22,7 @@ use crate::domain::ids::RunId;
 use crate::domain::inputs::InputError;
 use crate::domain::status::TransitionError;
 use crate::error::{ApiError, Problem, ProblemCode};
+use crate::live::SubscribeError;
 use crate::pagination::{self, ListRequest};
 use crate::routes::runs::start::StartRunRequest;
 use crate::use_cases::idempotency::{KeyConflict, KeyRefusal};
@@ -90,6 +91,7 @@ pub fn example(code: ProblemCode) -> ApiError {
         InternalError => ApiError::internal(anyhow::anyhow!("an example")),
         ServiceUnavailable => ApiError::Unavailable,
         RequestTimeout => ApiError::RequestTimeout,
+        StreamLimitReached => SubscribeError::Full { max: 1000 }.into(),
     }
 }
 

@@ -115,6 +115,8 @@ pub async fn respond_with_page(
     let limit = pagination::limit(limit)?;
     query.after = cursor.map(|c| list.decode_cursor(c)).transpose()?;
     query.limit = limit + 1;
+    let ordering = query.clone();
+    let query_position = move |row: &_| ordering.position(row);
     let mut rows = if query.types.is_empty() {
         Vec::new()
     } else {
@@ -122,7 +124,10 @@ pub async fn respond_with_page(
     };
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|last| list.encode_cursor(last.created_at, last.id.get()))
+        rows.last().map(|last| {
+            let (at, id) = query_position(last);
+            list.encode_cursor(at, id)
+        })
     } else {
         None
     };

@@ -1,5 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition; needs no token.
 
+use std::sync::Arc;
+
+use crate::live::Hub;
 use actix_web::{get, web, HttpResponse};
 
 use crate::db::Database;
@@ -14,6 +17,10 @@ use crate::metrics::Metrics;
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
 )]
 #[get("/metrics")]
-pub async fn export_metrics(metrics: web::Data<Metrics>, db: web::Data<Database>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render(&db))
+pub async fn export_metrics(
+    metrics: web::Data<Metrics>,
+    db: web::Data<Database>,
+    hub: web::Data<Arc<Hub>>,
+) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render(&db, &hub))
 }

@@ -29,6 +29,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(operation_types::list_operation_types)
         .service(runs::start::start_run)
         .service(runs::list::list_runs)
+        // Before `/v1/runs/{id}`, which would take `stream` for an id.
+        .service(runs::stream::stream_runs)
         .service(runs::view::view_run)
         .service(runs::events::list_run_events)
         .service(runs::transition::start_run_work)

@@ -225,6 +225,7 @@ mod tests {
             workspace_id: WorkspaceId(workspace),
             tenants: crate::domain::access::TenantScope::All,
             capabilities: Default::default(),
+            valid_until: i64::MAX,
         }
     }
 

@@ -159,6 +159,22 @@ pub fn test_auth() -> AuthConfig {
     }
 }
 
+/// How the tests run the service on `database_url`: a free port, two workers, no reaper.
+pub fn test_config(database_url: String) -> ApplicationConfig {
+    ApplicationConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.into(),
+        pool_size: 8,
+        pool_timeout: Duration::from_secs(10),
+        workers: 2,
+        request_timeout: Duration::from_secs(30),
+        auth: test_auth(),
+        reaper: None,
+        cors_origins: Default::default(),
+        live: Default::default(),
+    }
+}
+
 impl TestApp {
     /// A server on a fresh database.
     pub async fn spawn() -> TestApp {
@@ -172,22 +188,22 @@ impl TestApp {
 
     /// A server on the given database, its configuration adjusted by `adjust`.
     pub async fn spawn_with(database_url: String, adjust: impl FnOnce(&mut ApplicationConfig)) -> TestApp {
-        let mut config = ApplicationConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            database_url: database_url.clone().into(),
-            pool_size: 8,
-            pool_timeout: Duration::from_secs(10),
-            workers: 2,
-            request_timeout: Duration::from_secs(30),
-            auth: test_auth(),
-            reaper: None,
-            cors_origins: Default::default(),
-        };
+        let mut config = test_config(database_url.clone());
         adjust(&mut config);
         let application = Application::build(config).expect("the application builds");
-        let address = format!("http://127.0.0.1:{}", application.port());
+        let app = TestApp::at(application.port(), database_url);
         tokio::spawn(application.run_until_stopped(std::future::pending::<()>));
-        TestApp { address, database_url, client: reqwest::Client::new() }
+        app
+    }
+
+    /// The same server, for another task.
+    pub fn clone_client(&self) -> TestApp {
+        TestApp { address: self.address.clone(), database_url: self.database_url.clone(), client: self.client.clone() }
+    }
+
+    /// A client for a server on `port` of this machine.
+    pub fn at(port: u16, database_url: String) -> TestApp {
+        TestApp { address: format!("http://127.0.0.1:{port}"), database_url, client: reqwest::Client::new() }
     }
 
     /// Another instance of the service on this one's database.

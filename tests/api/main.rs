@@ -18,4 +18,5 @@ mod pagination;
 mod schema;
 mod serve;
 mod start;
+mod stream;
 mod transitions;

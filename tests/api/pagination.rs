@@ -151,3 +151,37 @@ async fn a_caller_limited_to_some_tenants_pages_through_exactly_their_runs() {
     theirs.reverse();
     assert_eq!(seen, theirs, "their tenants and the workspace's own runs, newest first, each once");
 }
+
+#[tokio::test]
+async fn updated_after_lists_what_changed_oldest_change_first_across_pages() {
+    let app = TestApp::spawn().await;
+    let admin = admin_token();
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        runs.push(app.start(&admin, crate::helpers::inventory_sync(1, &format!("changed-{i}"))).await);
+    }
+    let before_changes: Value = app.get(&format!("/v1/runs/{}", runs[4]), &admin).await.json().await.unwrap();
+    let since = before_changes["updated_at"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Touch the first three, in reverse order.
+    let changed_at = chrono::Utc::now();
+    for id in [runs[2], runs[0], runs[1]] {
+        let moved = app.post(&format!("/v1/runs/{id}/start"), &crate::helpers::worker_token(), json!({})).await;
+        assert_eq!(moved.status(), 200);
+    }
+    let query = format!("updated_after={}", changed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/v1/runs?{}&limit=2", query.replace('+', "%2B")));
+    while let Some(path) = next {
+        let page: Value = app.get(&path, &admin).await.json().await.unwrap();
+        seen.extend(ids(&page));
+        next =
+            page["next_cursor"].as_str().map(|c| format!("/v1/runs?{}&limit=2&cursor={c}", query.replace('+', "%2B")));
+    }
+    assert_eq!(seen, [runs[2], runs[0], runs[1]], "oldest change first, each once");
+    // Since the last creation: the untouched fifth run and the three changed ones.
+    let page: Value =
+        app.get(&format!("/v1/runs?updated_after={}", since.replace('+', "%2B")), &admin).await.json().await.unwrap();
+    assert_eq!(ids(&page), [runs[4], runs[2], runs[0], runs[1]]);
+    assert_problem(app.get("/v1/runs?updated_after=recently", &admin).await, 400, "invalid_query").await;
+}

@@ -43,6 +43,13 @@ pub struct ListRunsParams {
     pub created_before: Option<String>,
     #[param(minimum = 1)]
     pub backup_schedule_id: Option<i64>,
+    /// RFC 3339; "what changed since": runs last changed at or after this instant, in the
+    /// order they last changed, **oldest change first**. A change is stamped when it is
+    /// made and becomes visible when it commits (within the request timeout), so ask again
+    /// with the last `updated_at` you saw minus a few seconds and skip the `(id, updated_at)`
+    /// pairs you hold; `GET /v1/runs/stream` is the exact feed.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub updated_after: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
@@ -52,7 +59,7 @@ pub struct ListRunsParams {
 
 /// List runs.
 ///
-/// Newest first. Only runs the caller may view appear: their workspace, their tenants,
+/// Newest first (with `updated_after`, oldest change first). Only runs the caller may view appear: their workspace, their tenants,
 /// and types whose view capability the token carries. Follow `next_cursor` (or the
 /// `Link: <…>; rel="next"` header) for the next page.
 ///
@@ -82,6 +89,7 @@ pub async fn list_runs(
     query.created_after = parse_time("created_after", params.created_after.as_deref())?;
     query.created_before = parse_time("created_before", params.created_before.as_deref())?;
     query.backup_schedule_id = positive_id("backup_schedule_id", params.backup_schedule_id)?;
+    query.updated_after = parse_time("updated_after", params.updated_after.as_deref())?;
     let list = ListRequest::new(request.path(), pairs);
     respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
 }

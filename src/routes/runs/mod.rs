@@ -4,6 +4,7 @@
 pub mod events;
 pub mod list;
 pub mod start;
+pub mod stream;
 pub mod transition;
 pub mod view;
 

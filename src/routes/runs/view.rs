@@ -1,15 +1,70 @@
-//! `GET /v1/runs/{id}`.
+//! `GET /v1/runs/{id}`, and its long-poll: with `wait` and a current `If-None-Match`, the
+//! answer waits for the run to change, woken by the live updates (`crate::live`), never by
+//! polling the database.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{ETag, IfNoneMatch};
 use actix_web::{get, web, HttpResponse};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 
 use super::RunView;
 use crate::db::Database;
 use crate::domain::access::{Action, Principal};
 use crate::domain::ids::RunId;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::live::{Hub, Subscription};
 use crate::routes::caching::{self, Representation};
 use crate::use_cases::visible_run;
+
+/// The longest a long-poll waits.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a long-poll waits for the listener right after the instance starts.
+const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What a view takes.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ViewParams {
+    /// Long-poll: with `If-None-Match` holding the current `ETag`, wait up to this long
+    /// (`30s`, `1m`; at most 60s) for the run to change: `200` as soon as it does, `304`
+    /// if it does not. Without `If-None-Match` it answers at once.
+    #[param(example = "30s")]
+    pub wait: Option<String>,
+}
+
+fn parse_wait(text: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let refuse = |why: String| ApiError::bad_request(ProblemCode::InvalidQuery, format!("`wait`: {why}."));
+    let wait =
+        humantime::parse_duration(text).map_err(|_| refuse(format!("`{text}` is not a duration such as 30s")))?;
+    if wait > MAX_WAIT {
+        return Err(refuse(format!("{text} is longer than the 60s a long-poll may wait")));
+    }
+    Ok(Some(wait))
+}
+
+/// Waits until an event of run `id` is published, or `wait` passes, or the instance
+/// stops. Whether something happened to the run (a lagging subscriber cannot know, so
+/// it says yes and the caller reads the run again).
+async fn changed(subscription: &mut Subscription, id: RunId, until: tokio::time::Instant) -> bool {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return false,
+            _ = subscription.stopping.wait_for(|stopping| *stopping) => return false,
+            received = subscription.events.recv() => match received {
+                Ok(event) if event.run_id() == id => return true,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Closed) => return false,
+            },
+        }
+    }
+}
 
 /// Show a run.
 ///
@@ -17,36 +72,63 @@ use crate::use_cases::visible_run;
 /// outside the token (all three answer the same bytes); 403 for a member lacking the
 /// type's view capability.
 ///
-/// **Needs** the type's `view_capability`. With `If-None-Match` holding the current `ETag`:
-/// `304`, no body.
+/// With `If-None-Match` holding the current `ETag`: `304`, no body; add `wait=30s` to
+/// long-poll: the answer comes as soon as the run changes (within milliseconds of the
+/// change's commit, on any instance), or `304` when the wait is over.
+///
+/// **Needs** the type's `view_capability`.
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id"), caching::IfNoneMatchHeader),
+    params(("id" = i64, Path, description = "Run id"), ViewParams, caching::IfNoneMatchHeader),
     responses(
         (status = 200, body = RunView, headers(
             ("ETag" = String, description = "Changes exactly when the representation does, e.g. `\"run-42.3\"`")
         )),
-        (status = 304, description = "Not Modified: the `If-None-Match` tag is current; no body", headers(
+        (status = 304, description = "Not Modified: the `If-None-Match` tag is current (at the end of `wait`, if given); no body", headers(
             ("ETag" = String, description = "The current tag")
         )),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached` (a long-poll holds a live slot), `service_unavailable` or `request_timeout`", headers(
+            ("Retry-After" = String, description = "Seconds to wait before retrying")
+        )),
     )
 )]
 #[get("/v1/runs/{id}")]
 pub async fn view_run(
     db: web::Data<Database>,
+    hub: web::Data<Arc<Hub>>,
     principal: Principal,
     id: web::Path<i64>,
+    params: web::Query<ViewParams>,
     if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = RunId(id.into_inner());
-    let run = db.run(move |conn| visible_run(conn, &principal, id, Action::View)).await?;
-    let etag = caching::etag(Representation::Run, &run);
-    if caching::client_has(if_none_match.as_ref(), &etag) {
-        return Ok(caching::not_modified(etag));
+    let wait = parse_wait(params.wait.as_deref())?;
+    let until = wait.map(|wait| tokio::time::Instant::now() + wait);
+    // Subscribed before the first read: a change committed after it cannot be missed.
+    let mut subscription = match (until, &if_none_match) {
+        (Some(_), Some(_)) => Some(hub.subscribe(LISTENER_PATIENCE).await?),
+        _ => None,
+    };
+    let principal = Arc::new(principal);
+    loop {
+        let reader = Arc::clone(&principal);
+        let run = db.run(move |conn| visible_run(conn, &reader, id, Action::View)).await?;
+        let etag = caching::etag(Representation::Run, &run);
+        if !caching::client_has(if_none_match.as_ref(), &etag) {
+            return Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunView::from(run)));
+        }
+        let (Some(subscription), Some(until)) = (subscription.as_mut(), until) else {
+            return Ok(caching::not_modified(etag));
+        };
+        // An event of this run may name a change the read above already saw: read again
+        // and keep waiting while the client's copy is still current.
+        if !changed(subscription, id, until).await {
+            return Ok(caching::not_modified(etag));
+        }
     }
-    Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunView::from(run)))
 }

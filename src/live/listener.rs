@@ -1,0 +1,189 @@
+//! The instance's one listening connection: `LISTEN`s for committed events, puts their
+//! ids in order and publishes the events on the hub. It runs on its own thread with its
+//! own connection (a `LISTEN` needs a session, which a pooled connection is not), and
+//! after losing the connection it reconnects and publishes what it missed from the
+//! table, so a stream sees no gap.
+//!
+//! diesel reads notifications without blocking and offers no socket to wait on, so the
+//! thread checks every millisecond while events flow and backs off to every 16 ms when
+//! idle. A check reads the socket; it is not a query.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::sequencer::Sequencer;
+use super::Hub;
+use crate::db::announced;
+
+/// The channel the `operation_run_events_announce` trigger notifies.
+const CHANNEL: &str = "opsrun_run_events";
+const BUSY_CHECK: Duration = Duration::from_millis(1);
+const IDLE_CHECK: Duration = Duration::from_millis(16);
+/// A gap this young usually fills by itself (its transaction is committing).
+const GAP_PATIENCE: Duration = Duration::from_millis(2);
+/// Past this, a gap is released even if the check cannot prove it settled: a transaction
+/// unrelated to opsrun (a long batch job) must not hold up every stream. opsrun's own
+/// writers finish within the request timeout.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+const PAGE: i64 = 1000;
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Stops the listener when dropped.
+pub struct ListenerHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ListenerHandle {
+    /// Stops the listener and waits for its thread (at most one check interval).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the listener thread.
+pub fn spawn(database_url: SecretString, hub: Arc<Hub>) -> std::io::Result<ListenerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::Builder::new().name("opsrun-listener".into()).spawn(move || {
+        let mut sequencer = None;
+        let mut retry = Duration::from_millis(50);
+        while !stopped.load(Ordering::Relaxed) {
+            match listen(&database_url, &hub, &stopped, &mut sequencer) {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_ms = retry.as_millis() as u64, "live updates: listener lost its connection");
+                    // Ids taken off the sequencer but not yet published are read again.
+                    if let Some(sequencer) = sequencer.as_mut() {
+                        *sequencer = Sequencer::new(hub.released());
+                    }
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    })?;
+    Ok(ListenerHandle { stop, thread: Some(thread) })
+}
+
+/// A gap in the announced ids: the lowest missing one, since when, and once asked, the
+/// snapshot whose finished transactions prove it settled through `through`.
+struct Gap {
+    missing: i64,
+    since: Instant,
+    proof: Option<(String, i64)>,
+}
+
+/// One connection's life: connect, settle the past, then follow announcements.
+fn listen(
+    database_url: &SecretString,
+    hub: &Hub,
+    stop: &AtomicBool,
+    sequencer: &mut Option<Sequencer>,
+) -> anyhow::Result<()> {
+    let mut conn = PgConnection::establish(database_url.expose_secret())?;
+    conn.batch_execute(&format!(
+        "SET application_name = 'opsrun-listener'; SET statement_timeout = 10000; LISTEN {CHANNEL}"
+    ))?;
+    // Listening from here on; every event up to `latest` is committed or will be once the
+    // transactions running now finish.
+    let latest = announced::latest_id(&mut conn)?;
+    let snapshot = announced::current_snapshot(&mut conn)?;
+    while !announced::all_finished(&mut conn, &snapshot)? {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(BUSY_CHECK);
+    }
+    let sequencer = match sequencer {
+        Some(sequencer) => {
+            publish_settled(&mut conn, hub, sequencer, latest)?;
+            sequencer
+        }
+        None => {
+            hub.publish(Vec::new(), latest);
+            hub.set_caught_up(true);
+            sequencer.insert(Sequencer::new(latest))
+        }
+    };
+    tracing::info!(released = sequencer.released(), "live updates: listening");
+
+    let mut gap: Option<Gap> = None;
+    let mut pause = BUSY_CHECK;
+    while !stop.load(Ordering::Relaxed) {
+        let mut announced_any = false;
+        for notification in conn.notifications_iter() {
+            if let Ok(id) = notification?.payload.parse::<i64>() {
+                sequencer.announce(id);
+                announced_any = true;
+            }
+        }
+        // Contiguous ids: after each chunk, every id through its last one is published.
+        for ids in sequencer.take_contiguous().chunks(PAGE as usize) {
+            hub.publish(announced::with_ids(&mut conn, ids)?, ids[ids.len() - 1]);
+        }
+        gap = match (sequencer.highest_held(), gap.take()) {
+            (None, _) => None,
+            (Some(_), Some(open)) if open.missing == sequencer.released() + 1 => {
+                settle(&mut conn, hub, sequencer, open)?
+            }
+            (Some(_), _) => Some(Gap { missing: sequencer.released() + 1, since: Instant::now(), proof: None }),
+        };
+        pause = if announced_any || gap.is_some() { BUSY_CHECK } else { (pause * 2).min(IDLE_CHECK) };
+        std::thread::sleep(pause);
+    }
+    Ok(())
+}
+
+/// Moves an open gap on: asks for a snapshot once it outlives its patience, and once
+/// every transaction of that snapshot has finished, publishes the table's events
+/// through the highest id held back then. Returns the gap if it is still open.
+fn settle(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer, mut gap: Gap) -> anyhow::Result<Option<Gap>> {
+    if gap.since.elapsed() < GAP_PATIENCE {
+        return Ok(Some(gap));
+    }
+    let (snapshot, through) = match gap.proof.take() {
+        Some(proof) => proof,
+        // Every id below the highest one held was taken before this snapshot.
+        None => (announced::current_snapshot(conn)?, sequencer.highest_held().unwrap_or(gap.missing)),
+    };
+    let settled = announced::all_finished(conn, &snapshot)?;
+    if !settled && gap.since.elapsed() < SETTLE_LIMIT {
+        gap.proof = Some((snapshot, through));
+        return Ok(Some(gap));
+    }
+    if !settled {
+        tracing::warn!(missing = gap.missing, "live updates: a gap in event ids outlived the settle limit");
+    }
+    publish_settled(conn, hub, sequencer, through)?;
+    Ok(None)
+}
+
+/// Publishes the committed events after the watermark through `through`, read from the
+/// table, then moves the watermark there.
+fn publish_settled(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer, through: i64) -> anyhow::Result<()> {
+    let mut after = sequencer.released();
+    while after < through {
+        let page = announced::between(conn, after, through, PAGE)?;
+        let last = if (page.len() as i64) < PAGE { through } else { page.last().map_or(through, |event| event.0.id) };
+        hub.publish(page, last);
+        after = last;
+    }
+    sequencer.settle_through(through);
+    Ok(())
+}

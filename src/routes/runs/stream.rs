@@ -1,0 +1,350 @@
+//! `GET /v1/runs/stream`: the timeline events of every run the caller may view, as
+//! server-sent events, live, from whichever instance wrote them (`crate::live`).
+//!
+//! A stream first catches up from the table (after `Last-Event-ID` or `after`), then
+//! follows the hub; the hub's watermark, read after subscribing, is where one ends and
+//! the other begins, and ids at or below the last one sent are skipped, so a resumed
+//! stream has no gap and no duplicate.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::events::RunEventView;
+use crate::auth::principal_from_header_or_query;
+use crate::db::announced::{self, AnnouncedEvent, CatchUp};
+use crate::db::{Database, DbError, JsonText};
+use crate::domain::access::Principal;
+use crate::domain::catalog::RunType;
+use crate::domain::ids::{RunId, TenantId};
+use crate::domain::status::{Outcome, RunStatus};
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::live::{Hub, StreamFilter, Subscription};
+use crate::metrics::Metrics;
+use crate::routes::listing::{parse_query, parse_types, positive_id};
+
+/// Events read from the table per catch-up query.
+const CATCH_UP_PAGE: i64 = 500;
+/// How long a new stream waits for the listener right after the instance starts.
+const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
+/// What `EventSource` waits before reconnecting after the stream ends.
+const RECONNECT_MS: u32 = 2000;
+
+/// Filters of the stream, as on the list; `after` or `Last-Event-ID` resumes it.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Only these types (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<RunType>>, style = Form, explode)]
+    pub r#type: Vec<String>,
+    #[param(minimum = 1)]
+    pub tenant_id: Option<i64>,
+    #[param(minimum = 1)]
+    pub backup_schedule_id: Option<i64>,
+    /// Only this run's events.
+    #[param(minimum = 1)]
+    pub run_id: Option<i64>,
+    /// Send the events after this event id first (as `Last-Event-ID` does, which wins
+    /// when both are given); without either, the stream starts with the next event.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// The token, for a browser's `EventSource`, which cannot send `Authorization`.
+    /// Prefer the header wherever you can: a URL is easier to leak than a header.
+    pub access_token: Option<String>,
+}
+
+/// `Last-Event-ID`, for the OpenAPI document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventIdHeader {
+    /// The `id` of the last event received; `EventSource` sends it when it reconnects.
+    #[param(rename = "Last-Event-ID", nullable = false)]
+    #[allow(dead_code)] // documents the header; the handler reads it from the request
+    last_event_id: Option<String>,
+}
+
+/// The run an event belongs to, as it stood when the event was sent (at least as new
+/// as the event: its status may already be past the event's `to_status`).
+#[derive(Serialize, ToSchema)]
+pub struct StreamedRun {
+    #[schema(value_type = i64, example = 42)]
+    pub id: RunId,
+    pub r#type: RunType,
+    #[schema(value_type = Option<i64>, required = true, example = 7)]
+    pub tenant_id: Option<TenantId>,
+    pub status: RunStatus,
+    pub outcome: Outcome,
+    #[schema(schema_with = crate::routes::schemas::counts_schema)]
+    pub summary_counts: JsonText,
+    #[schema(example = "/v1/runs/42")]
+    pub url: String,
+}
+
+/// The `data` of one server-sent event: `id:` is `event.id`, `event:` is `event.kind`.
+#[derive(Serialize, ToSchema)]
+pub struct RunStreamEvent {
+    pub event: RunEventView,
+    pub run: StreamedRun,
+}
+
+/// The `data` of the `closing` event sent before the server ends a stream.
+#[derive(Serialize, ToSchema)]
+pub struct StreamClosing {
+    /// `token_expired`: reconnect with a fresh token and `after` set to the last id;
+    /// `shutdown`: the instance is stopping; reconnect (`EventSource` does) to another.
+    #[schema(example = "token_expired")]
+    pub reason: &'static str,
+    #[schema(example = 1234)]
+    pub last_event_id: i64,
+}
+
+/// One event as a stream sends it.
+fn render(event: &AnnouncedEvent) -> Bytes {
+    let (event, run) = event.clone();
+    let data = RunStreamEvent {
+        run: StreamedRun {
+            url: format!("/v1/runs/{}", run.id),
+            id: run.id,
+            r#type: run.run_type,
+            tenant_id: run.tenant_id,
+            status: run.status,
+            outcome: run.outcome,
+            summary_counts: run.summary_counts,
+        },
+        event: RunEventView::from(event),
+    };
+    let json = serde_json::to_string(&data).expect("a stream event serializes");
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {json}\n\n", data.event.id, data.event.kind.as_str()))
+}
+
+fn closing(reason: &'static str, last_event_id: i64) -> Bytes {
+    let json = serde_json::to_string(&StreamClosing { reason, last_event_id }).expect("serializes");
+    Bytes::from(format!("event: closing\ndata: {json}\n\n"))
+}
+
+/// Where a stream resumes: `Last-Event-ID` (what `EventSource` sends on reconnect), else
+/// `after`, else nowhere (live only).
+fn resume_point(request: &HttpRequest, after: Option<i64>) -> Result<Option<i64>, ApiError> {
+    let header = request.headers().get("last-event-id").map(|value| {
+        value.to_str().ok().and_then(|text| text.trim().parse::<i64>().ok()).filter(|id| *id >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                ProblemCode::BadRequest,
+                "`Last-Event-ID` must be the `id` of an event this stream sent (a non-negative integer).",
+            )
+        })
+    });
+    match (header.transpose()?, after) {
+        (Some(id), _) => Ok(Some(id)),
+        (None, Some(after)) if after < 0 => Err(ApiError::bad_request(
+            ProblemCode::InvalidQuery,
+            format!("`after`: {after} is not an event id; ids are positive (0 replays everything)."),
+        )),
+        (None, after) => Ok(after),
+    }
+}
+
+/// A stream in progress.
+struct Streaming {
+    db: web::Data<Database>,
+    metrics: web::Data<Metrics>,
+    principal: Principal,
+    filter: StreamFilter,
+    catch_up: CatchUp,
+    subscription: Subscription,
+    /// The highest event id this stream has passed (sent, or skipped by its filter).
+    cursor: i64,
+    /// Still catching up from the table, through this id.
+    catching_up_through: Option<i64>,
+    ready: VecDeque<Bytes>,
+    heartbeat: tokio::time::Interval,
+    token_expires: tokio::time::Instant,
+    finished: bool,
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // Dropped by the server with a backlog pending: its client stopped reading and
+        // the kernel gave up on the connection (`LiveConfig::stalled_client_timeout`).
+        if !self.finished && self.subscription.is_lagging() {
+            self.metrics.streams_dropped_slow.inc();
+        }
+    }
+}
+
+impl Streaming {
+    /// The next bytes to send, or `None` when the stream is over.
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Streaming)> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Some((Ok(frame), self));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.catching_up_through {
+                Some(through) => self.catch_up_page(through).await,
+                None => self.follow().await,
+            }
+        }
+    }
+
+    async fn catch_up_page(&mut self, through: i64) {
+        let (workspace, after, wanted) = (self.principal.workspace_id, self.cursor, self.catch_up.clone());
+        let page = self
+            .db
+            .run(move |conn| {
+                announced::catch_up(conn, workspace, after, through, &wanted, CATCH_UP_PAGE).map_err(DbError::from)
+            })
+            .await;
+        let Ok(page) = page else {
+            // The client resumes from the last event it received.
+            self.finished = true;
+            return;
+        };
+        if (page.len() as i64) < CATCH_UP_PAGE {
+            self.catching_up_through = None;
+        }
+        for event in &page {
+            self.cursor = event.0.id;
+            if self.filter.admits(&self.principal, event) {
+                self.ready.push_back(render(event));
+                self.metrics.stream_events_delivered.inc();
+            }
+        }
+        if self.catching_up_through.is_none() {
+            self.cursor = self.cursor.max(through);
+        }
+    }
+
+    async fn follow(&mut self) {
+        tokio::select! {
+            biased;
+            _ = self.subscription.stopping.wait_for(|stopping| *stopping) => {
+                self.ready.push_back(closing("shutdown", self.cursor));
+                self.finished = true;
+            }
+            () = tokio::time::sleep_until(self.token_expires) => {
+                self.ready.push_back(closing("token_expired", self.cursor));
+                self.finished = true;
+            }
+            received = self.subscription.events.recv() => match received {
+                Ok(event) if event.id() > self.cursor => {
+                    self.cursor = event.id();
+                    if self.filter.admits(&self.principal, &event.event) {
+                        self.ready.push_back(event.frame(render));
+                        self.metrics.stream_events_delivered.inc();
+                    }
+                }
+                Ok(_already_sent) => {}
+                Err(RecvError::Lagged(_)) => {
+                    // Too slow to read: dropped, so that it cannot hold events in memory.
+                    // It resumes from its last event id.
+                    self.metrics.streams_dropped_slow.inc();
+                    self.finished = true;
+                }
+                Err(RecvError::Closed) => self.finished = true,
+            },
+            _ = self.heartbeat.tick() => self.ready.push_back(Bytes::from_static(b": heartbeat\n\n")),
+        }
+    }
+}
+
+/// Follow run events live (server-sent events).
+///
+/// A `text/event-stream` of the timeline events of every run the caller may view (the
+/// same rules as everywhere: no run outside the token's workspace and tenants, none of a
+/// type whose `view_capability` it lacks), filtered as below. Each event has `id:` (the
+/// event id), `event:` (its kind: `created`, `started`, `progressed`, `completed`,
+/// `cancelled`, `reaped`) and `data:` (a `RunStreamEvent`). Events arrive in id order,
+/// from whichever instance wrote them. A comment line every 15 s keeps proxies from
+/// closing an idle stream.
+///
+/// Resume with `Last-Event-ID` (as `EventSource` does) or `after`: the missed events
+/// come first, then live ones, with no gap and no duplicate. Before ending a stream the
+/// server sends a `closing` event (`token_expired`, `shutdown`). A client too slow to
+/// read is disconnected and resumes like any other.
+///
+/// **Needs** a token (the `Authorization` header, or `access_token` for `EventSource`);
+/// each type's runs appear only with its `view_capability`.
+#[utoipa::path(
+    tag = "runs",
+    security(("bearer" = [])),
+    params(StreamParams, LastEventIdHeader),
+    responses(
+        (status = 200, description = "The stream: `id:`, `event:` and `data:` lines per event", content_type = "text/event-stream", body = RunStreamEvent),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query` or `bad_request` (a `Last-Event-ID` that is not an event id)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached`: this instance holds `OPSRUN_MAX_STREAMS` streams and waits; or `service_unavailable`", headers(
+            ("Retry-After" = String, description = "Seconds to wait before retrying")
+        )),
+    )
+)]
+#[get("/v1/runs/stream")]
+pub async fn stream_runs(
+    db: web::Data<Database>,
+    hub: web::Data<std::sync::Arc<Hub>>,
+    metrics: web::Data<Metrics>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (params, _): (StreamParams, _) = parse_query(&request)?;
+    let principal = principal_from_header_or_query(&request, params.access_token.as_deref())?;
+    let filter = StreamFilter {
+        types: parse_types(&params.r#type)?,
+        tenant_id: positive_id("tenant_id", params.tenant_id)?.map(TenantId),
+        backup_schedule_id: positive_id("backup_schedule_id", params.backup_schedule_id)?,
+        run_id: positive_id("run_id", params.run_id)?.map(RunId),
+    };
+    let resume = resume_point(&request, params.after)?;
+    let subscription = hub.subscribe(LISTENER_PATIENCE).await?;
+    // Everything through `released` is in the table; everything after it will come
+    // through the subscription, which already exists.
+    let released = subscription.released();
+    let (cursor, catching_up_through) = match resume {
+        Some(after) if after < released => (after, Some(released)),
+        Some(after) => (after, None),
+        None => (released, None),
+    };
+    let token_expires = DateTime::<Utc>::from_timestamp(principal.valid_until, 0)
+        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+        .map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+            |left| tokio::time::Instant::now() + left,
+        );
+    let heartbeat = {
+        let period = hub.config.heartbeat;
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    };
+    let streaming = Streaming {
+        db,
+        catch_up: filter.catch_up(&principal),
+        metrics,
+        principal,
+        filter,
+        subscription,
+        cursor,
+        catching_up_through,
+        ready: VecDeque::from([Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))]),
+        heartbeat,
+        token_expires,
+        finished: false,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        // Nothing to cache, and the URL may hold a token.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Compression would hold events back until a block fills.
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        // nginx and similar proxies: pass events on as they come.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::unfold(streaming, Streaming::next)))
+}

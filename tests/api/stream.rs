@@ -1,0 +1,480 @@
+//! `GET /v1/runs/stream`: live run events across instances, in order, resumable without
+//! gap or duplicate, never showing a run the caller may not view, dropping a reader too
+//! slow to keep up, and ending cleanly on shutdown and token expiry.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::{sql_query, RunQueryDsl};
+use opsrun::auth::mint_token;
+use opsrun::startup::Application;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    admin_token, assert_problem, claims, fresh_database, inventory_sync, mint, started_run, token, worker_token,
+    TestApp, SECRET,
+};
+
+/// One server-sent event.
+#[derive(Debug)]
+pub struct Sse {
+    pub id: Option<i64>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads server-sent events off a streaming response.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    pub async fn open(app: &TestApp, query: &str, token: &str, last_event_id: Option<i64>) -> SseReader {
+        let mut request = app.client.get(format!("{}/v1/runs/stream{query}", app.address)).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        if response.status() != 200 {
+            panic!("the stream does not open: {} {}", response.status(), response.text().await.unwrap());
+        }
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event (comments and `retry:` skipped), or `None` if none comes within
+    /// `patience` or the stream ends.
+    pub async fn next_within(&mut self, patience: Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, "message".to_owned(), None);
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        id = Some(value.parse().unwrap());
+                    } else if let Some(value) = line.strip_prefix("event: ") {
+                        event = value.to_owned();
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(value).unwrap());
+                    }
+                }
+                if let Some(data) = data {
+                    return Some(Sse { id, event, data });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    pub async fn next(&mut self) -> Sse {
+        self.next_within(Duration::from_secs(10)).await.expect("an event arrives")
+    }
+
+    /// `count` events, failing if they do not all come.
+    pub async fn take(&mut self, count: usize) -> Vec<Sse> {
+        let mut events = Vec::with_capacity(count);
+        while events.len() < count {
+            events.push(self.next().await);
+        }
+        events
+    }
+
+    /// Asserts that no event comes for a moment.
+    pub async fn assert_quiet(&mut self) {
+        if let Some(event) = self.next_within(Duration::from_millis(500)).await {
+            panic!("unexpected event {event:?}");
+        }
+    }
+}
+
+fn kinds(events: &[Sse]) -> Vec<&str> {
+    events.iter().map(|e| e.event.as_str()).collect()
+}
+
+fn event_ids(events: &[Sse]) -> Vec<i64> {
+    events.iter().map(|e| e.id.unwrap()).collect()
+}
+
+async fn progress(app: &TestApp, id: i64, processed: i64) {
+    let response = app
+        .post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"counts": {"processed": processed}}))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_run_moved_through_one_instance_streams_in_order_from_another() {
+    let writer = TestApp::spawn().await;
+    let reader_instance = writer.second_instance().await;
+    let mut stream = SseReader::open(&reader_instance, "", &admin_token(), None).await;
+
+    let id = started_run(&writer).await;
+    for _ in 0..3 {
+        progress(&writer, id, 40).await;
+    }
+    let done = writer
+        .post(
+            &format!("/v1/runs/{id}/complete"),
+            &worker_token(),
+            json!({"outcome": "succeeded", "counts": {"total": 120}}),
+        )
+        .await;
+    assert_eq!(done.status(), 200);
+
+    let events = stream.take(6).await;
+    assert_eq!(kinds(&events), ["created", "started", "progressed", "progressed", "progressed", "completed"]);
+    let ids = event_ids(&events);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order: {ids:?}");
+    let timeline: Value = writer.get(&format!("/v1/runs/{id}/events"), &admin_token()).await.json().await.unwrap();
+    let timeline_ids: Vec<i64> =
+        timeline["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, timeline_ids, "the stream is the timeline");
+    for event in &events {
+        assert_eq!(event.data["run"]["id"], id);
+        assert_eq!(event.data["run"]["type"], "inventory_sync");
+        assert_eq!(event.data["run"]["tenant_id"], 1);
+        assert_eq!(event.data["event"]["kind"], event.event);
+    }
+    assert_eq!(events[2].data["event"]["detail"]["counts"], json!({"processed": 40}));
+    assert_eq!(events[5].data["run"]["status"], "completed");
+    assert_eq!(events[5].data["run"]["outcome"], "succeeded");
+    stream.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_resumed_stream_gets_exactly_the_missed_events_then_live_ones() {
+    let app = TestApp::spawn().await;
+    let mut first = SseReader::open(&app, "", &admin_token(), None).await;
+    let id = started_run(&app).await;
+    let seen = first.take(2).await;
+    let last_seen = seen[1].id.unwrap();
+    drop(first);
+
+    for processed in 1..=10 {
+        progress(&app, id, processed).await;
+    }
+    let mut resumed = SseReader::open(&app, "", &admin_token(), Some(last_seen)).await;
+    let missed = resumed.take(10).await;
+    progress(&app, id, 100).await;
+    progress(&app, id, 200).await;
+    let live = resumed.take(2).await;
+
+    let timeline: Value =
+        app.get(&format!("/v1/runs/{id}/events?after={last_seen}"), &admin_token()).await.json().await.unwrap();
+    let expected: Vec<i64> = timeline["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let received: Vec<i64> = event_ids(&missed).into_iter().chain(event_ids(&live)).collect();
+    assert_eq!(received, expected, "no gap, no duplicate");
+    let counts: Vec<i64> = missed
+        .iter()
+        .chain(&live)
+        .map(|e| e.data["event"]["detail"]["counts"]["processed"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100, 200]);
+    resumed.assert_quiet().await;
+
+    // `after` does what `Last-Event-ID` does, for clients that cannot set the header.
+    let mut by_query = SseReader::open(&app, &format!("?after={last_seen}"), &admin_token(), None).await;
+    assert_eq!(event_ids(&by_query.take(12).await), expected);
+}
+
+#[tokio::test]
+async fn runs_the_caller_may_not_view_never_appear() {
+    let app = TestApp::spawn().await;
+    // Tenant 1 of workspace 1, able to view inventory syncs only.
+    let viewer = token(json!([1]), &["inventory.sync"]);
+    let mut stream = SseReader::open(&app, "", &viewer, None).await;
+
+    let mut other_workspace =
+        claims(2, json!("*"), &opsrun::auth::all_capabilities().iter().map(String::as_str).collect::<Vec<_>>());
+    other_workspace.sub = "9".into();
+    app.start(&mint(&other_workspace), inventory_sync(1, "foreign")).await;
+    app.start(&admin_token(), inventory_sync(2, "other tenant")).await;
+    app.start(
+        &admin_token(),
+        json!({"type": "directory_groups_sync", "tenant_id": 1, "inputs": {"selection_key": "all"}}),
+    )
+    .await;
+    let visible = app.start(&admin_token(), inventory_sync(1, "visible")).await;
+
+    let event = stream.next().await;
+    assert_eq!(event.data["run"]["id"], visible, "only the visible run appears: {:?}", event.data);
+    stream.assert_quiet().await;
+
+    // The catch-up applies the same rule.
+    let mut replay = SseReader::open(&app, "?after=0", &viewer, None).await;
+    assert_eq!(replay.next().await.data["run"]["id"], visible);
+    replay.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn filters_narrow_the_stream() {
+    let app = TestApp::spawn().await;
+    let first = app.start(&admin_token(), inventory_sync(1, "a")).await;
+    let second = app.start(&admin_token(), inventory_sync(2, "b")).await;
+    let mut by_run = SseReader::open(&app, &format!("?after=0&run_id={second}"), &admin_token(), None).await;
+    assert_eq!(by_run.next().await.data["run"]["id"], second);
+    by_run.assert_quiet().await;
+    let mut by_tenant = SseReader::open(&app, "?after=0&tenant_id=1&type=inventory_sync", &admin_token(), None).await;
+    assert_eq!(by_tenant.next().await.data["run"]["id"], first);
+    by_tenant.assert_quiet().await;
+    for bad in ["?type=inventory.sync", "?run_id=0", "?after=-1", "?colour=blue"] {
+        let response = app
+            .client
+            .get(format!("{}/v1/runs/stream{bad}", app.address))
+            .bearer_auth(admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 400, "invalid_query").await;
+    }
+    let response = app
+        .client
+        .get(format!("{}/v1/runs/stream", app.address))
+        .bearer_auth(admin_token())
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn an_event_source_may_send_its_token_in_the_query() {
+    let app = TestApp::spawn().await;
+    let response =
+        app.client.get(format!("{}/v1/runs/stream?access_token={}", app.address, admin_token())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let response = app.client.get(format!("{}/v1/runs/stream", app.address)).send().await.unwrap();
+    assert_problem(response, 401, "unauthenticated").await;
+    let response = app.client.get(format!("{}/v1/runs/stream?access_token=forged", app.address)).send().await.unwrap();
+    assert_problem(response, 401, "unauthenticated").await;
+}
+
+/// A stream whose client never reads, on a socket with a small receive buffer.
+fn stalled_stream(app: &TestApp) -> TcpStream {
+    let address = app.address.strip_prefix("http://").unwrap();
+    let socket = TcpStream::connect(address).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on an open socket with a valid int.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let mut writer = &socket;
+    write!(
+        writer,
+        "GET /v1/runs/stream HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
+        admin_token()
+    )
+    .unwrap();
+    socket
+}
+
+fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.metrics_text_blocking();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
+    let app = TestApp::spawn_with(fresh_database(), |config| {
+        config.live.stalled_client_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let id = started_run(&app).await;
+    let mut reading = SseReader::open(&app, "", &admin_token(), None).await;
+    let _stalled = stalled_stream(&app);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&app, "opsrun_streams_open"), 2.0);
+
+    // Far more events than the stalled stream's socket buffers and backlog can hold,
+    // written straight to the timeline (as any writer may) in batches.
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 1000;
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < BATCHES * PER_BATCH {
+            // The run's own `created` and `started` may still be on their way.
+            if reading.next().await.data["event"]["actor"] == "bulk" {
+                received += 1;
+            }
+        }
+        reading
+    });
+    let mut conn = app.db();
+    for _ in 0..BATCHES {
+        sql_query(format!(
+            "INSERT INTO operation_run_events (run_id, workspace_id, actor, kind, from_status, to_status, outcome, detail) \
+             SELECT {id}, 1, 'bulk', 'progressed', 'running', 'running', 'pending', jsonb_build_object('n', n) \
+             FROM generate_series(1, {PER_BATCH}) AS n"
+        ))
+        .execute(&mut conn)
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let mut reading =
+        tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the reader keeps up").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app, "opsrun_streams_open") > 1.0 {
+        assert!(Instant::now() < deadline, "the stalled stream is dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&app, "opsrun_streams_dropped_slow_total"), 1.0);
+
+    // The reading stream still gets new events.
+    let later = app.start(&admin_token(), inventory_sync(1, "after the flood")).await;
+    assert_eq!(reading.next().await.data["run"]["id"], later);
+}
+
+#[tokio::test]
+async fn streams_past_the_limit_are_refused_with_503() {
+    let app = TestApp::spawn_with(fresh_database(), |config| {
+        config.live.max_streams = 2;
+        // A departed client is noticed when a write to it fails: at the next heartbeat.
+        config.live.heartbeat = Duration::from_millis(100);
+    })
+    .await;
+    let first = SseReader::open(&app, "", &admin_token(), None).await;
+    let _second = SseReader::open(&app, "", &admin_token(), None).await;
+    let refused =
+        app.client.get(format!("{}/v1/runs/stream", app.address)).bearer_auth(admin_token()).send().await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "2");
+    let problem = assert_problem(refused, 503, "stream_limit_reached").await;
+    assert!(problem["detail"].as_str().unwrap().contains("2 live streams"), "{problem}");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&app, "opsrun_streams_open") > 1.0 {
+        assert!(Instant::now() < deadline, "the departed stream's slot is freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    SseReader::open(&app, "", &admin_token(), None).await;
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let app = TestApp::spawn_with(fresh_database(), |config| config.auth.leeway = Duration::ZERO).await;
+    let mut short_lived = claims(1, json!("*"), &["inventory.sync"]);
+    short_lived.exp = chrono::Utc::now().timestamp() + 2;
+    let token = mint_token(SECRET, &short_lived).unwrap();
+    let mut stream = SseReader::open(&app, "", &token, None).await;
+    let opened = Instant::now();
+    let closing = stream.next_within(Duration::from_secs(5)).await.expect("a closing event");
+    assert_eq!(closing.event, "closing");
+    assert_eq!(closing.data["reason"], "token_expired");
+    assert!(opened.elapsed() < Duration::from_secs(4), "closed at expiry, took {:?}", opened.elapsed());
+    assert!(stream.next_within(Duration::from_secs(2)).await.is_none(), "the stream ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_open_streams_finishes_well_within_the_grace_period() {
+    let database_url = fresh_database();
+    let mut config = crate::helpers::test_config(database_url.clone());
+    config.workers = 1;
+    let application = Application::build(config).unwrap();
+    let app = TestApp::at(application.port(), database_url);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopper = Arc::clone(&stop);
+    let running = tokio::spawn(application.run_until_stopped(move || {
+        let stop = Arc::clone(&stopper);
+        async move { stop.notified().await }
+    }));
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(SseReader::open(&app, "", &admin_token(), None).await);
+    }
+    let asked = Instant::now();
+    stop.notify_one();
+    for stream in &mut streams {
+        let closing = stream.next_within(Duration::from_secs(5)).await.expect("a closing event");
+        assert_eq!((closing.event.as_str(), closing.data["reason"].as_str()), ("closing", Some("shutdown")));
+    }
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("the server stops").unwrap().unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(3), "stopped in {:?}", asked.elapsed());
+}
+
+async fn long_poll(app: &TestApp, id: i64, etag: &str, wait: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}/v1/runs/{id}?wait={wait}", app.address))
+        .bearer_auth(admin_token())
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answers_within_100_ms_of_a_change_on_another_instance() {
+    let app = TestApp::spawn().await;
+    let other = app.second_instance().await;
+    let id = started_run(&app).await;
+    let etag = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.headers()["etag"].to_str().unwrap().to_owned();
+
+    let waiter = app.clone_client();
+    let tag = etag.clone();
+    let waiting = tokio::spawn(async move {
+        let response = long_poll(&waiter, id, &tag, "30s").await;
+        (Instant::now(), response)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a current tag waits");
+    let moved =
+        other.post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"counts": {"processed": 1}})).await;
+    let committed = Instant::now();
+    assert_eq!(moved.status(), 200);
+    let (answered, response) = waiting.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_ne!(response.headers()["etag"].to_str().unwrap(), etag);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["summary_counts"]["processed"], 1);
+    let lag = answered.saturating_duration_since(committed);
+    assert!(lag < Duration::from_millis(100), "answered {lag:?} after the change");
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
+    let app = TestApp::spawn().await;
+    let id = started_run(&app).await;
+    let etag = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.headers()["etag"].to_str().unwrap().to_owned();
+    let asked = Instant::now();
+    let response = long_poll(&app, id, &etag, "1s").await;
+    assert_eq!(response.status(), 304);
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "waited {waited:?}");
+
+    // A stale tag, or none, answers at once.
+    let asked = Instant::now();
+    assert_eq!(long_poll(&app, id, "\"run-1.0\"", "30s").await.status(), 200);
+    let plain = app.get(&format!("/v1/runs/{id}?wait=30s"), &admin_token()).await;
+    assert_eq!(plain.status(), 200);
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    for bad in ["61s", "soon", "-1s"] {
+        let problem = assert_problem(long_poll(&app, id, &etag, bad).await, 400, "invalid_query").await;
+        assert!(problem["detail"].as_str().unwrap().starts_with("`wait`"), "{problem}");
+    }
+    // The access rules come first: a run outside the caller's tenants is 404 at once.
+    let outsider = token(json!([2]), &["inventory.sync"]);
+    let response = app
+        .client
+        .get(format!("{}/v1/runs/{id}?wait=30s", app.address))
+        .bearer_auth(outsider)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "not_found").await;
+}
