@@ -5,7 +5,9 @@
    the list is blocked by the browser.
 2. Swagger UI: Authorize with a token from `opsrun token`, then "Try it out" on
    POST /v1/runs shows a real 201, and the list's "Try it out" sends no filters.
-3. The CORS check must be able to fail: against a server started without
+3. Live updates: an `EventSource` on the allowed origin sees a run's events (created,
+   started, two progress reports with their counts, completed) as a worker makes them.
+4. The CORS check must be able to fail: against a server started without
    OPSRUN_CORS_ORIGINS, the same check must report the calls blocked.
 
 Everything listens on 127.0.0.1; servers and browser are stopped on exit. Screenshots go
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -200,6 +203,57 @@ def swagger_round_trip(browser, api, token):
         page.close()
 
 
+# Runs in the page: an operations hub following runs live.
+FOLLOW_RUNS = """({api, token}) => {
+  window.live = [];
+  const list = document.createElement("ul");
+  document.body.append(list);
+  const source = new EventSource(`${api}/v1/runs/stream?access_token=${token}`);
+  for (const kind of ["created", "started", "progressed", "completed"]) {
+    source.addEventListener(kind, (e) => {
+      const {event, run} = JSON.parse(e.data);
+      window.live.push({id: Number(e.lastEventId), kind, run_id: run.id, counts: run.summary_counts});
+      const item = document.createElement("li");
+      item.textContent = `run ${run.id} ${kind}: ${run.summary_counts.processed ?? 0} of ${run.summary_counts.total ?? "?"} processed`;
+      list.append(item);
+    });
+  }
+  return new Promise((opened, failed) => { source.onopen = () => opened(true); source.onerror = () => failed("the stream did not open"); });
+}"""
+
+
+def call(api, token, method, path, body=None):
+    request = urllib.request.Request(f"{api}{path}", method=method, data=json.dumps(body or {}).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def live_updates(browser, api, token, origin):
+    """An EventSource page sees a run's progress as a worker reports it."""
+    page = browser.new_page()
+    try:
+        page.goto(origin)
+        page.evaluate(FOLLOW_RUNS, {"api": api, "token": token})
+        run = call(api, token, "POST", "/v1/runs", {"type": "inventory_sync", "tenant_id": 7,
+                                                   "inputs": {"selection_hash": f"live-{time.time_ns()}"}})
+        call(api, token, "POST", f"/v1/runs/{run['id']}/start")
+        call(api, token, "POST", f"/v1/runs/{run['id']}/progress", {"counts": {"processed": 40, "total": 120}})
+        call(api, token, "POST", f"/v1/runs/{run['id']}/progress", {"counts": {"processed": 40}})
+        call(api, token, "POST", f"/v1/runs/{run['id']}/complete", {"outcome": "succeeded", "counts": {"processed": 120}})
+        page.wait_for_function("window.live.filter(e => e.kind === 'completed').length > 0", timeout=10000)
+        seen = [e for e in page.evaluate("window.live") if e["run_id"] == run["id"]]
+        page.screenshot(path=os.path.join(SHOTS, "event-source-live.png"))
+        kinds = [e["kind"] for e in seen]
+        check(kinds == ["created", "started", "progressed", "progressed", "completed"], f"EventSource sees the run's events in order {kinds}")
+        ids = [e["id"] for e in seen]
+        check(ids == sorted(ids) and len(set(ids)) == len(ids), f"each once, in id order {ids}")
+        # The run as read when the event was sent: at least as new as the event.
+        check(seen[3]["counts"].get("processed") in (80, 120), f"progress arrives with its counts {seen[3]['counts']}")
+    finally:
+        page.close()
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     with static_site("localhost") as allowed, static_site("127.0.0.1") as other, sync_playwright() as playwright:
@@ -214,6 +268,7 @@ def main():
                 blocked = cors_failures(browser, server.url, token, other)
                 check(any("fetch failed" in f for f in blocked), f"an origin not on the list is blocked {blocked[:1]}")
                 swagger_round_trip(browser, server.url, token)
+                live_updates(browser, server.url, token, allowed)
             finally:
                 server.stop()
 
