@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Live streams under load, side by side in one run: start and progress throughput with
-# no streams, then with 1,000 streams open (10 following the whole workspace, 990 each
-# following one quiet run), then with none again; delivery latency from PostgreSQL's
-# event timestamp to the client, the server's RSS and threads, and the writes with the
-# announcing trigger off (what NOTIFY itself costs). Writes its table to
-# stdout (bench/RESULTS.md quotes it).
+# Live streams under load, side by side in one run: start and progress throughput of a
+# build without live updates (BEFORE, optional), of this build with no streams, with
+# 1,000 streams open (10 following the whole workspace, 990 each following one quiet run)
+# and with none again; delivery latency from PostgreSQL's event timestamp to the
+# client; the server's RSS and threads. Prints a Markdown table (bench/RESULTS.md quotes it).
 #
-#   bench/streams.sh                      # 1,000 streams, 10 s per measurement
+#   bench/streams.sh
+#   BEFORE=/path/to/older/opsrun bench/streams.sh     # adds the older build's rows
 #   STREAMS=2000 FOLLOWERS=20 BENCH_DURATION=20 bench/streams.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,30 +18,32 @@ followers=${FOLLOWERS:-10}
 command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk; }
 
 cargo build --release --quiet --bin opsrun
-opsrun="$repo/target/release/opsrun"
 work=$(mktemp -d /tmp/opsrun-streams.XXXXXX)
 chmod 755 "$work"
 server=""
-cleanup() { [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null; rm -rf "$work"; true; }
+stop_server() { [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
+cleanup() { stop_server; rm -rf "$work"; true; }
 trap cleanup EXIT
 
-data="$work/data"
-mkdir -p "$data" && chmod 755 "$data"
-OPSRUN_DATA_DIR="$data" "$opsrun" seed --runs 10000 > /dev/null
-OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
-  OPSRUN_MAX_STREAMS=$((streams + 100)) "$opsrun" serve > "$work/serve.out" 2> "$work/serve.err" &
-server=$!
-for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve.out" 2>/dev/null && break; sleep 0.5; done
-base=$(sed -n 's/^opsrun listening on //p' "$work/serve.out")
-export OPSRUN_TOKEN
-OPSRUN_TOKEN=$(OPSRUN_DATA_DIR="$data" "$opsrun" token --workspace 1 --tenants '*' --caps '*' --ttl 2h)
+# Starts `binary` on a freshly seeded embedded database; sets base, token, hot and quiet.
+start_server() {
+  local binary=$1 data="$work/data-$2"
+  mkdir -p "$data" && chmod 755 "$data"
+  OPSRUN_DATA_DIR="$data" "$binary" seed --runs 10000 > /dev/null
+  OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
+    OPSRUN_MAX_STREAMS=$((streams + 100)) "$binary" serve > "$work/serve-$2.out" 2> "$work/serve-$2.err" &
+  server=$!
+  for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve-$2.out" 2>/dev/null && break; sleep 0.5; done
+  base=$(sed -n 's/^opsrun listening on //p' "$work/serve-$2.out")
+  OPSRUN_TOKEN=$(OPSRUN_DATA_DIR="$data" "$binary" token --workspace 1 --tenants '*' --caps '*' --ttl 2h)
+  export OPSRUN_TOKEN
+  hot=$(new_run bench-hot); api -X POST "$base/v1/runs/$hot/start" > /dev/null
+  quiet=$(new_run bench-quiet)
+  export BENCH_HOT_ID=$hot
+}
 api() { curl -sf -H "Authorization: Bearer $OPSRUN_TOKEN" -H 'Content-Type: application/json' "$@"; }
 new_run() { api "$base/v1/runs" -d "{\"type\":\"inventory_sync\",\"tenant_id\":1001,\"inputs\":{\"selection_hash\":\"$1\"}}" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
-hot=$(new_run bench-hot); api -X POST "$base/v1/runs/$hot/start" > /dev/null
-quiet=$(new_run bench-quiet)
-export BENCH_HOT_ID=$hot
-
 rss() { awk '/^VmRSS/ {printf "%d", $2 / 1024}' "/proc/$server/status"; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$server/status"; }
 measure() { # operation label
@@ -52,10 +54,17 @@ measure() { # operation label
   printf '| %s | %s | %s | %s | %s MiB | %s |\n' "$2" "$1" "$rps" "$p99" "$(rss)" "$(threads)"
 }
 
-echo "| streams | operation | req/s | p99 | server RSS | threads |"
+echo "| build, streams | operation | req/s | p99 | server RSS | threads |"
 echo "|---|---|---:|---:|---:|---:|"
-measure start "none"
-measure progress "none"
+if [ -n "${BEFORE:-}" ]; then
+  start_server "$BEFORE" before
+  measure start "before, -"
+  measure progress "before, -"
+  stop_server
+fi
+start_server "$repo/target/release/opsrun" after
+measure start "this, none"
+measure progress "this, none"
 python3 bench/streams.py "$base" "$OPSRUN_TOKEN" "$streams" "$followers" "$quiet" $((2 * duration + 15)) > "$work/streams.out" &
 holder=$!
 for _ in $(seq 1 60); do
@@ -64,18 +73,12 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 sleep 2
-echo "| $streams open, idle | - | - | - | $(rss) MiB | $(threads) |"
-measure start "$streams"
-measure progress "$streams"
+echo "| this, $streams open, idle | - | - | - | $(rss) MiB | $(threads) |"
+measure start "this, $streams"
+measure progress "this, $streams"
 wait "$holder"
-measure start "none (after)"
-measure progress "none (after)"
-# What announcing costs: the same writes with the NOTIFY trigger off (nothing streams then).
-pg_port=$(grep -o 'embedded PostgreSQL on 127.0.0.1:[0-9]*' "$work/serve.out" | cut -d: -f2)
-psql -h 127.0.0.1 -p "$pg_port" -U opsrun -d opsrun -Atqc \
-  'ALTER TABLE operation_run_events DISABLE TRIGGER operation_run_events_announce'
-measure start "none, trigger off"
-measure progress "none, trigger off"
+measure start "this, none (after)"
+measure progress "this, none (after)"
 echo
 echo "delivery to the $followers streams following everything:"
 tail -1 "$work/streams.out"

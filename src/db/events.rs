@@ -1,5 +1,9 @@
 //! The append-only run timeline. Every change to a run writes exactly one event, and
-//! [`record`] is the one place that writes it.
+//! [`record`] is the one place that writes it. It also notes, for
+//! [`super::Database::run`], that the work at hand wrote an event, so that the instances'
+//! listeners are told once it commits (`crate::live`).
+
+use std::cell::Cell;
 
 use diesel::dsl::exists;
 use diesel::prelude::*;
@@ -9,6 +13,16 @@ use super::models::{NewRunEvent, OperationRunRow, RunEventRow};
 use super::schema::operation_run_events::dsl::*;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, RunStatus};
+
+thread_local! {
+    /// Whether the database work running on this thread has written an event.
+    static WROTE_EVENTS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether events were written since the last call; clears the mark.
+pub(super) fn take_written() -> bool {
+    WROTE_EVENTS.with(|wrote| wrote.replace(false))
+}
 
 /// Appends the event of one change to a run: `run` as the change left it, and the
 /// status it left (`None` for its creation).
@@ -30,7 +44,9 @@ pub fn record(
         outcome: run.outcome,
         detail: details,
     };
-    diesel::insert_into(operation_run_events).values(&event).execute(conn).map(drop)
+    diesel::insert_into(operation_run_events).values(&event).execute(conn)?;
+    WROTE_EVENTS.with(|wrote| wrote.set(true));
+    Ok(())
 }
 
 /// A run's timeline after the event `after` (`0`: all of it), oldest first.

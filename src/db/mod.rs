@@ -115,7 +115,12 @@ impl Database {
             let checkout = pool.get();
             waiting.fetch_sub(1, Ordering::Relaxed);
             let mut conn = checkout.map_err(DbError::from)?;
-            work(&mut conn)
+            events::take_written();
+            let done = work(&mut conn);
+            if events::take_written() && done.is_ok() {
+                announce(&mut conn);
+            }
+            done
         });
         match tokio::time::timeout(self.work_timeout, blocking).await {
             Ok(Ok(finished)) => finished,
@@ -123,6 +128,23 @@ impl Database {
             Ok(Err(_blocking)) => Err(DbError::Unavailable.into()),
             Err(_elapsed) => Err(DbError::Timeout.into()),
         }
+    }
+}
+
+/// The channel on which writers tell the instances' listeners that events committed.
+pub const EVENTS_CHANNEL: &str = "opsrun_run_events";
+
+/// Tells every instance's listener that events have committed: a `NOTIFY` in a
+/// transaction of its own, sent after the work's commit. The listeners then read the
+/// table, which stays the only source of truth: a lost announcement (a crash right
+/// after the commit, an event written outside opsrun) is found by the listener's check
+/// of the table once a second. Not in the writing transaction: PostgreSQL serializes
+/// the commits of notifying transactions, flush included, which cost a third of the
+/// write throughput (bench/RESULTS.md, "Live streams"); a transaction that only notifies
+/// has nothing to flush.
+pub fn announce(conn: &mut PgConnection) {
+    if let Err(error) = conn.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}")) {
+        tracing::debug!(error = %error, "announcing events failed; listeners find them within a second");
     }
 }
 

@@ -1,8 +1,12 @@
-//! The instance's one listening connection: `LISTEN`s for committed events, puts their
-//! ids in order and publishes the events on the hub. It runs on its own thread with its
-//! own connection (a `LISTEN` needs a session, which a pooled connection is not), and
-//! after losing the connection it reconnects and publishes what it missed from the
-//! table, so a stream sees no gap.
+//! The instance's one listening connection: `LISTEN`s for writers' announcements, reads
+//! the committed events from the table, puts them in id order and publishes them on the
+//! hub. It runs on its own thread with its own connection (a `LISTEN` needs a session,
+//! which a pooled connection is not).
+//!
+//! The table is the source of truth; an announcement (`db::announce`, sent after each
+//! write commits) only says "read now". So a lost announcement delays events (the
+//! listener reads the table once a second regardless) but never loses one, and after
+//! losing its connection the listener reconnects and carries on from its watermark.
 //!
 //! diesel reads notifications without blocking and offers no socket to wait on, so the
 //! thread checks every millisecond while events flow and backs off to every 16 ms when
@@ -19,12 +23,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::sequencer::Sequencer;
 use super::Hub;
-use crate::db::announced;
+use crate::db::announced::{self, AnnouncedEvent};
+use crate::db::EVENTS_CHANNEL;
 
-/// The channel the `operation_run_events_announce` trigger notifies.
-const CHANNEL: &str = "opsrun_run_events";
 const BUSY_CHECK: Duration = Duration::from_millis(1);
 const IDLE_CHECK: Duration = Duration::from_millis(16);
+/// How often the table is read without an announcement: the bound on how late an event
+/// whose announcement was lost (or that was written outside opsrun) arrives.
+const UNANNOUNCED_CHECK: Duration = Duration::from_secs(1);
 /// A gap this young usually fills by itself (its transaction is committing).
 const GAP_PATIENCE: Duration = Duration::from_millis(2);
 /// Past this, a gap is released even if the check cannot prove it settled: a transaction
@@ -61,17 +67,12 @@ pub fn spawn(database_url: SecretString, hub: Arc<Hub>) -> std::io::Result<Liste
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name("opsrun-listener".into()).spawn(move || {
-        let mut sequencer = None;
         let mut retry = Duration::from_millis(50);
         while !stopped.load(Ordering::Relaxed) {
-            match listen(&database_url, &hub, &stopped, &mut sequencer) {
+            match listen(&database_url, &hub, &stopped) {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(error = %error, retry_ms = retry.as_millis() as u64, "live updates: listener lost its connection");
-                    // Ids taken off the sequencer but not yet published are read again.
-                    if let Some(sequencer) = sequencer.as_mut() {
-                        *sequencer = Sequencer::new(hub.released());
-                    }
                     std::thread::sleep(retry);
                     retry = (retry * 2).min(RECONNECT_MAX);
                 }
@@ -81,69 +82,72 @@ pub fn spawn(database_url: SecretString, hub: Arc<Hub>) -> std::io::Result<Liste
     Ok(ListenerHandle { stop, thread: Some(thread) })
 }
 
-/// A gap in the announced ids: the lowest missing one, since when, and once asked, the
-/// snapshot whose finished transactions prove it settled through `through`.
+/// A gap in the ids: the lowest missing one, since when, and once asked, the snapshot
+/// whose finished transactions prove it settled through `through`.
 struct Gap {
     missing: i64,
     since: Instant,
     proof: Option<(String, i64)>,
 }
 
-/// One connection's life: connect, settle the past, then follow announcements.
-fn listen(
-    database_url: &SecretString,
-    hub: &Hub,
-    stop: &AtomicBool,
-    sequencer: &mut Option<Sequencer>,
-) -> anyhow::Result<()> {
+/// One connection's life: connect, settle the past, then follow the table.
+fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut conn = PgConnection::establish(database_url.expose_secret())?;
     conn.batch_execute(&format!(
-        "SET application_name = 'opsrun-listener'; SET statement_timeout = 10000; LISTEN {CHANNEL}"
+        "SET application_name = 'opsrun-listener'; SET statement_timeout = 10000; LISTEN {EVENTS_CHANNEL}"
     ))?;
-    // Listening from here on; every event up to `latest` is committed or will be once the
-    // transactions running now finish.
-    let latest = announced::latest_id(&mut conn)?;
-    let snapshot = announced::current_snapshot(&mut conn)?;
-    while !announced::all_finished(&mut conn, &snapshot)? {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
+    let mut sequencer = if hub.is_caught_up() {
+        // Carries on from what this instance has published; the table has the rest.
+        Sequencer::new(hub.released())
+    } else {
+        // Streams start from here: every event up to `latest` is committed, or will have
+        // settled once the transactions running now finish.
+        let latest = announced::latest_id(&mut conn)?;
+        let snapshot = announced::current_snapshot(&mut conn)?;
+        while !announced::all_finished(&mut conn, &snapshot)? {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(BUSY_CHECK);
         }
-        std::thread::sleep(BUSY_CHECK);
-    }
-    let sequencer = match sequencer {
-        Some(sequencer) => {
-            publish_settled(&mut conn, hub, sequencer, latest)?;
-            sequencer
-        }
-        None => {
-            hub.publish(Vec::new(), latest);
-            hub.set_caught_up(true);
-            sequencer.insert(Sequencer::new(latest))
-        }
+        hub.publish(Vec::new(), latest);
+        hub.set_caught_up(true);
+        Sequencer::new(latest)
     };
     tracing::info!(released = sequencer.released(), "live updates: listening");
 
     let mut gap: Option<Gap> = None;
     let mut pause = BUSY_CHECK;
+    let mut last_read = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut announced_any = false;
         for notification in conn.notifications_iter() {
-            if let Ok(id) = notification?.payload.parse::<i64>() {
-                sequencer.announce(id);
-                announced_any = true;
-            }
+            notification?;
+            announced_any = true;
         }
-        // Contiguous ids: after each chunk, every id through its last one is published.
-        for ids in sequencer.take_contiguous().chunks(PAGE as usize) {
-            hub.publish(announced::with_ids(&mut conn, ids)?, ids[ids.len() - 1]);
-        }
-        gap = match (sequencer.highest_held(), gap.take()) {
-            (None, _) => None,
-            (Some(_), Some(open)) if open.missing == sequencer.released() + 1 => {
-                settle(&mut conn, hub, sequencer, open)?
+        let mut more = false;
+        if announced_any || gap.is_some() || last_read.elapsed() >= UNANNOUNCED_CHECK {
+            last_read = Instant::now();
+            let page = announced::between(&mut conn, sequencer.released(), i64::MAX, PAGE)?;
+            more = page.len() as i64 == PAGE;
+            for event in page {
+                sequencer.saw(event.0.id, event);
             }
-            (Some(_), _) => Some(Gap { missing: sequencer.released() + 1, since: Instant::now(), proof: None }),
-        };
+            let ready = sequencer.take_contiguous();
+            if !ready.is_empty() {
+                hub.publish(ready, sequencer.released());
+            }
+            gap = match (sequencer.highest_held(), gap.take()) {
+                (None, _) => None,
+                (Some(_), Some(open)) if open.missing == sequencer.released() + 1 => {
+                    settle(&mut conn, hub, &mut sequencer, open)?
+                }
+                (Some(_), _) => Some(Gap { missing: sequencer.released() + 1, since: Instant::now(), proof: None }),
+            };
+        }
+        if more {
+            continue;
+        }
         pause = if announced_any || gap.is_some() { BUSY_CHECK } else { (pause * 2).min(IDLE_CHECK) };
         std::thread::sleep(pause);
     }
@@ -153,7 +157,12 @@ fn listen(
 /// Moves an open gap on: asks for a snapshot once it outlives its patience, and once
 /// every transaction of that snapshot has finished, publishes the table's events
 /// through the highest id held back then. Returns the gap if it is still open.
-fn settle(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer, mut gap: Gap) -> anyhow::Result<Option<Gap>> {
+fn settle(
+    conn: &mut PgConnection,
+    hub: &Hub,
+    sequencer: &mut Sequencer<AnnouncedEvent>,
+    mut gap: Gap,
+) -> anyhow::Result<Option<Gap>> {
     if gap.since.elapsed() < GAP_PATIENCE {
         return Ok(Some(gap));
     }
@@ -170,13 +179,6 @@ fn settle(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer, mut gap
     if !settled {
         tracing::warn!(missing = gap.missing, "live updates: a gap in event ids outlived the settle limit");
     }
-    publish_settled(conn, hub, sequencer, through)?;
-    Ok(None)
-}
-
-/// Publishes the committed events after the watermark through `through`, read from the
-/// table, then moves the watermark there.
-fn publish_settled(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer, through: i64) -> anyhow::Result<()> {
     let mut after = sequencer.released();
     while after < through {
         let page = announced::between(conn, after, through, PAGE)?;
@@ -185,5 +187,5 @@ fn publish_settled(conn: &mut PgConnection, hub: &Hub, sequencer: &mut Sequencer
         after = last;
     }
     sequencer.settle_through(through);
-    Ok(())
+    Ok(None)
 }

@@ -1,10 +1,10 @@
 //! Live run updates: every committed timeline event, delivered in id order to the
 //! streams and long-polls of this instance, whichever instance wrote it.
 //!
-//! PostgreSQL announces each event as it commits (a trigger's `NOTIFY`, migration
-//! `announce_run_events`). One [`listener`] per instance holds its own connection,
-//! outside the request pool, `LISTEN`s, puts the ids in order ([`sequencer`]), reads the
-//! events with their runs and publishes them on the [`Hub`]. Streams subscribe to the
+//! Writers announce committed events with a `NOTIFY` (`db::announce`). One [`listener`]
+//! per instance holds its own connection, outside the request pool, `LISTEN`s, reads the
+//! committed events with their runs from the table, puts them in id order
+//! ([`sequencer`]) and publishes them on the [`Hub`]. Streams subscribe to the
 //! hub; one that falls too far behind is dropped, so a slow reader never grows memory.
 
 pub mod listener;
@@ -24,6 +24,8 @@ use crate::domain::ids::{RunId, TenantId};
 
 /// Events a stream may fall behind by before it is dropped.
 const BACKLOG: usize = 4096;
+/// How long a new subscriber waits for the listener right after the instance starts.
+const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A committed event and its run, shared by every stream that shows it.
 pub struct LiveEvent {
@@ -201,13 +203,13 @@ impl Hub {
     }
 
     /// A place on the hub, if the limit allows and the listener has caught up (waiting
-    /// for it at most `patience`: right after start, it is connecting).
-    pub async fn subscribe(self: &Arc<Hub>, patience: Duration) -> Result<Subscription, SubscribeError> {
+    /// for it a few seconds: right after start, it is connecting).
+    pub async fn subscribe(self: &Arc<Hub>) -> Result<Subscription, SubscribeError> {
         if *self.stopping.borrow() {
             return Err(SubscribeError::Stopping);
         }
         let mut caught_up = self.caught_up.subscribe();
-        if tokio::time::timeout(patience, caught_up.wait_for(|ready| *ready)).await.is_err() {
+        if tokio::time::timeout(LISTENER_PATIENCE, caught_up.wait_for(|ready| *ready)).await.is_err() {
             return Err(SubscribeError::NotCaughtUp);
         }
         let max = self.config.max_streams;
@@ -232,6 +234,10 @@ impl Hub {
 
     fn set_caught_up(&self, caught_up: bool) {
         self.caught_up.send_replace(caught_up);
+    }
+
+    fn is_caught_up(&self) -> bool {
+        *self.caught_up.borrow()
     }
 
     /// Ends every stream and long-poll, and refuses new ones.

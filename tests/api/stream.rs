@@ -292,7 +292,7 @@ fn metric(app: &TestApp, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
     let app = TestApp::spawn_with(fresh_database(), |config| {
-        config.live.stalled_client_timeout = Duration::from_secs(1);
+        config.live.stalled_client_timeout = Duration::from_secs(2);
     })
     .await;
     let id = started_run(&app).await;
@@ -302,7 +302,7 @@ async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
     assert_eq!(metric(&app, "opsrun_streams_open"), 2.0);
 
     // Far more events than the stalled stream's socket buffers and backlog can hold,
-    // written straight to the timeline (as any writer may) in batches.
+    // written straight to the timeline in batches, each announced as opsrun's writers do.
     const BATCHES: usize = 25;
     const PER_BATCH: usize = 1000;
     let reader = tokio::spawn(async move {
@@ -324,6 +324,7 @@ async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
         ))
         .execute(&mut conn)
         .unwrap();
+        opsrun::db::announce(&mut conn);
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let mut reading =
@@ -477,4 +478,26 @@ async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
         .await
         .unwrap();
     assert_problem(response, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn an_event_written_without_an_announcement_still_arrives() {
+    let app = TestApp::spawn().await;
+    let id = started_run(&app).await;
+    let mut stream = SseReader::open(&app, &format!("?run_id={id}"), &admin_token(), None).await;
+    // As a writer outside opsrun (or one that crashed between commit and announcement)
+    // would leave it: committed, never announced.
+    sql_query(format!(
+        "INSERT INTO operation_run_events (run_id, workspace_id, actor, kind, from_status, to_status, outcome) \
+         VALUES ({id}, 1, 'by hand', 'progressed', 'running', 'running', 'pending')"
+    ))
+    .execute(&mut app.db())
+    .unwrap();
+    // The run's own `created` and `started` may still be on their way.
+    loop {
+        let event = stream.next_within(Duration::from_secs(3)).await.expect("found by the listener's own check");
+        if event.data["event"]["actor"] == "by hand" {
+            break;
+        }
+    }
 }

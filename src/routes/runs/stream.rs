@@ -33,8 +33,6 @@ use crate::routes::listing::{parse_query, parse_types, positive_id};
 
 /// Events read from the table per catch-up query.
 const CATCH_UP_PAGE: i64 = 500;
-/// How long a new stream waits for the listener right after the instance starts.
-const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
 /// What `EventSource` waits before reconnecting after the stream ends.
 const RECONNECT_MS: u32 = 2000;
 
@@ -305,7 +303,7 @@ pub async fn stream_runs(
         run_id: positive_id("run_id", params.run_id)?.map(RunId),
     };
     let resume = resume_point(&request, params.after)?;
-    let subscription = hub.subscribe(LISTENER_PATIENCE).await?;
+    let subscription = hub.subscribe().await?;
     // Everything through `released` is in the table; everything after it will come
     // through the subscription, which already exists.
     let released = subscription.released();

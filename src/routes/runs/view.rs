@@ -22,8 +22,6 @@ use crate::use_cases::visible_run;
 
 /// The longest a long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How long a long-poll waits for the listener right after the instance starts.
-const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What a view takes.
 #[derive(Deserialize, IntoParams)]
@@ -111,7 +109,7 @@ pub async fn view_run(
     let until = wait.map(|wait| tokio::time::Instant::now() + wait);
     // Subscribed before the first read: a change committed after it cannot be missed.
     let mut subscription = match (until, &if_none_match) {
-        (Some(_), Some(_)) => Some(hub.subscribe(LISTENER_PATIENCE).await?),
+        (Some(_), Some(_)) => Some(hub.subscribe().await?),
         _ => None,
     };
     let principal = Arc::new(principal);

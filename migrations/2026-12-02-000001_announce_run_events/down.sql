@@ -1,4 +1,0 @@
-DROP INDEX operation_runs_workspace_updated_idx;
-DROP INDEX operation_run_events_workspace_idx;
-DROP TRIGGER operation_run_events_announce ON operation_run_events;
-DROP FUNCTION opsrun_announce_run_event();

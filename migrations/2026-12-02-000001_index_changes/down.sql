@@ -1,0 +1,2 @@
+DROP INDEX operation_runs_workspace_updated_idx;
+DROP INDEX operation_run_events_workspace_idx;
