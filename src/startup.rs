@@ -142,7 +142,7 @@ impl Application {
         let app_database = web::Data::new(database.clone());
         let app_metrics = metrics.clone();
         let live = config.live;
-        let hub = Hub::new(live);
+        let hub = Hub::new(live, metrics.streams_dropped_slow.clone());
         let app_hub = web::Data::new(Arc::clone(&hub));
         let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {

@@ -10,20 +10,21 @@
 pub mod listener;
 pub mod sequencer;
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::db::announced::{AnnouncedEvent, CatchUp};
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::RunType;
 use crate::domain::ids::{RunId, TenantId};
 
-/// Events a stream may fall behind by before it is dropped.
-const BACKLOG: usize = 4096;
+/// Events a subscriber may fall behind by before it is dropped.
+const BACKLOG: usize = 1024;
 /// How long a new subscriber waits for the listener right after the instance starts.
 const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -68,11 +69,12 @@ impl StreamFilter {
     /// rule of every read, `access::decide`), and only what the filter asks for.
     pub fn admits(&self, principal: &Principal, event: &AnnouncedEvent) -> bool {
         let run = &event.1;
-        decide(principal, run.workspace_id, run.tenant_id, run.run_type, Action::View) == Access::Allowed
+        // The filter's cheap comparisons first: the hub asks this of every subscriber.
+        self.run_id.is_none_or(|id| run.id == id)
             && (self.types.is_empty() || self.types.contains(&run.run_type))
             && self.tenant_id.is_none_or(|tenant| run.tenant_id == Some(tenant))
             && self.backup_schedule_id.is_none_or(|schedule| run.backup_schedule_id == Some(schedule))
-            && self.run_id.is_none_or(|id| run.id == id)
+            && decide(principal, run.workspace_id, run.tenant_id, run.run_type, Action::View) == Access::Allowed
     }
 
     /// The catch-up query for `principal`: its viewable types narrowed by the filter.
@@ -145,27 +147,43 @@ pub fn drop_stalled_clients(connection: &dyn std::any::Any, timeout: Duration) {
     }
 }
 
-/// Where the listener publishes and the streams subscribe.
+/// One subscriber as the hub sees it: who, what it wants, where its events go.
+struct Subscriber {
+    principal: Principal,
+    filter: StreamFilter,
+    queue: mpsc::Sender<Arc<LiveEvent>>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// Where the listener publishes and the streams subscribe. Each event goes, at publish
+/// time, only to the subscribers it is for, each through a bounded queue of its own: a
+/// stream watching one quiet run is not woken by the workspace's traffic, and a
+/// subscriber whose queue is full is dropped, so none can make the hub hold events.
 pub struct Hub {
-    events: broadcast::Sender<Arc<LiveEvent>>,
+    subscribers: Mutex<HashMap<u64, Subscriber>>,
+    next_subscriber: AtomicU64,
     /// Every event id up to this one has been published (or proven never to commit).
     released: AtomicI64,
     /// Whether the listener holds a watermark, so catch-ups can be exact.
     caught_up: watch::Sender<bool>,
     stopping: watch::Sender<bool>,
     open: AtomicUsize,
+    dropped_slow: prometheus::IntCounter,
     pub config: LiveConfig,
 }
 
 /// A stream's or long-poll's place on the hub; frees its slot when dropped.
 pub struct Subscription {
-    pub events: broadcast::Receiver<Arc<LiveEvent>>,
+    pub events: mpsc::Receiver<Arc<LiveEvent>>,
     pub stopping: watch::Receiver<bool>,
+    lagged: Arc<AtomicBool>,
+    id: u64,
     hub: Arc<Hub>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.hub.subscribers().remove(&self.id);
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -176,22 +194,31 @@ impl Subscription {
         self.hub.released()
     }
 
-    /// Whether this subscriber has fallen a whole backlog behind.
-    pub fn is_lagging(&self) -> bool {
-        self.events.len() >= BACKLOG
+    /// Whether the hub dropped this subscriber for falling [`BACKLOG`] events behind; its
+    /// queue then ends after the events it holds.
+    pub fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Relaxed)
     }
 }
 
 impl Hub {
-    pub fn new(config: LiveConfig) -> Arc<Hub> {
+    /// `dropped_slow` counts the subscribers dropped for falling behind.
+    pub fn new(config: LiveConfig, dropped_slow: prometheus::IntCounter) -> Arc<Hub> {
         Arc::new(Hub {
-            events: broadcast::channel(BACKLOG).0,
+            subscribers: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(0),
             released: AtomicI64::new(0),
             caught_up: watch::channel(false).0,
             stopping: watch::channel(false).0,
             open: AtomicUsize::new(0),
+            dropped_slow,
             config,
         })
+    }
+
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Subscriber>> {
+        // A panic elsewhere while holding the lock leaves the map itself intact.
+        self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn released(&self) -> i64 {
@@ -202,9 +229,14 @@ impl Hub {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// A place on the hub, if the limit allows and the listener has caught up (waiting
-    /// for it a few seconds: right after start, it is connecting).
-    pub async fn subscribe(self: &Arc<Hub>) -> Result<Subscription, SubscribeError> {
+    /// A place on the hub for `principal`'s events that `filter` admits, if the limit
+    /// allows and the listener has caught up (waiting for it a few seconds: right after
+    /// start, it is connecting).
+    pub async fn subscribe(
+        self: &Arc<Hub>,
+        principal: &Principal,
+        filter: &StreamFilter,
+    ) -> Result<Subscription, SubscribeError> {
         if *self.stopping.borrow() {
             return Err(SubscribeError::Stopping);
         }
@@ -217,8 +249,14 @@ impl Hub {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(SubscribeError::Full { max });
         }
-        // Subscribed before the caller reads `released`: nothing falls between the two.
-        Ok(Subscription { events: self.events.subscribe(), stopping: self.stopping.subscribe(), hub: Arc::clone(self) })
+        let (queue, events) = mpsc::channel(BACKLOG);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        // Registered before the caller reads `released`: nothing falls between the two.
+        let subscriber =
+            Subscriber { principal: principal.clone(), filter: filter.clone(), queue, lagged: Arc::clone(&lagged) };
+        self.subscribers().insert(id, subscriber);
+        Ok(Subscription { events, stopping: self.stopping.subscribe(), lagged, id, hub: Arc::clone(self) })
     }
 
     /// Publishes events in id order and moves the watermark to `released`. The watermark
@@ -226,12 +264,30 @@ impl Hub {
     /// table and skips the copies it then receives, rather than missing them.
     fn publish(&self, events: Vec<AnnouncedEvent>, released: i64) {
         self.released.fetch_max(released, Ordering::AcqRel);
+        if events.is_empty() {
+            return;
+        }
+        let mut subscribers = self.subscribers();
         for event in events {
-            // An error only means that no stream is listening.
-            let _ = self.events.send(Arc::new(LiveEvent::new(event)));
+            let event = Arc::new(LiveEvent::new(event));
+            subscribers.retain(|_, subscriber| {
+                if !subscriber.filter.admits(&subscriber.principal, &event.event) {
+                    return true;
+                }
+                match subscriber.queue.try_send(Arc::clone(&event)) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Too slow to read: dropped (its queue ends), and it resumes from
+                        // its last event id.
+                        subscriber.lagged.store(true, Ordering::Relaxed);
+                        self.dropped_slow.inc();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
         }
     }
-
     fn set_caught_up(&self, caught_up: bool) {
         self.caught_up.send_replace(caught_up);
     }

@@ -15,7 +15,6 @@ use actix_web::{get, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::events::RunEventView;
@@ -169,16 +168,6 @@ struct Streaming {
     finished: bool,
 }
 
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        // Dropped by the server with a backlog pending: its client stopped reading and
-        // the kernel gave up on the connection (`LiveConfig::stalled_client_timeout`).
-        if !self.finished && self.subscription.is_lagging() {
-            self.metrics.streams_dropped_slow.inc();
-        }
-    }
-}
-
 impl Streaming {
     /// The next bytes to send, or `None` when the stream is over.
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Streaming)> {
@@ -235,22 +224,16 @@ impl Streaming {
                 self.ready.push_back(closing("token_expired", self.cursor));
                 self.finished = true;
             }
+            // The hub sends only what this stream's filter admits.
             received = self.subscription.events.recv() => match received {
-                Ok(event) if event.id() > self.cursor => {
+                Some(event) if event.id() > self.cursor => {
                     self.cursor = event.id();
-                    if self.filter.admits(&self.principal, &event.event) {
-                        self.ready.push_back(event.frame(render));
-                        self.metrics.stream_events_delivered.inc();
-                    }
+                    self.ready.push_back(event.frame(render));
+                    self.metrics.stream_events_delivered.inc();
                 }
-                Ok(_already_sent) => {}
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow to read: dropped, so that it cannot hold events in memory.
-                    // It resumes from its last event id.
-                    self.metrics.streams_dropped_slow.inc();
-                    self.finished = true;
-                }
-                Err(RecvError::Closed) => self.finished = true,
+                Some(_already_sent) => {}
+                // Dropped by the hub for falling behind (counted there), or stopping.
+                None => self.finished = true,
             },
             _ = self.heartbeat.tick() => self.ready.push_back(Bytes::from_static(b": heartbeat\n\n")),
         }
@@ -303,7 +286,7 @@ pub async fn stream_runs(
         run_id: positive_id("run_id", params.run_id)?.map(RunId),
     };
     let resume = resume_point(&request, params.after)?;
-    let subscription = hub.subscribe().await?;
+    let subscription = hub.subscribe(&principal, &filter).await?;
     // Everything through `released` is in the table; everything after it will come
     // through the subscription, which already exists.
     let released = subscription.released();

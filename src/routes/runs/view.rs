@@ -8,7 +8,6 @@ use std::time::Duration;
 use actix_web::http::header::{ETag, IfNoneMatch};
 use actix_web::{get, web, HttpResponse};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use super::RunView;
@@ -16,7 +15,7 @@ use crate::db::Database;
 use crate::domain::access::{Action, Principal};
 use crate::domain::ids::RunId;
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::live::{Hub, Subscription};
+use crate::live::{Hub, StreamFilter, Subscription};
 use crate::routes::caching::{self, Representation};
 use crate::use_cases::visible_run;
 
@@ -46,22 +45,16 @@ fn parse_wait(text: Option<&str>) -> Result<Option<Duration>, ApiError> {
     Ok(Some(wait))
 }
 
-/// Waits until an event of run `id` is published, or `wait` passes, or the instance
-/// stops. Whether something happened to the run (a lagging subscriber cannot know, so
-/// it says yes and the caller reads the run again).
-async fn changed(subscription: &mut Subscription, id: RunId, until: tokio::time::Instant) -> bool {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(until) => return false,
-            _ = subscription.stopping.wait_for(|stopping| *stopping) => return false,
-            received = subscription.events.recv() => match received {
-                Ok(event) if event.run_id() == id => return true,
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => return true,
-                Err(RecvError::Closed) => return false,
-            },
-        }
-    }
+/// Waits until an event of the subscribed run is published, or `wait` passes, or the
+/// instance stops. Whether something happened to the run.
+async fn changed(subscription: &mut Subscription, until: tokio::time::Instant) -> bool {
+    let received = tokio::select! {
+        () = tokio::time::sleep_until(until) => return false,
+        _ = subscription.stopping.wait_for(|stopping| *stopping) => return false,
+        received = subscription.events.recv() => received,
+    };
+    // Only this run's events come; a queue dropped for lagging says "read again".
+    received.is_some() || subscription.lagged()
 }
 
 /// Show a run.
@@ -109,7 +102,10 @@ pub async fn view_run(
     let until = wait.map(|wait| tokio::time::Instant::now() + wait);
     // Subscribed before the first read: a change committed after it cannot be missed.
     let mut subscription = match (until, &if_none_match) {
-        (Some(_), Some(_)) => Some(hub.subscribe().await?),
+        (Some(_), Some(_)) => {
+            let this_run = StreamFilter { run_id: Some(id), ..StreamFilter::default() };
+            Some(hub.subscribe(&principal, &this_run).await?)
+        }
         _ => None,
     };
     let principal = Arc::new(principal);
@@ -123,9 +119,13 @@ pub async fn view_run(
         let (Some(subscription), Some(until)) = (subscription.as_mut(), until) else {
             return Ok(caching::not_modified(etag));
         };
+        // A queue the hub dropped wakes no one again.
+        if subscription.lagged() {
+            return Ok(caching::not_modified(etag));
+        }
         // An event of this run may name a change the read above already saw: read again
         // and keep waiting while the client's copy is still current.
-        if !changed(subscription, id, until).await {
+        if !changed(subscription, until).await {
             return Ok(caching::not_modified(etag));
         }
     }
