@@ -30,6 +30,16 @@ pub struct RunGlance {
 /// A committed event and its run.
 pub type AnnouncedEvent = (RunEventRow, RunGlance);
 
+/// The committed events among these ids, in id order.
+pub fn with_ids(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<AnnouncedEvent>> {
+    events::table
+        .inner_join(runs::table)
+        .filter(events::id.eq_any(ids))
+        .order(events::id.asc())
+        .select((RunEventRow::as_select(), RunGlance::as_select()))
+        .load(conn)
+}
+
 /// The committed events with ids in `(after, through]`, in id order, at most `limit`.
 pub fn between(conn: &mut PgConnection, after: i64, through: i64, limit: i64) -> QueryResult<Vec<AnnouncedEvent>> {
     events::table

@@ -119,6 +119,8 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
     let mut gap: Option<Gap> = None;
     let mut pause = BUSY_CHECK;
     let mut last_read = Instant::now();
+    // Every committed event up to here has been read (released or held).
+    let mut read_through = sequencer.released();
     while !stop.load(Ordering::Relaxed) {
         let mut announced_any = false;
         for notification in conn.notifications_iter() {
@@ -128,9 +130,14 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
         let mut more = false;
         if announced_any || gap.is_some() || last_read.elapsed() >= UNANNOUNCED_CHECK {
             last_read = Instant::now();
-            let page = announced::between(&mut conn, sequencer.released(), i64::MAX, PAGE)?;
+            // What is new, then whether any hole below it has committed since: each row
+            // is read once, however long a gap holds it.
+            let page = announced::between(&mut conn, read_through, i64::MAX, PAGE)?;
             more = page.len() as i64 == PAGE;
-            for event in page {
+            read_through = page.last().map_or(read_through, |event| event.0.id);
+            let holes = sequencer.holes(read_through, PAGE as usize);
+            let filled = if holes.is_empty() { Vec::new() } else { announced::with_ids(&mut conn, &holes)? };
+            for event in page.into_iter().chain(filled) {
                 sequencer.saw(event.0.id, event);
             }
             let ready = sequencer.take_contiguous();
@@ -179,13 +186,14 @@ fn settle(
     if !settled {
         tracing::warn!(missing = gap.missing, "live updates: a gap in event ids outlived the settle limit");
     }
-    let mut after = sequencer.released();
-    while after < through {
-        let page = announced::between(conn, after, through, PAGE)?;
-        let last = if (page.len() as i64) < PAGE { through } else { page.last().map_or(through, |event| event.0.id) };
-        hub.publish(page, last);
-        after = last;
+    // Whatever of the gap committed meanwhile is in the table now.
+    let holes = sequencer.holes(through, usize::MAX);
+    for ids in holes.chunks(PAGE as usize) {
+        for event in announced::with_ids(conn, ids)? {
+            sequencer.saw(event.0.id, event);
+        }
     }
-    sequencer.settle_through(through);
+    let settled_events = sequencer.settle_through(through);
+    hub.publish(settled_events, through);
     Ok(None)
 }

@@ -7,8 +7,8 @@
 //! "after 11" and never see 10. So an event is released only once every id below it is
 //! settled: released, or proven never to commit (its transaction rolled back). The
 //! proof is the listener's: when a gap outlives a moment, it asks PostgreSQL whether
-//! every transaction that was running when it looked has finished, and then reads the
-//! gap's committed events from the table.
+//! every transaction that was running when it looked has finished, and then looks for
+//! the gap's ids in the table one last time.
 
 use std::collections::BTreeMap;
 
@@ -52,13 +52,21 @@ impl<T> Sequencer<T> {
         self.pending.last_key_value().map(|(id, _)| *id)
     }
 
-    /// Every id up to `through` is now proven settled and its events were read from the
-    /// table: moves the watermark there and forgets what it held up to it.
-    pub fn settle_through(&mut self, through: i64) {
-        if through > self.released {
-            self.released = through;
-            self.pending = self.pending.split_off(&(through + 1));
+    /// The ids missing between the watermark and `through` (at most `limit`): the gaps
+    /// to look for in the table.
+    pub fn holes(&self, through: i64, limit: usize) -> Vec<i64> {
+        (self.released + 1..through).filter(|id| !self.pending.contains_key(id)).take(limit).collect()
+    }
+
+    /// Every id up to `through` is now proven settled, and the holes were looked for one
+    /// last time: releases what is held up to it, in order, and moves the watermark there.
+    pub fn settle_through(&mut self, through: i64) -> Vec<T> {
+        if through <= self.released {
+            return Vec::new();
         }
+        self.released = through;
+        let later = self.pending.split_off(&(through + 1));
+        std::mem::replace(&mut self.pending, later).into_values().collect()
     }
 }
 
@@ -86,13 +94,15 @@ mod tests {
         for id in [3, 5, 9] {
             sequencer.saw(id, id);
         }
-        sequencer.settle_through(5);
+        assert_eq!(sequencer.holes(9, 10), vec![1, 2, 4, 6, 7, 8]);
+        assert_eq!(sequencer.holes(9, 2), vec![1, 2]);
+        assert_eq!(sequencer.settle_through(5), vec![3, 5]);
         assert_eq!(sequencer.released(), 5);
         assert_eq!(sequencer.highest_held(), Some(9));
         sequencer.saw(4, 4);
         sequencer.saw(6, 6);
         assert_eq!(sequencer.take_contiguous(), vec![6], "4 was read with the settled range");
-        sequencer.settle_through(5);
+        assert_eq!(sequencer.settle_through(5), Vec::<i64>::new());
         assert_eq!(sequencer.released(), 6, "settling backwards changes nothing");
     }
 

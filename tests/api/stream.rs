@@ -501,3 +501,40 @@ async fn an_event_written_without_an_announcement_still_arrives() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_id_order() {
+    let app = TestApp::spawn_with(fresh_database(), |config| config.pool_size = 16).await;
+    let mut stream = SseReader::open(&app, "?type=inventory_sync", &admin_token(), None).await;
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let app = app.clone_client();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    app.start(&admin_token(), inventory_sync(1 + (n % 3) as i64, &format!("race-{writer}-{n}"))).await;
+                }
+            })
+        })
+        .collect();
+    let events = stream.take(WRITERS * EACH).await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let ids = event_ids(&events);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "strictly increasing: {ids:?}");
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let committed: Vec<i64> = sql_query("SELECT id FROM operation_run_events WHERE kind = 'created' ORDER BY id")
+        .load::<Id>(&mut app.db())
+        .unwrap()
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(ids, committed, "every committed event, once");
+    stream.assert_quiet().await;
+}
