@@ -31,7 +31,7 @@ start_server() {
   mkdir -p "$data" && chmod 755 "$data"
   OPSRUN_DATA_DIR="$data" "$binary" seed --runs 10000 > /dev/null
   OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
-    OPSRUN_MAX_STREAMS=$((streams + 100)) "$binary" serve > "$work/serve-$2.out" 2> "$work/serve-$2.err" &
+    OPSRUN_MAX_STREAMS=$((2 * streams + 100)) "$binary" serve > "$work/serve-$2.out" 2> "$work/serve-$2.err" &
   server=$!
   for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve-$2.out" 2>/dev/null && break; sleep 0.5; done
   base=$(sed -n 's/^opsrun listening on //p' "$work/serve-$2.out")
@@ -77,9 +77,19 @@ echo "| this, $streams open, idle | - | - | - | $(rss) MiB | $(threads) |"
 measure start "this, $streams"
 measure progress "this, $streams"
 wait "$holder"
+# A second set of streams while one worker reports progress as fast as it can alone:
+# latency where users live, below saturation. (The first set's sockets are closed; the
+# server notices at each stream's next heartbeat, so their slots count until then.)
+python3 bench/streams.py "$base" "$OPSRUN_TOKEN" "$streams" "$followers" "$quiet" $((duration + 10)) > "$work/paced.out" &
+holder=$!
+sleep 5
+paced=$(wrk -t1 -c1 -d"${duration}s" -s bench/wrk/progress.lua "$base" | awk '/^Requests\/sec/ {printf "%.0f", $2}')
+wait "$holder"
 measure start "this, none (after)"
 measure progress "this, none (after)"
 echo
-echo "delivery to the $followers streams following everything:"
+echo "delivery to the $followers streams following everything, writes saturated (rows '$streams'):"
 tail -1 "$work/streams.out"
+echo "delivery with one worker reporting progress alone ($paced req/s):"
+tail -1 "$work/paced.out"
 curl -s "$base/metrics" | grep -E '^opsrun_(streams|stream_events)' || true
