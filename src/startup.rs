@@ -144,6 +144,8 @@ impl Application {
         let live = config.live;
         let hub = Hub::new(live, metrics.streams_dropped_slow.clone());
         let app_hub = web::Data::new(Arc::clone(&hub));
+        let announcing = Arc::clone(&hub);
+        database.announce_through(move || announcing.events_written());
         let cors_origins = config.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()

@@ -14,7 +14,7 @@ pub use error::DbError;
 pub use sql_types::JsonText;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::web;
@@ -57,6 +57,9 @@ pub struct Database {
     waiting: Arc<AtomicI64>,
     /// The longest one piece of work may take, checkout included.
     work_timeout: Duration,
+    /// Told when work that wrote events has returned (the instance's listener); without
+    /// one, work announces on its own connection.
+    events_written: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// What the pool looks like at one moment.
@@ -85,7 +88,14 @@ impl Database {
             .test_on_check_out(false)
             .connection_customizer(Box::new(SessionSettings { statement_timeout: work_timeout }))
             .build_unchecked(ConnectionManager::new(database_url));
-        Database { pool, waiting: Arc::default(), work_timeout }
+        Database { pool, waiting: Arc::default(), work_timeout, events_written: Arc::default() }
+    }
+
+    /// Hands the announcing of written events to `notify` (the instance's listener, which
+    /// sends one `NOTIFY` for however many writes it was told of), instead of a `NOTIFY`
+    /// per write on the writer's own connection. Set once; later calls are ignored.
+    pub fn announce_through(&self, notify: impl Fn() + Send + Sync + 'static) {
+        let _ = self.events_written.set(Box::new(notify));
     }
 
     pub fn state(&self) -> PoolState {
@@ -110,6 +120,7 @@ impl Database {
     {
         let pool = self.pool.clone();
         let waiting = Arc::clone(&self.waiting);
+        let events_written = Arc::clone(&self.events_written);
         let blocking = web::block(move || {
             waiting.fetch_add(1, Ordering::Relaxed);
             let checkout = pool.get();
@@ -118,7 +129,10 @@ impl Database {
             events::take_written();
             let done = work(&mut conn);
             if events::take_written() && done.is_ok() {
-                announce(&mut conn);
+                match events_written.get() {
+                    Some(notify) => notify(),
+                    None => announce(&mut conn),
+                }
             }
             done
         });
@@ -135,7 +149,8 @@ impl Database {
 pub const EVENTS_CHANNEL: &str = "opsrun_run_events";
 
 /// Tells every instance's listener that events have committed: a `NOTIFY` in a
-/// transaction of its own, sent after the work's commit. The listeners then read the
+/// transaction of its own, sent after the work's commit (by the instance's listener for
+/// its own writers, see [`Database::announce_through`]). The listeners then read the
 /// table, which stays the only source of truth: a lost announcement (a crash right
 /// after the commit, an event written outside opsrun) is found by the listener's check
 /// of the table once a second. Not in the writing transaction: PostgreSQL serializes

@@ -3,8 +3,10 @@
 //! hub. It runs on its own thread with its own connection (a `LISTEN` needs a session,
 //! which a pooled connection is not).
 //!
-//! The table is the source of truth; an announcement (`db::announce`, sent after each
-//! write commits) only says "read now". So a lost announcement delays events (the
+//! The table is the source of truth; an announcement only says "read now". This
+//! instance's writers mark the hub after they commit (`Hub::events_written`); the
+//! listener then sends one `NOTIFY` for all of them, which wakes every instance's
+//! listener, its own included. So a lost announcement delays events (the
 //! listener reads the table once a second regardless) but never loses one, and after
 //! losing its connection the listener reconnects and carries on from its watermark.
 //!
@@ -66,6 +68,7 @@ impl Drop for ListenerHandle {
 pub fn spawn(database_url: SecretString, hub: Arc<Hub>) -> std::io::Result<ListenerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
+    let hub_for_writers = Arc::clone(&hub);
     let thread = std::thread::Builder::new().name("opsrun-listener".into()).spawn(move || {
         let mut retry = Duration::from_millis(50);
         while !stopped.load(Ordering::Relaxed) {
@@ -79,6 +82,7 @@ pub fn spawn(database_url: SecretString, hub: Arc<Hub>) -> std::io::Result<Liste
             }
         }
     })?;
+    let _ = hub_for_writers.listener_thread.set(thread.thread().clone());
     Ok(ListenerHandle { stop, thread: Some(thread) })
 }
 
@@ -122,7 +126,11 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
     // Every committed event up to here has been read (released or held).
     let mut read_through = sequencer.released();
     while !stop.load(Ordering::Relaxed) {
-        let mut announced_any = false;
+        // This instance's writes: announced to every instance, read at once.
+        let mut announced_any = hub.take_local_writes();
+        if announced_any {
+            conn.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}"))?;
+        }
         for notification in conn.notifications_iter() {
             notification?;
             announced_any = true;
@@ -156,7 +164,8 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
             continue;
         }
         pause = if announced_any || gap.is_some() { BUSY_CHECK } else { (pause * 2).min(IDLE_CHECK) };
-        std::thread::sleep(pause);
+        // Woken early by this instance's writers (`Hub::events_written`).
+        std::thread::park_timeout(pause);
     }
     Ok(())
 }

@@ -169,6 +169,9 @@ pub struct Hub {
     stopping: watch::Sender<bool>,
     open: AtomicUsize,
     dropped_slow: prometheus::IntCounter,
+    /// Work on this instance wrote events since the listener last looked.
+    local_writes: AtomicBool,
+    listener_thread: OnceLock<std::thread::Thread>,
     pub config: LiveConfig,
 }
 
@@ -212,8 +215,24 @@ impl Hub {
             stopping: watch::channel(false).0,
             open: AtomicUsize::new(0),
             dropped_slow,
+            local_writes: AtomicBool::new(false),
+            listener_thread: OnceLock::new(),
             config,
         })
+    }
+
+    /// Work on this instance has committed events: the listener wakes, announces them to
+    /// every instance (one `NOTIFY` for however many writes it finds marked) and reads
+    /// them. Writers thus never wait for an announcement.
+    pub fn events_written(&self) {
+        self.local_writes.store(true, Ordering::Release);
+        if let Some(thread) = self.listener_thread.get() {
+            thread.unpark();
+        }
+    }
+
+    fn take_local_writes(&self) -> bool {
+        self.local_writes.swap(false, Ordering::AcqRel)
     }
 
     fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Subscriber>> {
