@@ -1,11 +1,13 @@
 //! Live run updates: every committed timeline event, delivered in id order to the
 //! streams and long-polls of this instance, whichever instance wrote it.
 //!
-//! Writers announce committed events with a `NOTIFY` (`db::announce`). One [`listener`]
-//! per instance holds its own connection, outside the request pool, `LISTEN`s, reads the
-//! committed events with their runs from the table, puts them in id order
-//! ([`sequencer`]) and publishes them on the [`Hub`]. Streams subscribe to the
-//! hub; one that falls too far behind is dropped, so a slow reader never grows memory.
+//! The table is the source of truth. After a write commits, the writer marks this
+//! instance's hub ([`Hub::events_written`]); one [`listener`] per instance, on its own
+//! connection outside the request pool, sends one `NOTIFY` for all of them, `LISTEN`s
+//! for every instance's, reads the committed events with their runs, puts them in id
+//! order ([`sequencer`]) and publishes them on the [`Hub`], which hands each to the
+//! subscribers it is for. One that falls too far behind is dropped, so a slow reader
+//! never grows memory.
 
 pub mod listener;
 pub mod sequencer;
