@@ -18,7 +18,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 
 /// Registers every route of the service.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -47,6 +47,10 @@ async fn docs_without_slash() -> HttpResponse {
     HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/docs/")).finish()
 }
 
+/// Marks a HEAD request routed as GET, for handlers whose body never ends.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadRequest;
+
 /// Every GET route answers HEAD: routed as GET, and actix-web's HTTP codec, which saw the
 /// request's real method, sends the headers without the body.
 pub async fn head_as_get(
@@ -55,6 +59,7 @@ pub async fn head_as_get(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if request.method() == Method::HEAD {
         request.head_mut().method = Method::GET;
+        request.extensions_mut().insert(HeadRequest);
     }
     next.call(request).await
 }

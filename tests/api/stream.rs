@@ -538,3 +538,14 @@ async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_
     assert_eq!(ids, committed, "every committed event, once");
     stream.assert_quiet().await;
 }
+
+#[tokio::test]
+async fn head_on_the_stream_answers_its_headers_and_holds_no_slot() {
+    let app = TestApp::spawn().await;
+    let response =
+        app.client.head(format!("{}/v1/runs/stream", app.address)).bearer_auth(admin_token()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    drop(response);
+    assert_eq!(metric(&app, "opsrun_streams_open"), 0.0);
+}

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -286,6 +286,11 @@ pub async fn stream_runs(
         run_id: positive_id("run_id", params.run_id)?.map(RunId),
     };
     let resume = resume_point(&request, params.after)?;
+    // HEAD: the headers only. A stream body is never polled then, so it would hold its
+    // slot for as long as the connection stays open.
+    if request.extensions().get::<crate::routes::HeadRequest>().is_some() {
+        return Ok(event_stream_response().finish());
+    }
     let subscription = hub.subscribe(&principal, &filter).await?;
     // Everything through `released` is in the table; everything after it will come
     // through the subscription, which already exists.
@@ -319,13 +324,18 @@ pub async fn stream_runs(
         token_expires,
         finished: false,
     };
-    Ok(HttpResponse::Ok()
+    Ok(event_stream_response().streaming(futures_util::stream::unfold(streaming, Streaming::next)))
+}
+
+fn event_stream_response() -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
         .content_type("text/event-stream")
         // Nothing to cache, and the URL may hold a token.
         .insert_header((header::CACHE_CONTROL, "no-store"))
         // Compression would hold events back until a block fills.
         .insert_header((header::CONTENT_ENCODING, "identity"))
         // nginx and similar proxies: pass events on as they come.
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures_util::stream::unfold(streaming, Streaming::next)))
+        .insert_header(("X-Accel-Buffering", "no"));
+    response
 }
