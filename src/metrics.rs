@@ -111,7 +111,7 @@ impl Default for Metrics {
             streams_dropped_slow: single_counter(
                 &registry,
                 "opsrun_streams_dropped_slow_total",
-                "Live streams disconnected because their client read too slowly",
+                "Live streams ended with events still waiting for them: the client fell 4,096 events behind or stopped reading",
             ),
             streams_open: {
                 let open = prometheus::IntGauge::new("opsrun_streams_open", "Live streams and long-polls open now")

@@ -26,7 +26,7 @@ use crate::domain::catalog::RunType;
 use crate::domain::ids::{RunId, TenantId};
 
 /// Events a subscriber may fall behind by before it is dropped.
-const BACKLOG: usize = 1024;
+const BACKLOG: usize = 4096;
 /// How long a new subscriber waits for the listener right after the instance starts.
 const LISTENER_PATIENCE: Duration = Duration::from_secs(5);
 

@@ -168,6 +168,17 @@ struct Streaming {
     finished: bool,
 }
 
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // Dropped by the server with events still queued for it: its client stopped
+        // reading and the kernel gave up on the connection
+        // (`LiveConfig::stalled_client_timeout`). The hub counts the ones it drops itself.
+        if !self.finished && !self.subscription.lagged() && !self.subscription.events.is_empty() {
+            self.metrics.streams_dropped_slow.inc();
+        }
+    }
+}
+
 impl Streaming {
     /// The next bytes to send, or `None` when the stream is over.
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Streaming)> {
