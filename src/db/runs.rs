@@ -300,28 +300,24 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) 
     if let Some(since) = query.updated_after {
         // Served by (workspace_id, updated_at, id), oldest change first.
         select = select.filter(updated_at.ge(since));
-        if let Some((cursor_updated_at, cursor_id)) = query.after {
-            select = select.filter(
-                sql::<Bool>("(updated_at, id) > (")
-                    .bind::<Timestamptz, _>(cursor_updated_at)
-                    .sql(", ")
-                    .bind::<BigInt, _>(cursor_id)
-                    .sql(")"),
-            );
+        if let Some(cursor) = query.after {
+            select = select.filter(past_cursor("(updated_at, id) > (", cursor));
         }
         return select.order((updated_at.asc(), id.asc())).limit(query.limit).load(conn);
     }
-    if let Some((cursor_created_at, cursor_id)) = query.after {
-        // A row comparison, so the (…, created_at DESC, id DESC) indexes bound the scan.
-        select = select.filter(
-            sql::<Bool>("(created_at, id) < (")
-                .bind::<Timestamptz, _>(cursor_created_at)
-                .sql(", ")
-                .bind::<BigInt, _>(cursor_id)
-                .sql(")"),
-        );
+    if let Some(cursor) = query.after {
+        select = select.filter(past_cursor("(created_at, id) < (", cursor));
     }
     select.order((created_at.desc(), id.desc())).limit(query.limit).load(conn)
+}
+
+/// The rows past a keyset cursor, `row_comparison` being `"(column, id) < ("` or `> (`:
+/// a row comparison, so the (…, column, id) indexes bound the scan.
+fn past_cursor(
+    row_comparison: &'static str,
+    (at, row_id): (DateTime<Utc>, i64),
+) -> Box<dyn BoxableExpression<operation_runs::table, Pg, SqlType = Bool>> {
+    Box::new(sql::<Bool>(row_comparison).bind::<Timestamptz, _>(at).sql(", ").bind::<BigInt, _>(row_id).sql(")"))
 }
 
 /// Active runs unchanged for longer than their type's stale limit, least recently
