@@ -2,6 +2,7 @@
 //! workspace after a cursor, and the snapshot checks that prove a gap in the event ids
 //! will never fill (`live::sequencer`).
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
@@ -30,25 +31,26 @@ pub struct RunGlance {
 /// A committed event and its run.
 pub type AnnouncedEvent = (RunEventRow, RunGlance);
 
+/// Events with their runs, to be narrowed by a filter.
+type EventsWithRuns<'a> = diesel::dsl::IntoBoxed<'a, diesel::dsl::InnerJoin<events::table, runs::table>, Pg>;
+
+fn events_with_runs<'a>() -> EventsWithRuns<'a> {
+    events::table.inner_join(runs::table).into_boxed()
+}
+
+/// The events `query` keeps, in id order, at most `limit`.
+fn load_in_order(conn: &mut PgConnection, query: EventsWithRuns<'_>, limit: i64) -> QueryResult<Vec<AnnouncedEvent>> {
+    query.order(events::id.asc()).limit(limit).select((RunEventRow::as_select(), RunGlance::as_select())).load(conn)
+}
+
 /// The committed events among these ids, in id order.
 pub fn with_ids(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<AnnouncedEvent>> {
-    events::table
-        .inner_join(runs::table)
-        .filter(events::id.eq_any(ids))
-        .order(events::id.asc())
-        .select((RunEventRow::as_select(), RunGlance::as_select()))
-        .load(conn)
+    load_in_order(conn, events_with_runs().filter(events::id.eq_any(ids)), ids.len() as i64)
 }
 
 /// The committed events with ids in `(after, through]`, in id order, at most `limit`.
 pub fn between(conn: &mut PgConnection, after: i64, through: i64, limit: i64) -> QueryResult<Vec<AnnouncedEvent>> {
-    events::table
-        .inner_join(runs::table)
-        .filter(events::id.gt(after).and(events::id.le(through)))
-        .order(events::id.asc())
-        .limit(limit)
-        .select((RunEventRow::as_select(), RunGlance::as_select()))
-        .load(conn)
+    load_in_order(conn, events_with_runs().filter(events::id.gt(after).and(events::id.le(through))), limit)
 }
 
 /// What a stream's catch-up asks for, besides its workspace and window.
@@ -70,12 +72,10 @@ pub fn catch_up(
     wanted: &CatchUp,
     limit: i64,
 ) -> QueryResult<Vec<AnnouncedEvent>> {
-    let mut query = events::table
-        .inner_join(runs::table)
+    let mut query = events_with_runs()
         .filter(events::workspace_id.eq(workspace))
         .filter(events::id.gt(after).and(events::id.le(through)))
-        .filter(runs::type_.eq_any(&wanted.types))
-        .into_boxed();
+        .filter(runs::type_.eq_any(&wanted.types));
     if let Some(run_id) = wanted.run_id {
         query = query.filter(events::run_id.eq(run_id));
     }
@@ -85,7 +85,7 @@ pub fn catch_up(
     if let Some(schedule) = wanted.backup_schedule_id {
         query = query.filter(runs::backup_schedule_id.eq(schedule));
     }
-    query.order(events::id.asc()).limit(limit).select((RunEventRow::as_select(), RunGlance::as_select())).load(conn)
+    load_in_order(conn, query, limit)
 }
 
 /// The highest committed event id (0 for an empty timeline).

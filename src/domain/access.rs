@@ -46,9 +46,12 @@ impl Principal {
         self.capabilities.contains(capability)
     }
 
-    /// The types whose runs this caller may view.
-    pub fn viewable_types(&self) -> Vec<RunType> {
-        RunType::ALL.into_iter().filter(|t| self.has(t.spec().view_capability)).collect()
+    /// The types whose runs this caller may view, among `requested` (empty: all types).
+    pub fn viewable_types(&self, requested: &[RunType]) -> Vec<RunType> {
+        RunType::ALL
+            .into_iter()
+            .filter(|t| self.has(t.spec().view_capability) && (requested.is_empty() || requested.contains(t)))
+            .collect()
     }
 
     /// Whether a run in this workspace belonging to `tenant_id` is visible at all.

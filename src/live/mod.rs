@@ -46,10 +46,6 @@ impl LiveEvent {
         self.event.0.id
     }
 
-    pub fn run_id(&self) -> RunId {
-        self.event.1.id
-    }
-
     /// The event rendered by `render`, the first time any stream asks.
     pub fn frame(&self, render: impl FnOnce(&AnnouncedEvent) -> Bytes) -> Bytes {
         self.frame.get_or_init(|| render(&self.event)).clone()
@@ -82,12 +78,12 @@ impl StreamFilter {
     /// The catch-up query for `principal`: its viewable types narrowed by the filter.
     /// The database narrows, [`StreamFilter::admits`] decides.
     pub fn catch_up(&self, principal: &Principal) -> CatchUp {
-        let types = principal
-            .viewable_types()
-            .into_iter()
-            .filter(|run_type| self.types.is_empty() || self.types.contains(run_type))
-            .collect();
-        CatchUp { types, run_id: self.run_id, tenant_id: self.tenant_id, backup_schedule_id: self.backup_schedule_id }
+        CatchUp {
+            types: principal.viewable_types(&self.types),
+            run_id: self.run_id,
+            tenant_id: self.tenant_id,
+            backup_schedule_id: self.backup_schedule_id,
+        }
     }
 }
 
@@ -320,9 +316,5 @@ impl Hub {
     /// Ends every stream and long-poll, and refuses new ones.
     pub fn stop(&self) {
         self.stopping.send_replace(true);
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        *self.stopping.borrow()
     }
 }

@@ -156,20 +156,27 @@ fn routing_only(code: ProblemCode) -> bool {
     )
 }
 
-fn unavailable_response() -> Response {
-    let retry_after = HeaderBuilder::new()
+fn retry_after_header() -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
         .schema(ObjectBuilder::new().schema_type(Type::Integer))
         .description(Some("Seconds to wait before retrying"))
-        .build();
+        .build()
+}
+
+fn unavailable_response() -> Response {
     ResponseBuilder::new()
         .description(default_description("503").unwrap_or_default())
-        .header("Retry-After", retry_after)
         .content(PROBLEM_JSON, Content::new(Some(Problem::schema())))
         .build()
 }
 
 fn document_refusals(operation: &mut Operation) {
-    operation.responses.responses.entry("503".into()).or_insert_with(|| RefOr::T(unavailable_response()));
+    let unavailable =
+        operation.responses.responses.entry("503".into()).or_insert_with(|| RefOr::T(unavailable_response()));
+    // Every 503 says when to come back, whether an operation wrote its own or not.
+    if let RefOr::T(unavailable) = unavailable {
+        unavailable.headers.entry("Retry-After".into()).or_insert_with(retry_after_header);
+    }
     for (status, response) in &mut operation.responses.responses {
         let (RefOr::T(response), Ok(number)) = (response, status.parse::<u16>()) else {
             continue;

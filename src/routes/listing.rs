@@ -78,6 +78,19 @@ pub fn positive_id(parameter: &str, value: Option<i64>) -> Result<Option<i64>, A
     }
 }
 
+/// `after`, an event id to read past: the timeline's and the stream's cursor.
+pub fn event_cursor(after: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match after {
+        Some(after) if after < 0 => Err(ApiError::bad_request(
+            ProblemCode::InvalidQuery,
+            format!(
+                "`after`: {after} is not an event id; pass the `id` of the last event you hold (0 for all of them)."
+            ),
+        )),
+        after => Ok(after),
+    }
+}
+
 pub fn parse_time(parameter: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
         .map(|text| {
@@ -94,9 +107,7 @@ pub fn parse_time(parameter: &str, value: Option<&str>) -> Result<Option<DateTim
 /// The query over what the caller may see: their workspace, their tenants (and
 /// workspace-scoped runs), and the types they may view, narrowed to `requested`.
 pub fn visible_query(principal: &Principal, requested: &[RunType]) -> RunQuery {
-    let types =
-        principal.viewable_types().into_iter().filter(|t| requested.is_empty() || requested.contains(t)).collect();
-    let mut query = RunQuery::new(principal.workspace_id, types);
+    let mut query = RunQuery::new(principal.workspace_id, principal.viewable_types(requested));
     query.visible_tenants = match &principal.tenants {
         TenantScope::All => None,
         TenantScope::Only(ids) => Some(ids.iter().copied().collect()),

@@ -12,8 +12,9 @@ use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, Outcome, RunStatus};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, Problem};
 use crate::routes::caching::{self, Representation};
+use crate::routes::listing::event_cursor;
 use crate::use_cases::timeline;
 
 /// One entry of a run's timeline.
@@ -99,15 +100,7 @@ pub async fn list_run_events(
     if_none_match: Option<web::Header<IfNoneMatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = RunId(id.into_inner());
-    let after = match params.after {
-        Some(after) if after < 0 => {
-            return Err(ApiError::bad_request(
-                ProblemCode::InvalidQuery,
-                format!("`after`: {after} is not an event id; ids are positive (0 reads the whole timeline)."),
-            ))
-        }
-        after => after.unwrap_or(0),
-    };
+    let after = event_cursor(params.after)?.unwrap_or(0);
     let representation = Representation::Timeline { after };
     let held = move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(representation, run));
     let (run, events) = db.run(move |conn| timeline(conn, &principal, id, after, |run| !held(run))).await?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{get, web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -28,7 +28,7 @@ use crate::domain::status::{Outcome, RunStatus};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::live::{Hub, StreamFilter, Subscription};
 use crate::metrics::Metrics;
-use crate::routes::listing::{parse_query, parse_types, positive_id};
+use crate::routes::listing::{event_cursor, parse_query, parse_types, positive_id};
 
 /// Events read from the table per catch-up query.
 const CATCH_UP_PAGE: i64 = 500;
@@ -140,13 +140,9 @@ fn resume_point(request: &HttpRequest, after: Option<i64>) -> Result<Option<i64>
             )
         })
     });
-    match (header.transpose()?, after) {
-        (Some(id), _) => Ok(Some(id)),
-        (None, Some(after)) if after < 0 => Err(ApiError::bad_request(
-            ProblemCode::InvalidQuery,
-            format!("`after`: {after} is not an event id; ids are positive (0 replays everything)."),
-        )),
-        (None, after) => Ok(after),
+    match header.transpose()? {
+        Some(id) => Ok(Some(id)),
+        None => event_cursor(after),
     }
 }
 
@@ -276,9 +272,7 @@ impl Streaming {
         (status = 200, description = "The stream: `id:`, `event:` and `data:` lines per event", content_type = "text/event-stream", body = RunStreamEvent),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query` or `bad_request` (a `Last-Event-ID` that is not an event id)"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached`: this instance holds `OPSRUN_MAX_STREAMS` streams and waits; or `service_unavailable`", headers(
-            ("Retry-After" = String, description = "Seconds to wait before retrying")
-        )),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached`: this instance holds `OPSRUN_MAX_STREAMS` streams and waits; or `service_unavailable`"),
     )
 )]
 #[get("/v1/runs/stream")]
@@ -311,12 +305,9 @@ pub async fn stream_runs(
         Some(after) => (after, None),
         None => (released, None),
     };
-    let token_expires = DateTime::<Utc>::from_timestamp(principal.valid_until, 0)
-        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-        .map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
-            |left| tokio::time::Instant::now() + left,
-        );
+    let token_left = principal.valid_until.saturating_sub(Utc::now().timestamp()).max(0) as u64;
+    // A year stands for "never", and keeps the sum from overflowing.
+    let token_expires = tokio::time::Instant::now() + Duration::from_secs(token_left.min(86_400 * 365));
     let heartbeat = {
         let period = hub.config.heartbeat;
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)

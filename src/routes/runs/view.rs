@@ -83,9 +83,7 @@ async fn changed(subscription: &mut Subscription, until: tokio::time::Instant) -
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached` (a long-poll holds a live slot), `service_unavailable` or `request_timeout`", headers(
-            ("Retry-After" = String, description = "Seconds to wait before retrying")
-        )),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "`stream_limit_reached` (a long-poll holds a live slot), `service_unavailable` or `request_timeout`"),
     )
 )]
 #[get("/v1/runs/{id}")]
