@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`, `seed`, `legacy`.
+//! The command line: `serve`, `migrate`, `token`, `reap`, `openapi`, `seed`, `legacy`, `adopt`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::bootstrap::DevSecret;
 use crate::config::Settings;
 use crate::live::LiveConfig;
 use crate::startup::{self, Application, ApplicationConfig};
-use crate::{auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
+use crate::{adopt, auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
 #[command(name = "opsrun", version, about = "The canonical store of operation runs: a JSON REST API over PostgreSQL.")]
@@ -44,6 +44,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Carry a database from the legacy run tables to operation_runs.
     Legacy(legacy::LegacyArgs),
+    /// Take over the platform's existing operation_runs in place (`--check` first).
+    Adopt(adopt::AdoptArgs),
 }
 
 #[derive(clap::Args)]
@@ -156,6 +158,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Legacy(args) => {
             let default_url = settings.database_url.as_ref().map(|url| url.expose_secret().to_owned());
             legacy::run(args, default_url)
+        }
+        Command::Adopt(args) => {
+            let default_url = settings.database_url.as_ref().map(|url| url.expose_secret().to_owned());
+            adopt::run(args, default_url)
         }
         Command::Openapi => {
             print!("{}", openapi::document_json());

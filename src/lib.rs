@@ -1,5 +1,6 @@
 //! opsrun: the canonical store of operation runs, as a JSON REST API over PostgreSQL.
 
+pub mod adopt;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;

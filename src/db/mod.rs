@@ -181,14 +181,32 @@ where
     }
 }
 
-/// Applies pending migrations, holding an advisory lock so that several instances
-/// starting together migrate once. Returns the versions applied.
-pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+/// Runs `work` holding the advisory lock that makes migrations (and adopt) one at a time
+/// across every instance.
+pub fn with_migration_lock<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(conn)?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|versions| versions.iter().map(ToString::to_string).collect())
-        .map_err(|e| anyhow!("migration failed: {e}"));
+    let result = work(conn);
     sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn)?;
-    applied
+    result
+}
+
+/// Applies pending migrations, holding an advisory lock so that several instances
+/// starting together migrate once. Returns the versions applied. Refuses a database whose
+/// `operation_runs` opsrun did not create: that one is for `opsrun adopt`.
+pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    with_migration_lock(conn, |conn| {
+        let recorded = conn.applied_migrations().map_err(|e| anyhow!("cannot read the migration record: {e}"))?;
+        if recorded.is_empty() && crate::legacy::table_exists(conn, "operation_runs")? {
+            anyhow::bail!(
+                "this database already has an operation_runs table that opsrun did not create; \
+                 `opsrun adopt --check --timezone <zone>` reports what taking it over involves"
+            );
+        }
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| anyhow!("migration failed: {e}"))
+    })
 }

@@ -143,6 +143,19 @@ pub fn fresh_database() -> String {
     database_url(&server.base_url, &name)
 }
 
+/// A fresh database without opsrun's schema (another application's, to be adopted);
+/// returns its URL.
+pub fn empty_database() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let server = server();
+    let name = format!("opsrun_empty_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let mut admin = PgConnection::establish(&database_url(&server.base_url, "postgres")).unwrap();
+    sql_query(format!("CREATE DATABASE {name} TEMPLATE template0")).execute(&mut admin).unwrap();
+    report(&format!("database={name}"));
+    server.databases.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+    database_url(&server.base_url, &name)
+}
+
 /// A running server and a client for it.
 pub struct TestApp {
     pub address: String,

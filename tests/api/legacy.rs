@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, fresh_database, token, TestApp};
 
-const LEGACY_SCHEMA: &str = include_str!("../fixtures/legacy-schema.sql");
+pub const LEGACY_SCHEMA: &str = include_str!("../fixtures/legacy-schema.sql");
 
-const LEGACY_ROWS: &str = r#"
+pub const LEGACY_ROWS: &str = r#"
 INSERT INTO inventory_sync_runs (id, tenant_id, user_id, selection_hash, status, error_codes, items_observed_count,
                                  items_upserted_count, errors_count, started_at, finished_at, created_at, updated_at) VALUES
   (1, 1, 10, 'sel-a', 'pending', NULL, 0, 0, 0, NULL, NULL, '2026-01-01 10:00', '2026-01-01 10:00'),

@@ -2,6 +2,7 @@
 //! cluster serves the whole run (or `TEST_DATABASE_URL`'s server); every test gets a
 //! fresh database cloned from a migrated template.
 
+mod adopt;
 mod auth;
 mod authorization;
 mod backup_schedules;

@@ -1,0 +1,600 @@
+//! What adopt makes of one of the platform's rows: which of opsrun's rules it breaks,
+//! the fix a rule allows, or why a person has to decide. Pure, so `--check` and the
+//! conversion cannot disagree.
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::domain::catalog::{IdentityRule, RunType, Scope, LEGACY_SPELLINGS};
+use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
+use crate::domain::ids::{TenantId, WorkspaceId};
+use crate::domain::inputs::parse_inputs;
+use crate::domain::status::{Outcome, RunStatus};
+
+/// Where adopt records what it changed in a row, inside the row's `context`.
+pub const ADOPTED_KEY: &str = "adopted";
+const KEPT_APART_KEY: &str = "identity_kept_apart_from";
+
+/// One row of the platform's `operation_runs`, as read (every JSON column as text).
+#[derive(Clone, Debug)]
+pub struct PlatformRow {
+    pub id: i64,
+    pub workspace_id: i64,
+    pub tenant_id: Option<i64>,
+    pub run_type: String,
+    pub status: String,
+    pub outcome: String,
+    pub run_identity_hash: String,
+    pub has_completed_at: bool,
+    pub summary_counts: Option<String>,
+    pub failure_summary: Option<String>,
+    pub context: Option<String>,
+    /// `None` while the table has no `identity_policy` column yet.
+    pub identity_policy: Option<String>,
+}
+
+/// A kind of row that breaks one of opsrun's rules, or that adopt changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Finding {
+    DottedType,
+    UnknownType,
+    UnknownStatusOrOutcome,
+    StatusOutcomeMismatch,
+    CompletedWithoutCompletedAt,
+    ActiveWithCompletedAt,
+    JsonNull,
+    JsonNotObject,
+    ScopeMismatch,
+    MalformedHash,
+    HashDiffers,
+    IdentityNotComputable,
+    ActiveDuplicate,
+    StrictOnceRepeat,
+}
+
+impl Finding {
+    pub const ALL: [Finding; 14] = [
+        Finding::DottedType,
+        Finding::UnknownType,
+        Finding::UnknownStatusOrOutcome,
+        Finding::StatusOutcomeMismatch,
+        Finding::CompletedWithoutCompletedAt,
+        Finding::ActiveWithCompletedAt,
+        Finding::JsonNull,
+        Finding::JsonNotObject,
+        Finding::ScopeMismatch,
+        Finding::MalformedHash,
+        Finding::HashDiffers,
+        Finding::IdentityNotComputable,
+        Finding::ActiveDuplicate,
+        Finding::StrictOnceRepeat,
+    ];
+
+    /// The stable name `--check` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Finding::DottedType => "dotted_type",
+            Finding::UnknownType => "unknown_type",
+            Finding::UnknownStatusOrOutcome => "unknown_status_or_outcome",
+            Finding::StatusOutcomeMismatch => "status_outcome_mismatch",
+            Finding::CompletedWithoutCompletedAt => "completed_without_completed_at",
+            Finding::ActiveWithCompletedAt => "active_with_completed_at",
+            Finding::JsonNull => "json_null",
+            Finding::JsonNotObject => "json_not_object",
+            Finding::ScopeMismatch => "scope_mismatch",
+            Finding::MalformedHash => "malformed_identity_hash",
+            Finding::HashDiffers => "identity_hash_differs",
+            Finding::IdentityNotComputable => "identity_not_computable",
+            Finding::ActiveDuplicate => "active_duplicate_identity",
+            Finding::StrictOnceRepeat => "strict_once_repeat",
+        }
+    }
+
+    /// Whether a person must decide (adopt refuses while such rows exist).
+    pub fn needs_decision(self, keep_duplicates_apart: bool) -> bool {
+        match self {
+            Finding::UnknownType
+            | Finding::UnknownStatusOrOutcome
+            | Finding::StatusOutcomeMismatch
+            | Finding::ActiveWithCompletedAt
+            | Finding::JsonNotObject
+            | Finding::ScopeMismatch
+            | Finding::IdentityNotComputable => true,
+            Finding::ActiveDuplicate => !keep_duplicates_apart,
+            Finding::DottedType
+            | Finding::CompletedWithoutCompletedAt
+            | Finding::JsonNull
+            | Finding::MalformedHash
+            | Finding::HashDiffers
+            | Finding::StrictOnceRepeat => false,
+        }
+    }
+
+    /// What adopt does with such rows.
+    pub fn action(self, keep_duplicates_apart: bool) -> &'static str {
+        match self {
+            Finding::DottedType => "renames it to the canonical type (a backup-schedule spelling's trigger goes to context.trigger)",
+            Finding::UnknownType => "refuses: not in the catalog; fix the type or remove the row",
+            Finding::UnknownStatusOrOutcome => "refuses: status must be queued|running|completed, outcome pending|succeeded|partially_succeeded|failed|blocked|cancelled",
+            Finding::StatusOutcomeMismatch => "refuses: a completed run needs a final outcome, an active one `pending`",
+            Finding::CompletedWithoutCompletedAt => "sets completed_at to updated_at, its last change",
+            Finding::ActiveWithCompletedAt => "refuses: an active run with completed_at; decide whether it finished",
+            Finding::JsonNull => "replaces the null with opsrun's empty default",
+            Finding::JsonNotObject => "refuses: summary_counts, failure_summary and context must be JSON objects",
+            Finding::ScopeMismatch => "refuses: a tenant type needs tenant_id, a workspace type must not have one",
+            Finding::MalformedHash => "recomputes the identity under opsrun's rules (the old value goes to context.adopted)",
+            Finding::HashDiffers => "recomputes the identity under opsrun's rules (the old value goes to context.adopted)",
+            Finding::IdentityNotComputable => "refuses: an active or strict-once run whose context lacks its identity inputs",
+            Finding::ActiveDuplicate if keep_duplicates_apart => "the newest keeps the identity; the others get one of their own",
+            Finding::ActiveDuplicate => "refuses: rerun with --keep-duplicates-apart (the newest keeps the identity) or complete all but one",
+            Finding::StrictOnceRepeat => "the oldest keeps the strict-once identity; later ones get one of their own",
+        }
+    }
+}
+
+/// The changes one row needs; `None` fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RowFix {
+    pub run_type: Option<RunType>,
+    pub context: Option<Value>,
+    pub summary_counts: Option<Value>,
+    pub failure_summary: Option<Value>,
+    /// Set completed_at from updated_at.
+    pub completed_at_from_updated_at: bool,
+    pub run_identity_hash: Option<String>,
+    pub identity_policy: Option<IdentityPolicy>,
+}
+
+impl RowFix {
+    pub fn is_empty(&self) -> bool {
+        *self == RowFix::default()
+    }
+}
+
+/// An identity that one of the unique indexes will compare.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdentityKey {
+    /// `(workspace, tenant, hash)` of a queued or running run.
+    Active { workspace_id: i64, tenant_id: Option<i64>, hash: String },
+    /// `(workspace, hash)` of a strict-once run, whatever its status.
+    StrictOnce { workspace_id: i64, hash: String },
+}
+
+/// What adopt makes of one row.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    /// Every rule the row breaks or change it gets, with the reason for a refusal.
+    pub findings: Vec<(Finding, Option<String>)>,
+    pub fix: RowFix,
+    /// The identities it will hold once adopted.
+    pub identities: Vec<IdentityKey>,
+}
+
+impl Verdict {
+    fn refuse(mut self, finding: Finding, reason: impl Into<String>) -> Verdict {
+        self.findings.push((finding, Some(reason.into())));
+        self.fix = RowFix::default();
+        self.identities.clear();
+        self
+    }
+
+    pub fn refused(&self) -> bool {
+        self.findings.iter().any(|(_, reason)| reason.is_some())
+    }
+}
+
+fn is_identity_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An identity no other run has: the row's own, for rows kept apart.
+pub fn own_identity(hash: &str, id: i64) -> String {
+    hex::encode(Sha256::digest(format!("{hash}|adopted:operation_runs:{id}").as_bytes()))
+}
+
+/// A JSON column: its object, the default for a null, or why not.
+fn json_column(text: Option<&str>, default: Value) -> Result<(Map<String, Value>, bool), String> {
+    let value = match text {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("unreadable JSON ({e})"))?,
+    };
+    match value {
+        Value::Object(map) => Ok((map, false)),
+        Value::Null => match default {
+            Value::Object(map) => Ok((map, true)),
+            _ => unreachable!("defaults are objects"),
+        },
+        other => Err(format!("a JSON {}", json_kind(&other))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Judges one row under opsrun's rules.
+pub fn judge(row: &PlatformRow) -> Verdict {
+    let mut verdict = Verdict::default();
+    let (run_type, implied_trigger) = match RunType::parse(&row.run_type) {
+        Some(run_type) => (run_type, None),
+        None => match LEGACY_SPELLINGS.iter().find(|legacy| legacy.name == row.run_type) {
+            Some(legacy) => {
+                verdict.findings.push((Finding::DottedType, None));
+                verdict.fix.run_type = Some(legacy.canonical);
+                (legacy.canonical, legacy.trigger)
+            }
+            None => return verdict.refuse(Finding::UnknownType, format!("type `{}`", row.run_type)),
+        },
+    };
+    let spec = run_type.spec();
+
+    let (Some(status), Some(outcome)) = (RunStatus::parse(&row.status), Outcome::parse(&row.outcome)) else {
+        return verdict
+            .refuse(Finding::UnknownStatusOrOutcome, format!("status `{}`, outcome `{}`", row.status, row.outcome));
+    };
+    let completed = status == RunStatus::Completed;
+    if completed == (outcome == Outcome::Pending) {
+        return verdict
+            .refuse(Finding::StatusOutcomeMismatch, format!("{} with outcome {}", status.as_str(), outcome.as_str()));
+    }
+    match (completed, row.has_completed_at) {
+        (true, false) => {
+            verdict.findings.push((Finding::CompletedWithoutCompletedAt, None));
+            verdict.fix.completed_at_from_updated_at = true;
+        }
+        (false, true) => {
+            return verdict.refuse(Finding::ActiveWithCompletedAt, format!("{} with completed_at", status.as_str()))
+        }
+        _ => {}
+    }
+
+    let columns = [
+        ("summary_counts", row.summary_counts.as_deref(), json!({})),
+        ("failure_summary", row.failure_summary.as_deref(), json!({"items": [], "dropped": 0})),
+        ("context", row.context.as_deref(), json!({})),
+    ];
+    let mut objects = Vec::with_capacity(3);
+    for (column, text, default) in columns {
+        match json_column(text, default) {
+            Ok((map, defaulted)) => {
+                if defaulted && !verdict.findings.contains(&(Finding::JsonNull, None)) {
+                    verdict.findings.push((Finding::JsonNull, None));
+                }
+                objects.push((map, defaulted));
+            }
+            Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("{column} is {what}")),
+        }
+    }
+    let (mut context, context_defaulted) = objects.pop().expect("three columns");
+    let (failure_summary, failures_defaulted) = objects.pop().expect("three columns");
+    let (summary_counts, counts_defaulted) = objects.pop().expect("three columns");
+    if counts_defaulted {
+        verdict.fix.summary_counts = Some(Value::Object(summary_counts));
+    }
+    if failures_defaulted {
+        verdict.fix.failure_summary = Some(Value::Object(failure_summary));
+    }
+
+    let tenant_id = match (spec.scope, row.tenant_id) {
+        (Scope::Tenant, Some(tenant)) => Some(TenantId(tenant)),
+        (Scope::Workspace, None) => None,
+        (Scope::Tenant, None) => {
+            return verdict.refuse(Finding::ScopeMismatch, format!("{run_type} without tenant_id"))
+        }
+        (Scope::Workspace, Some(_)) => {
+            return verdict.refuse(Finding::ScopeMismatch, format!("{run_type} with tenant_id"))
+        }
+    };
+
+    let mut notes = Map::new();
+    let mut context_changed = context_defaulted;
+    if verdict.fix.run_type.is_some() {
+        notes.insert("platform_type".into(), Value::String(row.run_type.clone()));
+        if let Some(trigger) = implied_trigger {
+            context.insert("trigger".into(), Value::String(trigger.as_str().into()));
+        }
+        context_changed = true;
+    }
+
+    // The identity, under opsrun's rules, from the inputs the context carries.
+    let active = !completed;
+    let given: Map<String, Value> = context
+        .iter()
+        .filter(|(key, _)| spec.inputs.iter().any(|input| input.name == *key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let well_formed = is_identity_hash(&row.run_identity_hash);
+    let (policy, hash) = match parse_inputs(spec, &given) {
+        Ok(inputs) => {
+            let policy = IdentityPolicy::for_start(spec.identity, &inputs);
+            let nonce = (policy == IdentityPolicy::UniquePerClick).then(|| format!("adopted:{}", row.id));
+            let scope = ScopeKey::new(spec.scope, WorkspaceId(row.workspace_id), tenant_id);
+            let computed = identity_hash(scope, run_type, &inputs, nonce.as_deref());
+            // Only the rows a unique index compares must carry opsrun's hash; a finished
+            // dedupe or per-click run keeps the platform's, when it is well formed.
+            let hash = if active || policy == IdentityPolicy::StrictOnce || !well_formed {
+                computed
+            } else {
+                row.run_identity_hash.clone()
+            };
+            (policy, hash)
+        }
+        Err(error) if active || spec.identity != IdentityRule::DedupeActive => {
+            return verdict.refuse(Finding::IdentityNotComputable, error.to_string());
+        }
+        Err(_) => {
+            let hash =
+                if well_formed { row.run_identity_hash.clone() } else { own_identity(&row.run_identity_hash, row.id) };
+            (IdentityPolicy::DedupeActive, hash)
+        }
+    };
+    // A row an earlier adopt kept apart stays apart.
+    let kept_apart = context.get(ADOPTED_KEY).is_some_and(|adopted| adopted.get(KEPT_APART_KEY).is_some());
+    let (policy, hash) = match (kept_apart, well_formed) {
+        (true, true) => (IdentityPolicy::UniquePerClick, row.run_identity_hash.clone()),
+        (true, false) => (IdentityPolicy::UniquePerClick, own_identity(&hash, row.id)),
+        (false, _) => (policy, hash),
+    };
+    if hash != row.run_identity_hash {
+        verdict.findings.push((if well_formed { Finding::HashDiffers } else { Finding::MalformedHash }, None));
+        if context.get(ADOPTED_KEY).is_none_or(|adopted| adopted.get("platform_run_identity_hash").is_none()) {
+            notes.insert("platform_run_identity_hash".into(), Value::String(row.run_identity_hash.clone()));
+        }
+        verdict.fix.run_identity_hash = Some(hash.clone());
+    }
+    if row.identity_policy.as_deref() != Some(policy.as_str()) {
+        verdict.fix.identity_policy = Some(policy);
+    }
+    if !notes.is_empty() {
+        let adopted = context.entry(ADOPTED_KEY).or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(adopted) = adopted {
+            adopted.extend(notes);
+        }
+        context_changed = true;
+    }
+    if context_changed {
+        verdict.fix.context = Some(Value::Object(context));
+    }
+
+    if active {
+        verdict.identities.push(IdentityKey::Active {
+            workspace_id: row.workspace_id,
+            tenant_id: row.tenant_id,
+            hash: hash.clone(),
+        });
+    }
+    if policy == IdentityPolicy::StrictOnce && !kept_apart {
+        verdict.identities.push(IdentityKey::StrictOnce { workspace_id: row.workspace_id, hash });
+    }
+    verdict
+}
+
+/// Gives a row kept apart from `holder` an identity of its own, noted in its context.
+pub fn keep_apart(row: &PlatformRow, verdict: &mut Verdict, holder: i64) {
+    let computed = verdict.fix.run_identity_hash.clone().unwrap_or_else(|| row.run_identity_hash.clone());
+    let original: Map<String, Value> =
+        row.context.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+    let mut context = match verdict.fix.context.take() {
+        Some(Value::Object(map)) => map,
+        _ => original.clone(),
+    };
+    let adopted = context.entry(ADOPTED_KEY).or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(adopted) = adopted {
+        adopted.entry("platform_run_identity_hash").or_insert_with(|| Value::String(row.run_identity_hash.clone()));
+        adopted.insert(KEPT_APART_KEY.into(), json!(holder));
+    }
+    verdict.fix.context = (context != original).then_some(Value::Object(context));
+    let own = own_identity(&computed, row.id);
+    verdict.fix.run_identity_hash = (own != row.run_identity_hash).then_some(own.clone());
+    verdict.fix.identity_policy = (row.identity_policy.as_deref() != Some(IdentityPolicy::UniquePerClick.as_str()))
+        .then_some(IdentityPolicy::UniquePerClick);
+    verdict.identities =
+        vec![IdentityKey::Active { workspace_id: row.workspace_id, tenant_id: row.tenant_id, hash: own }];
+    verdict.identities.retain(|_| row_is_active(row));
+}
+
+fn row_is_active(row: &PlatformRow) -> bool {
+    RunStatus::parse(&row.status).is_some_and(|status| status != RunStatus::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn row(run_type: &str, status: &str, outcome: &str, context: &str) -> PlatformRow {
+        PlatformRow {
+            id: 42,
+            workspace_id: 1,
+            tenant_id: Some(7),
+            run_type: run_type.into(),
+            status: status.into(),
+            outcome: outcome.into(),
+            run_identity_hash: "f".repeat(64),
+            has_completed_at: status == "completed",
+            summary_counts: Some("{}".into()),
+            failure_summary: Some(r#"{"items": [], "dropped": 0}"#.into()),
+            context: Some(context.into()),
+            identity_policy: None,
+        }
+    }
+
+    fn names(verdict: &Verdict) -> Vec<&'static str> {
+        verdict.findings.iter().map(|(f, _)| f.name()).collect()
+    }
+
+    /// The row as it reads once its fix is written.
+    fn fixed(mut row: PlatformRow, fix: &RowFix) -> PlatformRow {
+        if let Some(run_type) = fix.run_type {
+            row.run_type = run_type.as_str().into();
+        }
+        if let Some(context) = &fix.context {
+            row.context = Some(context.to_string());
+        }
+        if let Some(counts) = &fix.summary_counts {
+            row.summary_counts = Some(counts.to_string());
+        }
+        if let Some(failures) = &fix.failure_summary {
+            row.failure_summary = Some(failures.to_string());
+        }
+        row.has_completed_at |= fix.completed_at_from_updated_at;
+        if let Some(hash) = &fix.run_identity_hash {
+            row.run_identity_hash = hash.clone();
+        }
+        row.identity_policy = Some(fix.identity_policy.map_or_else(
+            || row.identity_policy.clone().unwrap_or_else(|| "dedupe_active".into()),
+            |p| p.as_str().into(),
+        ));
+        row
+    }
+
+    #[test]
+    fn a_dotted_backup_spelling_keeps_its_trigger_and_gets_opsruns_identity() {
+        let platform = row(
+            "backup_schedule.scheduled",
+            "running",
+            "pending",
+            r#"{"backup_schedule_id": 7, "scheduled_for": "2026-03-01T02:00:00Z"}"#,
+        );
+        let verdict = judge(&platform);
+        assert_eq!(names(&verdict), ["dotted_type", "identity_hash_differs"]);
+        assert_eq!(verdict.fix.run_type, Some(RunType::BackupScheduleRun));
+        assert_eq!(verdict.fix.identity_policy, Some(IdentityPolicy::StrictOnce));
+        let context = verdict.fix.context.clone().unwrap();
+        assert_eq!(context["trigger"], "scheduled");
+        assert_eq!(context[ADOPTED_KEY]["platform_type"], "backup_schedule.scheduled");
+        assert_eq!(context[ADOPTED_KEY]["platform_run_identity_hash"], "f".repeat(64));
+        // The hash a start through the API computes for the same inputs.
+        let material =
+            "t:7|backup_schedule_run|backup_schedule_id=7|trigger=scheduled|scheduled_for=2026-03-01T02:00:00Z";
+        assert_eq!(verdict.fix.run_identity_hash.as_deref(), Some(hex::encode(Sha256::digest(material)).as_str()));
+    }
+
+    #[test]
+    fn a_finished_dedupe_run_keeps_the_platforms_hash() {
+        let verdict = judge(&row("inventory_sync", "completed", "succeeded", r#"{"selection_hash": "a"}"#));
+        assert!(verdict.findings.is_empty());
+        assert_eq!(verdict.fix, RowFix { identity_policy: Some(IdentityPolicy::DedupeActive), ..RowFix::default() });
+    }
+
+    #[test]
+    fn rows_a_rule_cannot_fix_are_refused_with_a_reason() {
+        let cases = [
+            (row("inventory.sync_v2", "completed", "succeeded", "{}"), "unknown_type"),
+            (row("inventory_sync", "Completed", "succeeded", "{}"), "unknown_status_or_outcome"),
+            (row("inventory_sync", "completed", "pending", "{}"), "status_outcome_mismatch"),
+            (
+                PlatformRow { has_completed_at: true, ..row("inventory_sync", "running", "pending", "{}") },
+                "active_with_completed_at",
+            ),
+            (row("inventory_sync", "completed", "succeeded", "[1]"), "json_not_object"),
+            (
+                PlatformRow { tenant_id: None, ..row("inventory_sync", "completed", "succeeded", "{}") },
+                "scope_mismatch",
+            ),
+            (row("restore_execute", "running", "pending", "{}"), "identity_not_computable"),
+            (row("restore_execute", "completed", "succeeded", "{}"), "identity_not_computable"),
+        ];
+        for (platform, expected) in cases {
+            let verdict = judge(&platform);
+            assert!(verdict.refused(), "{expected}");
+            assert_eq!(names(&verdict).last(), Some(&expected));
+            assert!(verdict.fix.is_empty() && verdict.identities.is_empty(), "{expected}: a refused row is left alone");
+        }
+    }
+
+    #[test]
+    fn a_row_kept_apart_stays_apart_on_the_next_adopt() {
+        let platform = row("inventory_sync", "running", "pending", r#"{"selection_hash": "dup"}"#);
+        let mut verdict = judge(&platform);
+        keep_apart(&platform, &mut verdict, 99);
+        let again = fixed(platform, &verdict.fix);
+        let second = judge(&again);
+        assert!(second.findings.is_empty(), "{:?}", second.findings);
+        assert!(second.fix.is_empty(), "{:?}", second.fix);
+        assert_eq!(second.identities.len(), 1);
+        assert_ne!(
+            second.identities,
+            judge(&row("inventory_sync", "running", "pending", r#"{"selection_hash": "dup"}"#)).identities
+        );
+    }
+
+    fn platform_rows() -> impl Strategy<Value = PlatformRow> {
+        let types = prop::sample::select(vec![
+            "inventory_sync",
+            "inventory.sync",
+            "directory_groups.sync",
+            "backup_schedule.scheduled",
+            "backup_schedule.run_now",
+            "backup_schedule_run",
+            "restore_execute",
+            "workspace_audit_export",
+            "policy_sync",
+            "restore.execute",
+            "no_such_type",
+        ]);
+        let states = prop::sample::select(vec![
+            ("queued", "pending"),
+            ("running", "pending"),
+            ("completed", "succeeded"),
+            ("completed", "failed"),
+            ("completed", "pending"),
+            ("running", "succeeded"),
+        ]);
+        let contexts = prop::sample::select(vec![
+            "{}",
+            "null",
+            "[]",
+            r#"{"selection_hash": "a"}"#,
+            r#"{"selection_key": "k", "restore_run_id": 3}"#,
+            r#"{"backup_schedule_id": 7, "scheduled_for": "2026-03-01T02:00:00Z"}"#,
+            r#"{"backup_schedule_id": 7, "trigger": "run_now", "note": "x"}"#,
+        ]);
+        let hashes = prop::sample::select(vec!["f".repeat(64), "F".repeat(64), "abc".to_owned()]);
+        let json = prop::sample::select(vec![None, Some("null"), Some("{}"), Some(r#"{"processed": 3}"#)]);
+        (types, states, contexts, hashes, any::<bool>(), prop::option::of(1..5i64), json.clone(), json).prop_map(
+            |(run_type, (status, outcome), context, hash, has_completed_at, tenant, counts, failures)| PlatformRow {
+                id: 42,
+                workspace_id: 1,
+                tenant_id: tenant,
+                run_type: run_type.into(),
+                status: status.into(),
+                outcome: outcome.into(),
+                run_identity_hash: hash,
+                has_completed_at,
+                summary_counts: counts.map(Into::into),
+                failure_summary: failures.map(Into::into),
+                context: Some(context.into()),
+                identity_policy: None,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever a row holds, either a rule refuses it and it is left alone, or
+        /// judging it again once its fix is written finds nothing: adopt converges in one
+        /// pass, and a second adopt changes nothing.
+        #[test]
+        fn a_row_is_refused_untouched_or_fixed_for_good(platform in platform_rows()) {
+            let verdict = judge(&platform);
+            if verdict.refused() {
+                prop_assert!(verdict.fix.is_empty());
+            } else {
+                let again = judge(&fixed(platform.clone(), &verdict.fix));
+                prop_assert!(again.findings.is_empty(), "{:?} → {:?}", platform, again.findings);
+                prop_assert!(again.fix.is_empty(), "{:?} → {:?}", platform, again.fix);
+                prop_assert_eq!(again.identities, verdict.identities);
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `opsrun adopt` on the platform's own operation_runs (tests/fixtures/platform-schema.sql):
+//! `--check` reports every kind of row exactly; adopt refuses, changing nothing, while a
+//! row needs a person; once decided, it converts the table so that the API serves the
+//! platform's runs and their identities hold; an adopt killed at any point completes
+//! when run again; a second adopt changes nothing; the legacy cut-over then works.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::Text;
+use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::{json, Value};
+
+use crate::helpers::{admin_token, empty_database, inventory_sync, TestApp};
+use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
+
+const PLATFORM_SCHEMA: &str = include_str!("../fixtures/platform-schema.sql");
+
+/// One row of every kind, in workspace 1, timestamps as Europe/Berlin wall-clock time.
+/// Rows 1–13 can be fixed by a rule; rows 14–20 need a decision.
+const PLATFORM_ROWS: &str = r#"
+INSERT INTO operation_runs (id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, run_identity_hash,
+                            summary_counts, failure_summary, context, completed_at, created_at, updated_at)
+SELECT id, 1, tenant, 10, 'Ada', type, status, outcome, coalesce(hash, platform_identity_hash(1, tenant, type, context::json)),
+       counts::json, failures::json, context::json, completed_at::timestamp, '2026-03-01 10:00'::timestamp + id * interval '1 minute',
+       '2026-03-01 11:00'::timestamp
+FROM (VALUES
+  (1, 1, 'inventory_sync', 'completed', 'succeeded', NULL, '{}', '{"items": []}', '{"selection_hash": "sel-a"}', '2026-03-01 10:05'),
+  (2, 1, 'inventory.sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "live"}', NULL),
+  (3, 2, 'backup_schedule.retry', 'queued', 'pending', NULL, '{}', '{}', '{"backup_schedule_id": 7}', NULL),
+  (4, 1, 'directory_role_definitions.sync', 'completed', 'failed', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
+  (5, NULL, 'workspace_audit_export', 'completed', 'succeeded', NULL, '{}', '{}', '{}', NULL),
+  (6, 1, 'policy_sync', 'completed', 'succeeded', NULL, '{}', NULL, '{"selection_hash": "p"}', '2026-03-01 10:05'),
+  (7, 2, 'provider_connection_verify', 'completed', 'succeeded', NULL, 'null', '{}', '{"provider_connection_id": 4}', '2026-03-01 10:05'),
+  (8, 2, 'inventory_sync', 'completed', 'succeeded', 'ABC', '{}', '{}', '{"selection_hash": "x"}', '2026-03-01 10:05'),
+  (9, 1, 'restore_execute', 'completed', 'succeeded', NULL, '{}', '{}', '{"restore_run_id": 77}', '2026-03-01 10:05'),
+  (10, 1, 'restore_execute', 'completed', 'failed', NULL, '{}', '{}', '{"restore_run_id": 77}', '2026-03-01 10:05'),
+  (11, 3, 'inventory_sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "dup"}', NULL),
+  (12, 3, 'inventory_sync', 'queued', 'pending', NULL, '{}', '{}', '{"selection_hash": "dup"}', NULL),
+  (13, 1, 'backup_schedule_run', 'completed', 'succeeded', NULL, '{}', '{}',
+       '{"backup_schedule_id": 7, "trigger": "scheduled", "scheduled_for": "2026-03-01T02:00:00Z"}', '2026-03-01 10:05'),
+  (14, 1, 'inventory.sync_v2', 'completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
+  (15, 1, 'inventory_sync', 'Completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
+  (16, 1, 'inventory_sync', 'completed', 'pending', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
+  (17, 1, 'inventory_sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "s"}', '2026-03-01 10:05'),
+  (18, 1, 'inventory_sync', 'completed', 'succeeded', NULL, '[1, 2]', '{}', '{}', '2026-03-01 10:05'),
+  (19, NULL, 'inventory_sync', 'completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
+  (20, 1, 'restore_execute', 'running', 'pending', NULL, '{}', '{}', '{}', NULL)
+) AS r (id, tenant, type, status, outcome, hash, counts, failures, context, completed_at);
+SELECT setval('operation_runs_id_seq', 20);
+"#;
+
+/// What a person decides for rows 14–20: here, that they go.
+const DECISIONS: &str = "DELETE FROM operation_runs WHERE id BETWEEN 14 AND 20";
+
+fn platform_database(rows: &str) -> String {
+    let url = empty_database();
+    let mut conn = PgConnection::establish(&url).unwrap();
+    conn.batch_execute(PLATFORM_SCHEMA).unwrap();
+    conn.batch_execute(LEGACY_SCHEMA).unwrap();
+    conn.batch_execute(rows).unwrap();
+    url
+}
+
+fn opsrun(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsrun"));
+    command.args(args).arg("--database-url").arg(url);
+    command
+}
+
+fn adopt(url: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["adopt", "--timezone", "Europe/Berlin"];
+    args.extend(extra);
+    opsrun(url, &args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The findings table of a report: finding → rows.
+fn findings(report: &str) -> BTreeMap<String, u64> {
+    let names = opsrun::adopt::Finding::ALL.map(|f| f.name());
+    report
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let rows = words.next()?.parse().ok()?;
+            names.contains(&name).then(|| (name.to_owned(), rows))
+        })
+        .collect()
+}
+
+#[derive(QueryableByName)]
+struct Fingerprint {
+    #[diesel(sql_type = Text)]
+    fingerprint: String,
+}
+
+/// Every column, constraint, index and trigger of operation_runs, and md5 of its rows.
+fn fingerprint(url: &str) -> (String, String) {
+    let mut conn = PgConnection::establish(url).unwrap();
+    let schema: Fingerprint = sql_query(
+        "SELECT string_agg(x, E'\\n' ORDER BY x) AS fingerprint FROM (
+           SELECT 'column ' || attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull || ' ' || attidentity::text AS x
+             FROM pg_attribute WHERE attrelid = 'operation_runs'::regclass AND attnum > 0 AND NOT attisdropped
+           UNION ALL SELECT 'constraint ' || conname || ' ' || convalidated || ' ' || pg_get_constraintdef(oid)
+             FROM pg_constraint WHERE conrelid = 'operation_runs'::regclass
+           UNION ALL SELECT 'index ' || pg_get_indexdef(indexrelid) || ' ' || indisvalid FROM pg_index
+            WHERE indrelid = 'operation_runs'::regclass
+           UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = 'operation_runs'::regclass AND NOT tgisinternal
+           UNION ALL SELECT 'table ' || relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+           UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' AND nspname <> 'information_schema'
+         ) s",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    let rows: Fingerprint = sql_query(
+        "SELECT md5(coalesce(string_agg(concat_ws('|', id, workspace_id, tenant_id, type, status, outcome, run_identity_hash,
+                    summary_counts::text, failure_summary::text, context::text, started_at, completed_at, created_at,
+                    updated_at, to_jsonb(r) ->> 'identity_policy', to_jsonb(r) ->> 'revision'), E'\\n' ORDER BY id), '')) AS fingerprint
+           FROM operation_runs r",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    (schema.fingerprint, rows.fingerprint)
+}
+
+#[test]
+fn check_reports_every_kind_of_row_exactly_and_changes_nothing() {
+    let url = platform_database(PLATFORM_ROWS);
+    let before = fingerprint(&url);
+    let output = adopt(&url, &["--check"]);
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "rows need a decision: {report}");
+    let expected: BTreeMap<String, u64> = [
+        ("dotted_type", 3),
+        ("identity_hash_differs", 7),
+        ("completed_without_completed_at", 1),
+        ("json_null", 2),
+        ("malformed_identity_hash", 1),
+        ("strict_once_repeat", 1),
+        ("active_duplicate_identity", 1),
+        ("unknown_type", 1),
+        ("unknown_status_or_outcome", 1),
+        ("status_outcome_mismatch", 1),
+        ("active_with_completed_at", 1),
+        ("json_not_object", 1),
+        ("scope_mismatch", 1),
+        ("identity_not_computable", 1),
+    ]
+    .into_iter()
+    .map(|(name, rows)| (name.to_owned(), rows))
+    .collect();
+    assert_eq!(findings(&report), expected, "{report}");
+    assert!(report.contains("operation_runs: 20 row(s)"), "{report}");
+    // Each refused row is named with its reason; the duplicate with the run that keeps the identity.
+    for example in [
+        "run 14: type `inventory.sync_v2`",
+        "run 18: summary_counts is a JSON array",
+        "run 11: shares its identity with run 12",
+    ] {
+        assert!(report.contains(example), "{example}: {report}");
+    }
+    assert!(stderr(&output).contains("need a decision"), "{}", stderr(&output));
+    // Without --check it refuses the same way, and neither changed a thing.
+    let output = adopt(&url, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert_eq!(fingerprint(&url), before);
+}
+
+#[tokio::test]
+async fn an_adopted_table_serves_the_api_and_its_identities_hold() {
+    let url = platform_database(PLATFORM_ROWS);
+    PgConnection::establish(&url).unwrap().batch_execute(DECISIONS).unwrap();
+    let output = adopt(&url, &["--keep-duplicates-apart"]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    // serve migrates at start: it must find nothing to do.
+    let app = TestApp::spawn_on(url.clone(), crate::helpers::test_auth()).await;
+    let admin = admin_token();
+
+    let page: Value = app.get("/v1/runs?limit=100", &admin).await.json().await.unwrap();
+    let ids: Vec<i64> = page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=13).rev().collect::<Vec<_>>(), "{page}");
+
+    let run: Value = app.get("/v1/runs/2", &admin).await.json().await.unwrap();
+    assert_eq!(run["type"], "inventory_sync");
+    // 10:02 wall-clock time in Berlin is 09:02 UTC.
+    assert_eq!(run["created_at"], "2026-03-01T09:02:00Z", "{run}");
+
+    let refused = [
+        (inventory_sync(1, "live"), 2),
+        (inventory_sync(3, "dup"), 12), // the newest of two active runs kept the identity
+        (json!({"type": "restore_execute", "tenant_id": 1, "inputs": {"restore_run_id": 77}}), 9),
+        (
+            json!({"type": "backup_schedule_run", "tenant_id": 1,
+                   "inputs": {"backup_schedule_id": 7, "trigger": "scheduled", "scheduled_for": "2026-03-01T02:00:00Z"}}),
+            13,
+        ),
+    ];
+    for (start, holder) in refused {
+        let response = app.post("/v1/runs", &admin, start.clone()).await;
+        assert_eq!(response.status(), 409, "{start}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["existing_run_id"], holder, "{start}: {body}");
+    }
+    let new = app.start(&admin, inventory_sync(1, "new")).await;
+    assert!(new > 20, "new runs continue after the platform's ids: {new}");
+
+    // The dotted retry spelling joined its schedule's history, trigger kept.
+    let history: Value = app.get("/v1/backup-schedules/7/runs", &admin).await.json().await.unwrap();
+    let retry = history["items"].as_array().unwrap().iter().find(|r| r["id"] == 3).expect("run 3 in the history");
+    assert_eq!(retry["context"]["trigger"], "retry", "{history}");
+    assert_eq!(retry["context"]["adopted"]["platform_type"], "backup_schedule.retry");
+}
+
+#[test]
+fn a_second_adopt_changes_nothing() {
+    let url = platform_database(PLATFORM_ROWS);
+    PgConnection::establish(&url).unwrap().batch_execute(DECISIONS).unwrap();
+    assert!(adopt(&url, &["--keep-duplicates-apart"]).status.success());
+    let adopted = fingerprint(&url);
+    for extra in [&[][..], &["--keep-duplicates-apart"][..]] {
+        let output = adopt(&url, extra);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stdout(&output).contains("nothing to do"), "{}", stdout(&output));
+        assert_eq!(fingerprint(&url), adopted);
+    }
+    // And migrate agrees that the schema is its own.
+    let output = Command::new(env!("CARGO_BIN_EXE_opsrun"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
+        .output()
+        .unwrap();
+    assert!(stdout(&output).contains("applied 0 migration(s)"), "{}{}", stdout(&output), stderr(&output));
+}
+
+#[test]
+fn migrate_refuses_the_platforms_table_and_points_at_adopt() {
+    let url = platform_database(PLATFORM_ROWS);
+    let output = Command::new(env!("CARGO_BIN_EXE_opsrun"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("opsrun adopt --check"), "{}", stderr(&output));
+    let output = opsrun(&url, &["adopt", "--check", "--timezone", "Mars/Olympus"]).output().unwrap();
+    assert!(stderr(&output).contains("not a time zone"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_adopt_killed_at_any_point_completes_when_run_again() {
+    let rows = "SELECT generate_platform_runs(30000)";
+    let clean = platform_database(rows);
+    let interrupted = platform_database(rows);
+    assert!(adopt(&clean, &[]).status.success());
+
+    let mut kills = 0;
+    for delay_ms in [150, 400, 700, 1000, 1400, 1900, 2500] {
+        let mut child = opsrun(&interrupted, &["adopt", "--timezone", "Europe/Berlin"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(delay_ms);
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break; // it finished before this delay
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "adopt finished before it could be interrupted twice ({kills})");
+    let output = adopt(&interrupted, &[]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    assert_eq!(fingerprint(&interrupted), fingerprint(&clean), "after {kills} kills");
+}
+
+#[test]
+fn the_legacy_cut_over_runs_on_the_adopted_table() {
+    let url = platform_database(PLATFORM_ROWS);
+    let mut conn = PgConnection::establish(&url).unwrap();
+    conn.batch_execute(DECISIONS).unwrap();
+    conn.batch_execute(LEGACY_ROWS).unwrap();
+    let output = opsrun(&url, &["legacy", "analyze"]).output().unwrap();
+    assert!(!output.status.success(), "legacy refuses a table it has not adopted");
+    assert!(adopt(&url, &["--keep-duplicates-apart"]).status.success());
+    for step in [&["legacy", "backfill"][..], &["legacy", "verify"], &["legacy", "drop", "inventory_sync_runs"]] {
+        let output = opsrun(&url, step).output().unwrap();
+        assert!(output.status.success(), "{step:?}: {}\n{}", stdout(&output), stderr(&output));
+    }
+    let backfilled: Fingerprint =
+        sql_query("SELECT count(*)::text AS fingerprint FROM operation_runs WHERE context ? 'legacy'")
+            .get_result(&mut conn)
+            .unwrap();
+    assert!(backfilled.fingerprint.parse::<i64>().unwrap() > 10, "{}", backfilled.fingerprint);
+}
