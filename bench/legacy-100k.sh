@@ -4,11 +4,13 @@
 # them wizard states), in every status, with findings pointing at inventory syncs.
 #
 #   bench/legacy-100k.sh postgres://user@host/scratch_db   # a database it may fill
+#   BEFORE=/path/to/older/opsrun bench/legacy-100k.sh URL  # also times that binary's backfill
+#                                                          # on a copy, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=${1:?usage: bench/legacy-100k.sh DATABASE_URL (a scratch database)}
-cargo build --release --quiet --bin opsrun
-opsrun=target/release/opsrun
+opsrun=${OPSRUN:-target/release/opsrun}   # OPSRUN=<binary>: one built already
+[ -n "${OPSRUN:-}" ] || cargo build --release --quiet --bin opsrun
 DATABASE_URL="$url" OPSRUN_JWT_SECRET=unused-for-migrations-only-0123456789 "$opsrun" migrate
 psql "$url" -q -v ON_ERROR_STOP=1 -f tests/fixtures/legacy-schema.sql
 psql "$url" -q -v ON_ERROR_STOP=1 <<'SQL'
@@ -41,6 +43,16 @@ FROM generate_series(1, 10000) g;
 INSERT INTO findings (baseline_run_id, current_run_id) SELECT g, g + 1 FROM generate_series(1, 5000) g;
 INSERT INTO inventory_items (last_seen_run_id) SELECT g FROM generate_series(1, 5000) g;
 SQL
+if [ -n "${BEFORE:-}" ]; then
+  # The same rows in a copy (CREATE DATABASE … TEMPLATE), backfilled by the older binary first.
+  db=${url##*/}; db=${db%%\?*}
+  copy_url=${url/\/$db/\/${db}_before}
+  admin_url=${url/\/$db/\/postgres}
+  PGOPTIONS="-c client_min_messages=warning" psql "$admin_url" -q -c "DROP DATABASE IF EXISTS ${db}_before" -c "CREATE DATABASE ${db}_before TEMPLATE $db"
+  echo "== before: $BEFORE legacy backfill"
+  /usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$BEFORE" legacy backfill --database-url "$copy_url" | head -5
+  psql "$admin_url" -q -c "DROP DATABASE ${db}_before"
+fi
 for step in analyze "backfill --dry-run" backfill verify; do
   echo "== opsrun legacy $step"
   # shellcheck disable=SC2086

@@ -1,5 +1,5 @@
 //! The append-only run timeline. Every change to a run writes exactly one event, and
-//! [`record`] is the one place that writes it. It also notes, for
+//! [`record_each`] is the one place that writes them. It also notes, for
 //! [`super::Database::run`], that the work at hand wrote an event, so that the instances'
 //! listeners are told once it commits (`crate::live`).
 
@@ -34,17 +34,33 @@ pub fn record(
     what: EventKind,
     details: &Value,
 ) -> QueryResult<()> {
-    let event = NewRunEvent {
-        run_id: run.id,
-        workspace_id: run.workspace_id,
-        actor: by,
-        kind: what,
-        from_status: left,
-        to_status: run.status,
-        outcome: run.outcome,
-        detail: details,
-    };
-    diesel::insert_into(operation_run_events).values(&event).execute(conn)?;
+    record_each(conn, [(run, left, details)], by, what)
+}
+
+/// Appends one event per change, in one statement (runs created together).
+pub fn record_each<'a>(
+    conn: &mut PgConnection,
+    changes: impl IntoIterator<Item = (&'a OperationRunRow, Option<RunStatus>, &'a Value)>,
+    by: &str,
+    what: EventKind,
+) -> QueryResult<()> {
+    let events: Vec<NewRunEvent> = changes
+        .into_iter()
+        .map(|(run, left, details)| NewRunEvent {
+            run_id: run.id,
+            workspace_id: run.workspace_id,
+            actor: by,
+            kind: what,
+            from_status: left,
+            to_status: run.status,
+            outcome: run.outcome,
+            detail: details,
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(operation_run_events).values(&events).execute(conn)?;
     WROTE_EVENTS.with(|wrote| wrote.set(true));
     Ok(())
 }

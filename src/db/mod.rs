@@ -198,8 +198,10 @@ pub fn with_migration_lock<T>(
 /// `operation_runs` opsrun did not create: that one is for `opsrun adopt`.
 pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     with_migration_lock(conn, |conn| {
-        let recorded = conn.applied_migrations().map_err(|e| anyhow!("cannot read the migration record: {e}"))?;
-        if recorded.is_empty() && crate::legacy::table_exists(conn, "operation_runs")? {
+        // Asked before diesel's harness creates its record table in someone else's database.
+        let recorded = crate::legacy::table_exists(conn, "__diesel_schema_migrations")?
+            && !conn.applied_migrations().map_err(|e| anyhow!("cannot read the migration record: {e}"))?.is_empty();
+        if !recorded && crate::legacy::table_exists(conn, "operation_runs")? {
             anyhow::bail!(
                 "this database already has an operation_runs table that opsrun did not create; \
                  `opsrun adopt --check --timezone <zone>` reports what taking it over involves"

@@ -50,6 +50,16 @@ pub fn insert(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Opt
         .optional()
 }
 
+/// Inserts the runs whose identity is free, in one statement; returns those created
+/// (a run whose identity is held, even by another in the same batch, is left out).
+pub fn insert_each(conn: &mut PgConnection, new: &[NewOperationRun]) -> QueryResult<Vec<OperationRunRow>> {
+    diesel::insert_into(operation_runs)
+        .values(new)
+        .on_conflict_do_nothing()
+        .returning(OperationRunRow::as_returning())
+        .get_results(conn)
+}
+
 /// The run that holds `new`'s identity, if any: under strict-once any run with it, else
 /// an active one in the same scope.
 pub fn identity_holder(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Option<RunId>> {

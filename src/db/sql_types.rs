@@ -46,6 +46,12 @@ text_enum!(RunType, RunType::parse);
 #[derive(Debug, Clone, diesel::deserialize::FromSqlRow)]
 pub struct JsonText(Box<RawValue>);
 
+impl JsonText {
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
 impl Serialize for JsonText {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)

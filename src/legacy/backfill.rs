@@ -1,10 +1,12 @@
-//! Backfill: one operation run per unlinked legacy row, each in its own transaction
-//! together with the link written back, so an interrupted run resumes where it stopped
-//! and a second run creates nothing.
+//! Backfill: one operation run per unlinked legacy row, created in the same transaction
+//! as the link written back — a batch of rows per transaction, its runs in one statement —
+//! so an interrupted run resumes where it stopped and a second run creates nothing.
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use std::collections::{HashMap, HashSet};
+
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel::{sql_query, QueryableByName};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -17,7 +19,8 @@ use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::{RunId, WorkspaceId};
 use crate::domain::status::RunStatus;
-use crate::use_cases::start::{create_run, Created};
+use crate::db::models::OperationRunRow;
+use crate::use_cases::start::{create_runs, Created};
 
 /// The actor on backfilled runs' `created` events.
 pub const BACKFILL_ACTOR: &str = "opsrun legacy backfill";
@@ -92,58 +95,65 @@ impl Backfill<'_> {
             .load(conn)?;
             let Some(last) = rows.last() else { break };
             after = last.id;
+            let read = rows.len() as u64;
+            let mut pending = Vec::with_capacity(rows.len());
             for legacy in rows {
-                self.row(conn, table, legacy, &mut report)?;
-                progress.inc(1);
+                if let Some(new) = self.mapped(conn, table, legacy, &mut report)? {
+                    pending.push(new);
+                }
             }
+            if self.dry_run {
+                report.created += pending.len() as u64;
+            } else if !pending.is_empty() {
+                let linked = conn.transaction(|conn| link_batch(conn, table, pending))?;
+                for outcome in linked {
+                    match outcome {
+                        Linked::Created => report.created += 1,
+                        Linked::Existing => report.linked_existing += 1,
+                        Linked::KeptApart => report.kept_apart += 1,
+                        Linked::Before => {}
+                    }
+                }
+            }
+            progress.inc(read);
         }
         progress.finish_and_clear();
         Ok(Some(report))
     }
 
-    fn row(
+    /// The run one legacy row maps to, or `None` when it is skipped or refused (noted in
+    /// `report`).
+    fn mapped(
         &mut self,
         conn: &mut PgConnection,
         table: LegacyTable,
         legacy: LegacyRow,
         report: &mut TableReport,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<(i64, NewOperationRun)>> {
         let json: serde_json::Value = match serde_json::from_str(&legacy.row) {
             Ok(json) => json,
             Err(e) => {
                 report.refused.push((legacy.id, format!("unreadable row ({e})")));
-                return Ok(());
+                return Ok(None);
             }
         };
         let (mapped, notes) = match map_row(table, &json) {
             Mapped::Run(mapped, notes) => (mapped, notes),
             Mapped::Skip(_) => {
                 report.skipped += 1;
-                return Ok(());
+                return Ok(None);
             }
             Mapped::Refuse(reason) => {
                 report.refused.push((legacy.id, reason));
-                return Ok(());
+                return Ok(None);
             }
         };
         report.notes.extend(notes.into_iter().map(|n| (legacy.id, n)));
         let Some(workspace_id) = self.workspaces.workspace_of(conn, mapped.tenant_id)? else {
             report.refused.push((legacy.id, format!("no workspace known for tenant {}", mapped.tenant_id)));
-            return Ok(());
+            return Ok(None);
         };
-        if self.dry_run {
-            report.created += 1;
-            return Ok(());
-        }
-        let mut new = self.to_insert(conn, *mapped, workspace_id)?;
-        let linked = conn.transaction(|conn| link(conn, table, legacy.id, &mut new))?;
-        match linked {
-            Linked::Created => report.created += 1,
-            Linked::Existing => report.linked_existing += 1,
-            Linked::KeptApart => report.kept_apart += 1,
-            Linked::Before => {}
-        }
-        Ok(())
+        Ok(Some((legacy.id, self.to_insert(conn, *mapped, workspace_id)?)))
     }
 
     fn to_insert(
@@ -183,6 +193,7 @@ impl Backfill<'_> {
 }
 
 /// How one legacy row ended up linked.
+#[derive(Clone, Copy)]
 enum Linked {
     /// To a run created for it.
     Created,
@@ -194,44 +205,82 @@ enum Linked {
     Before,
 }
 
-/// Inside one transaction: lock the legacy row, create (or find) its run, link it.
-fn link(
+/// The legacy row a backfilled run came from (`context.legacy.id`).
+fn legacy_id_of(run: &OperationRunRow) -> Option<i64> {
+    let context: serde_json::Value = serde_json::from_str(run.context.as_str()).ok()?;
+    context.get("legacy")?.get("id")?.as_i64()
+}
+
+/// Inside one transaction, for a batch of legacy rows and their runs: lock the rows still
+/// unlinked (in id order, so two backfills never deadlock), create their runs in bulk,
+/// and write every link in one statement. A row whose identity a run started through the
+/// API holds links to that run; one whose identity another backfilled run holds
+/// (duplicate "running" rows, two fires in one minute) gets an identity of its own, so
+/// each legacy row keeps its own run. Stale active ones are left to the reaper.
+fn link_batch(
     conn: &mut PgConnection,
     table: LegacyTable,
-    legacy_id: i64,
-    new: &mut NewOperationRun,
-) -> anyhow::Result<Linked> {
-    let current: Vec<OptionalId> =
-        sql_query(format!("SELECT operation_run_id::bigint AS id FROM {} WHERE id = $1 FOR UPDATE", table.name()))
-            .bind::<BigInt, _>(legacy_id)
-            .load(conn)?;
-    if current.first().is_none_or(|row| row.id.is_some()) {
-        return Ok(Linked::Before); // another backfill got here first
-    }
-    let detail = json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } });
-    let (run_id, outcome) = match create_run(conn, new, BACKFILL_ACTOR, &detail)? {
-        Created::Run(run) => (run.id, Linked::Created),
-        Created::Held { existing_run_id } if !is_backfilled(conn, existing_run_id)? => {
-            (existing_run_id, Linked::Existing)
-        }
-        Created::Held { .. } => {
-            // Two legacy rows, one identity (duplicate "running" rows, two fires in one
-            // minute): the first keeps it; this one gets an identity of its own, so each
-            // legacy row keeps its own run. Stale active ones are left to the reaper.
-            let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
-            new.run_identity_hash = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
-            new.identity_policy = IdentityPolicy::UniquePerClick;
-            match create_run(conn, new, BACKFILL_ACTOR, &detail)? {
-                Created::Run(run) => (run.id, Linked::KeptApart),
-                Created::Held { .. } => anyhow::bail!("a unique legacy identity conflicted"),
+    pending: Vec<(i64, NewOperationRun)>,
+) -> anyhow::Result<Vec<Linked>> {
+    let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+    let unlinked: Vec<OptionalId> = sql_query(format!(
+        "SELECT id::bigint AS id FROM {} WHERE id = ANY($1) AND operation_run_id IS NULL ORDER BY id FOR UPDATE",
+        table.name()
+    ))
+    .bind::<Array<BigInt>, _>(&ids)
+    .load(conn)?;
+    let unlinked: HashSet<i64> = unlinked.into_iter().filter_map(|row| row.id).collect();
+    let mut outcomes = vec![Linked::Before; pending.len() - unlinked.len()]; // another backfill got there first
+    let batch: Vec<(i64, NewOperationRun)> = pending.into_iter().filter(|(id, _)| unlinked.contains(id)).collect();
+    let create = |conn: &mut PgConnection, batch| {
+        create_runs(conn, batch, BACKFILL_ACTOR, legacy_id_of, |legacy_id| {
+            json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } })
+        })
+    };
+    let mut links: Vec<(i64, RunId)> = Vec::with_capacity(unlinked.len());
+    let mut backfilled_holders: HashMap<RunId, bool> = HashMap::new();
+    let mut apart = Vec::new();
+    for (legacy_id, mut new, created) in create(conn, batch)? {
+        match created {
+            Created::Run(run) => {
+                links.push((legacy_id, run.id));
+                outcomes.push(Linked::Created);
+            }
+            Created::Held { existing_run_id } => {
+                let backfilled = match backfilled_holders.get(&existing_run_id) {
+                    Some(known) => *known,
+                    None => *backfilled_holders.entry(existing_run_id).or_insert(is_backfilled(conn, existing_run_id)?),
+                };
+                if backfilled {
+                    let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
+                    new.run_identity_hash = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
+                    new.identity_policy = IdentityPolicy::UniquePerClick;
+                    apart.push((legacy_id, new));
+                } else {
+                    links.push((legacy_id, existing_run_id));
+                    outcomes.push(Linked::Existing);
+                }
             }
         }
-    };
-    sql_query(format!("UPDATE {} SET operation_run_id = $1 WHERE id = $2", table.name()))
-        .bind::<BigInt, _>(run_id)
-        .bind::<BigInt, _>(legacy_id)
-        .execute(conn)?;
-    Ok(outcome)
+    }
+    for (legacy_id, _, created) in create(conn, apart)? {
+        match created {
+            Created::Run(run) => {
+                links.push((legacy_id, run.id));
+                outcomes.push(Linked::KeptApart);
+            }
+            Created::Held { .. } => anyhow::bail!("a unique legacy identity conflicted"),
+        }
+    }
+    let (legacy_ids, run_ids): (Vec<i64>, Vec<i64>) = links.into_iter().map(|(legacy, run)| (legacy, run.get())).unzip();
+    sql_query(format!(
+        "UPDATE {} t SET operation_run_id = v.run FROM unnest($1::bigint[], $2::bigint[]) AS v (id, run) WHERE t.id = v.id",
+        table.name()
+    ))
+    .bind::<Array<BigInt>, _>(legacy_ids)
+    .bind::<Array<BigInt>, _>(run_ids)
+    .execute(conn)?;
+    Ok(outcomes)
 }
 
 /// Whether a run came from a legacy row.

@@ -1,6 +1,7 @@
 //! Small questions to the database about its own shape, and the lookups backfill needs:
 //! which tables and columns exist, which workspace a tenant belongs to, who a user is.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::domain::ids::{TenantId, WorkspaceId};
@@ -105,25 +106,36 @@ impl WorkspaceResolver {
     }
 }
 
-/// `users.name` lookups, when a users table exists.
+/// `users.name` lookups, when a users table exists; each answer asked once.
 pub struct Users {
     present: bool,
+    names: RefCell<HashMap<i64, Option<String>>>,
+    ids: RefCell<HashMap<String, Option<i64>>>,
 }
 
 impl Users {
     pub fn new(conn: &mut PgConnection) -> QueryResult<Users> {
-        Ok(Users { present: table_exists(conn, "users")? && column_exists(conn, "users", "name")? })
+        Ok(Users {
+            present: table_exists(conn, "users")? && column_exists(conn, "users", "name")?,
+            names: RefCell::default(),
+            ids: RefCell::default(),
+        })
     }
 
     pub fn name_of(&self, conn: &mut PgConnection, user: i64) -> QueryResult<Option<String>> {
         if !self.present {
             return Ok(None);
         }
-        Ok(sql_query("SELECT name::text AS name FROM users WHERE id = $1")
+        if let Some(known) = self.names.borrow().get(&user) {
+            return Ok(known.clone());
+        }
+        let name = sql_query("SELECT name::text AS name FROM users WHERE id = $1")
             .bind::<BigInt, _>(user)
             .get_results::<OptionalName>(conn)?
             .into_iter()
-            .find_map(|row| row.name))
+            .find_map(|row| row.name);
+        self.names.borrow_mut().insert(user, name.clone());
+        Ok(name)
     }
 
     /// The one user with this name, if exactly one has it.
@@ -131,9 +143,14 @@ impl Users {
         if !self.present {
             return Ok(None);
         }
+        if let Some(known) = self.ids.borrow().get(name) {
+            return Ok(*known);
+        }
         let ids = sql_query("SELECT id::bigint AS id FROM users WHERE name = $1 LIMIT 2")
             .bind::<Text, _>(name)
             .get_results::<OptionalId>(conn)?;
-        Ok(if ids.len() == 1 { ids[0].id } else { None })
+        let id = if ids.len() == 1 { ids[0].id } else { None };
+        self.ids.borrow_mut().insert(name.to_owned(), id);
+        Ok(id)
     }
 }

@@ -38,8 +38,8 @@ pub enum LegacyCommand {
         /// Change nothing; print what would be done.
         #[arg(long)]
         dry_run: bool,
-        /// Rows read per batch.
-        #[arg(long, default_value_t = 1000)]
+        /// Legacy rows per transaction (their runs are created in one statement).
+        #[arg(long, default_value_t = 500)]
         batch: i64,
         /// Every tenant belongs to this workspace (when tenants has no workspace_id).
         #[arg(long)]
@@ -59,6 +59,9 @@ pub enum LegacyCommand {
         restore: bool,
     },
 }
+
+/// A batch's runs are one INSERT: PostgreSQL takes at most 65,535 parameters, 17 per run.
+const MAX_BATCH: i64 = 2_000;
 
 fn legacy_table(name: &str) -> anyhow::Result<LegacyTable> {
     LegacyTable::parse(name).with_context(|| {
@@ -122,7 +125,7 @@ pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> 
             let mut workspaces = WorkspaceResolver::new(source);
             let users = Users::new(conn)?;
             let mut backfill =
-                Backfill { workspaces: &mut workspaces, users: &users, dry_run, batch: batch.clamp(1, 100_000) };
+                Backfill { workspaces: &mut workspaces, users: &users, dry_run, batch: batch.clamp(1, MAX_BATCH) };
             let verb = if dry_run { "would create" } else { "created" };
             println!(
                 "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8}",

@@ -178,7 +178,7 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
 }
 
 /// Creates the run and its `created` event in one transaction, or names the run that
-/// holds its identity. Every creation of a run goes through here.
+/// holds its identity. Every creation of a run goes through here or [`create_runs`].
 pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, detail: &Value) -> QueryResult<Created> {
     in_transaction(conn, |conn| {
         // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
@@ -193,5 +193,50 @@ pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, d
             }
         }
         Err(diesel::result::Error::RollbackTransaction)
+    })
+}
+
+/// Creates a batch of runs, each with its `created` event: every run whose identity is
+/// free in one statement, then again for those whose holder finished meanwhile. Returns,
+/// for each `(key, new)`, what it came to: its run, or the run holding its identity.
+/// `key_of` finds a created run's key (its context says whose it is); `detail` is the
+/// created event's detail. This is how a bulk writer creates runs at the database's pace;
+/// the identity guarantees are the same as [`create_run`]'s.
+pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
+    conn: &mut PgConnection,
+    batch: Vec<(K, NewOperationRun)>,
+    actor: &str,
+    key_of: impl Fn(&OperationRunRow) -> Option<K>,
+    detail: impl Fn(&K) -> Value,
+) -> QueryResult<Vec<(K, NewOperationRun, Created)>> {
+    in_transaction(conn, |conn| {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut todo = batch;
+        for _ in 0..5 {
+            if todo.is_empty() {
+                break;
+            }
+            let (keys, new): (Vec<K>, Vec<NewOperationRun>) = todo.into_iter().unzip();
+            let created = runs::insert_each(conn, &new)?;
+            let details: Vec<Value> = created.iter().map(|run| key_of(run).map_or(Value::Null, |key| detail(&key))).collect();
+            events::record_each(conn, created.iter().zip(&details).map(|(run, d)| (run, None, d)), actor, EventKind::Created)?;
+            let mut created: std::collections::HashMap<K, OperationRunRow> =
+                created.into_iter().filter_map(|run| Some((key_of(&run)?, run))).collect();
+            todo = Vec::new();
+            for (key, new) in keys.into_iter().zip(new) {
+                if let Some(run) = created.remove(&key) {
+                    done.push((key, new, Created::Run(Box::new(run))));
+                } else if let Some(existing_run_id) = runs::identity_holder(conn, &new)? {
+                    done.push((key, new, Created::Held { existing_run_id }));
+                } else {
+                    todo.push((key, new)); // its holder finished meanwhile: the identity is free
+                }
+            }
+        }
+        if todo.is_empty() {
+            Ok(done)
+        } else {
+            Err(diesel::result::Error::RollbackTransaction)
+        }
     })
 }

@@ -18,39 +18,8 @@ use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 
 const PLATFORM_SCHEMA: &str = include_str!("../fixtures/platform-schema.sql");
 
-/// One row of every kind, in workspace 1, timestamps as Europe/Berlin wall-clock time.
-/// Rows 1–13 can be fixed by a rule; rows 14–20 need a decision.
-const PLATFORM_ROWS: &str = r#"
-INSERT INTO operation_runs (id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, run_identity_hash,
-                            summary_counts, failure_summary, context, completed_at, created_at, updated_at)
-SELECT id, 1, tenant, 10, 'Ada', type, status, outcome, coalesce(hash, platform_identity_hash(1, tenant, type, context::json)),
-       counts::json, failures::json, context::json, completed_at::timestamp, '2026-03-01 10:00'::timestamp + id * interval '1 minute',
-       '2026-03-01 11:00'::timestamp
-FROM (VALUES
-  (1, 1, 'inventory_sync', 'completed', 'succeeded', NULL, '{}', '{"items": []}', '{"selection_hash": "sel-a"}', '2026-03-01 10:05'),
-  (2, 1, 'inventory.sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "live"}', NULL),
-  (3, 2, 'backup_schedule.retry', 'queued', 'pending', NULL, '{}', '{}', '{"backup_schedule_id": 7}', NULL),
-  (4, 1, 'directory_role_definitions.sync', 'completed', 'failed', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
-  (5, NULL, 'workspace_audit_export', 'completed', 'succeeded', NULL, '{}', '{}', '{}', NULL),
-  (6, 1, 'policy_sync', 'completed', 'succeeded', NULL, '{}', NULL, '{"selection_hash": "p"}', '2026-03-01 10:05'),
-  (7, 2, 'provider_connection_verify', 'completed', 'succeeded', NULL, 'null', '{}', '{"provider_connection_id": 4}', '2026-03-01 10:05'),
-  (8, 2, 'inventory_sync', 'completed', 'succeeded', 'ABC', '{}', '{}', '{"selection_hash": "x"}', '2026-03-01 10:05'),
-  (9, 1, 'restore_execute', 'completed', 'succeeded', NULL, '{}', '{}', '{"restore_run_id": 77}', '2026-03-01 10:05'),
-  (10, 1, 'restore_execute', 'completed', 'failed', NULL, '{}', '{}', '{"restore_run_id": 77}', '2026-03-01 10:05'),
-  (11, 3, 'inventory_sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "dup"}', NULL),
-  (12, 3, 'inventory_sync', 'queued', 'pending', NULL, '{}', '{}', '{"selection_hash": "dup"}', NULL),
-  (13, 1, 'backup_schedule_run', 'completed', 'succeeded', NULL, '{}', '{}',
-       '{"backup_schedule_id": 7, "trigger": "scheduled", "scheduled_for": "2026-03-01T02:00:00Z"}', '2026-03-01 10:05'),
-  (14, 1, 'inventory.sync_v2', 'completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
-  (15, 1, 'inventory_sync', 'Completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
-  (16, 1, 'inventory_sync', 'completed', 'pending', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
-  (17, 1, 'inventory_sync', 'running', 'pending', NULL, '{}', '{}', '{"selection_hash": "s"}', '2026-03-01 10:05'),
-  (18, 1, 'inventory_sync', 'completed', 'succeeded', NULL, '[1, 2]', '{}', '{}', '2026-03-01 10:05'),
-  (19, NULL, 'inventory_sync', 'completed', 'succeeded', NULL, '{}', '{}', '{}', '2026-03-01 10:05'),
-  (20, 1, 'restore_execute', 'running', 'pending', NULL, '{}', '{}', '{}', NULL)
-) AS r (id, tenant, type, status, outcome, hash, counts, failures, context, completed_at);
-SELECT setval('operation_runs_id_seq', 20);
-"#;
+/// One row of every kind; rows 1–13 can be fixed by a rule, rows 14–20 need a decision.
+const PLATFORM_ROWS: &str = include_str!("../fixtures/platform-rows.sql");
 
 /// What a person decides for rows 14–20: here, that they go.
 const DECISIONS: &str = "DELETE FROM operation_runs WHERE id BETWEEN 14 AND 20";
@@ -246,6 +215,7 @@ fn a_second_adopt_changes_nothing() {
 #[test]
 fn migrate_refuses_the_platforms_table_and_points_at_adopt() {
     let url = platform_database(PLATFORM_ROWS);
+    let before = fingerprint(&url);
     let output = Command::new(env!("CARGO_BIN_EXE_opsrun"))
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -254,6 +224,7 @@ fn migrate_refuses_the_platforms_table_and_points_at_adopt() {
         .unwrap();
     assert!(!output.status.success());
     assert!(stderr(&output).contains("opsrun adopt --check"), "{}", stderr(&output));
+    assert_eq!(fingerprint(&url), before, "migrate left the platform's database as it was");
     let output = opsrun(&url, &["adopt", "--check", "--timezone", "Mars/Olympus"]).output().unwrap();
     assert!(stderr(&output).contains("not a time zone"), "{}", stderr(&output));
 }
