@@ -16,10 +16,10 @@ venv=target/bench-venv
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]~=3.2'
 }
-psql "$url" -q -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE' -c 'CREATE SCHEMA public' \
+PGOPTIONS='-c client_min_messages=warning' psql "$url" -q -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE' -c 'CREATE SCHEMA public' \
   -f tests/fixtures/platform-schema.sql -f tests/fixtures/legacy-schema.sql
 echo "== $rows platform rows"
-/usr/bin/time -f "   (generated in %e s)" psql "$url" -q -c "SELECT generate_platform_runs($rows)"
+/usr/bin/time -f "   (generated in %e s)" psql "$url" -q -o /dev/null -c "SELECT generate_platform_runs($rows)"
 psql "$url" -q -c 'VACUUM ANALYZE operation_runs'
 psql "$url" -At -c "SELECT 'table ' || pg_size_pretty(pg_table_size('operation_runs')) || ', indexes ' || pg_size_pretty(pg_indexes_size('operation_runs'))"
 
@@ -29,10 +29,10 @@ writer=$!
 trap 'kill $writer 2>/dev/null || true' EXIT
 sleep 3
 echo "== opsrun adopt --check"
-/usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$opsrun" adopt --check --timezone Europe/Berlin --database-url "$url" \
-  | sed -n '/^finding/,/^schema/p'
+/usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$opsrun" adopt --check --timezone Europe/Berlin --database-url "$url" 2>&1 \
+  | sed -n '/^finding/,/^schema/p;/wall/p'
 echo "== opsrun adopt"
-/usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$opsrun" adopt --timezone Europe/Berlin --database-url "$url" \
+/usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$opsrun" adopt --timezone Europe/Berlin --database-url "$url" 2>&1 \
   | sed -n '/^step/,$p'
 sleep 3
 kill -TERM $writer

@@ -50,7 +50,7 @@ if [ -n "${BEFORE:-}" ]; then
   admin_url=${url/\/$db/\/postgres}
   PGOPTIONS="-c client_min_messages=warning" psql "$admin_url" -q -c "DROP DATABASE IF EXISTS ${db}_before" -c "CREATE DATABASE ${db}_before TEMPLATE $db"
   echo "== before: $BEFORE legacy backfill"
-  /usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$BEFORE" legacy backfill --database-url "$copy_url" | head -5
+  /usr/bin/time -f "   (%e s wall, %M KiB peak RSS)" "$BEFORE" legacy backfill --database-url "$copy_url" | sed -n 1,5p
   psql "$admin_url" -q -c "DROP DATABASE ${db}_before"
 fi
 for step in analyze "backfill --dry-run" backfill verify; do

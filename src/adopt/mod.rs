@@ -11,6 +11,7 @@ mod survey;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 
@@ -77,6 +78,8 @@ pub fn run(args: AdoptArgs, default_url: Option<String>) -> anyhow::Result<()> {
 
 fn adopt(conn: &mut PgConnection, args: &AdoptArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Index builds (in the rewrite and concurrently) sort in memory rather than on disk.
+    conn.batch_execute("SET maintenance_work_mem = '512MB'")?;
     schema::build_reference(conn)?;
     let result = plan_and_apply(conn, args);
     schema::drop_reference(conn)?;

@@ -383,10 +383,17 @@ fn plan_columns(conn: &mut PgConnection, table: &str, zone: &str, plan: &mut Pla
                 SHARE_UPDATE_EXCLUSIVE,
                 format!("ALTER TABLE {TARGET}.{table} VALIDATE CONSTRAINT {check}"),
             ));
+            // Two statements: in one ALTER the DROP would run first, and SET NOT NULL would
+            // scan the table under its exclusive lock after all.
             plan.finish.push(Step::new(
                 format!("{table}.{name} NOT NULL"),
                 ACCESS_EXCLUSIVE_BRIEF,
-                format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} SET NOT NULL, DROP CONSTRAINT {check}"),
+                format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} SET NOT NULL"),
+            ));
+            plan.finish.push(Step::new(
+                format!("drop the check {check}"),
+                ACCESS_EXCLUSIVE_BRIEF,
+                format!("ALTER TABLE {TARGET}.{table} DROP CONSTRAINT {check}"),
             ));
         }
     }

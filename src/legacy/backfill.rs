@@ -15,11 +15,11 @@ use sha2::Digest;
 use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
 use crate::db::models::NewOperationRun;
+use crate::db::models::OperationRunRow;
 use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::{RunId, WorkspaceId};
 use crate::domain::status::RunStatus;
-use crate::db::models::OperationRunRow;
 use crate::use_cases::start::{create_runs, Created};
 
 /// The actor on backfilled runs' `created` events.
@@ -233,9 +233,13 @@ fn link_batch(
     let mut outcomes = vec![Linked::Before; pending.len() - unlinked.len()]; // another backfill got there first
     let batch: Vec<(i64, NewOperationRun)> = pending.into_iter().filter(|(id, _)| unlinked.contains(id)).collect();
     let create = |conn: &mut PgConnection, batch| {
-        create_runs(conn, batch, BACKFILL_ACTOR, legacy_id_of, |legacy_id| {
-            json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } })
-        })
+        create_runs(
+            conn,
+            batch,
+            BACKFILL_ACTOR,
+            legacy_id_of,
+            |legacy_id| json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
+        )
     };
     let mut links: Vec<(i64, RunId)> = Vec::with_capacity(unlinked.len());
     let mut backfilled_holders: HashMap<RunId, bool> = HashMap::new();
@@ -272,7 +276,8 @@ fn link_batch(
             Created::Held { .. } => anyhow::bail!("a unique legacy identity conflicted"),
         }
     }
-    let (legacy_ids, run_ids): (Vec<i64>, Vec<i64>) = links.into_iter().map(|(legacy, run)| (legacy, run.get())).unzip();
+    let (legacy_ids, run_ids): (Vec<i64>, Vec<i64>) =
+        links.into_iter().map(|(legacy, run)| (legacy, run.get())).unzip();
     sql_query(format!(
         "UPDATE {} t SET operation_run_id = v.run FROM unnest($1::bigint[], $2::bigint[]) AS v (id, run) WHERE t.id = v.id",
         table.name()

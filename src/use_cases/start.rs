@@ -218,8 +218,14 @@ pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
             }
             let (keys, new): (Vec<K>, Vec<NewOperationRun>) = todo.into_iter().unzip();
             let created = runs::insert_each(conn, &new)?;
-            let details: Vec<Value> = created.iter().map(|run| key_of(run).map_or(Value::Null, |key| detail(&key))).collect();
-            events::record_each(conn, created.iter().zip(&details).map(|(run, d)| (run, None, d)), actor, EventKind::Created)?;
+            let details: Vec<Value> =
+                created.iter().map(|run| key_of(run).map_or(Value::Null, |key| detail(&key))).collect();
+            events::record_each(
+                conn,
+                created.iter().zip(&details).map(|(run, d)| (run, None, d)),
+                actor,
+                EventKind::Created,
+            )?;
             let mut created: std::collections::HashMap<K, OperationRunRow> =
                 created.into_iter().filter_map(|run| Some((key_of(&run)?, run))).collect();
             todo = Vec::new();
