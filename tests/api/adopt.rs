@@ -45,6 +45,15 @@ fn adopt(url: &str, extra: &[&str]) -> Output {
     opsrun(url, &args).output().unwrap()
 }
 
+fn migrate(url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_opsrun"))
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
+        .output()
+        .unwrap()
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -203,12 +212,7 @@ fn a_second_adopt_changes_nothing() {
         assert_eq!(fingerprint(&url), adopted);
     }
     // And migrate agrees that the schema is its own.
-    let output = Command::new(env!("CARGO_BIN_EXE_opsrun"))
-        .arg("migrate")
-        .env("DATABASE_URL", &url)
-        .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
-        .output()
-        .unwrap();
+    let output = migrate(&url);
     assert!(stdout(&output).contains("applied 0 migration(s)"), "{}{}", stdout(&output), stderr(&output));
 }
 
@@ -216,12 +220,7 @@ fn a_second_adopt_changes_nothing() {
 fn migrate_refuses_the_platforms_table_and_points_at_adopt() {
     let url = platform_database(PLATFORM_ROWS);
     let before = fingerprint(&url);
-    let output = Command::new(env!("CARGO_BIN_EXE_opsrun"))
-        .arg("migrate")
-        .env("DATABASE_URL", &url)
-        .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
-        .output()
-        .unwrap();
+    let output = migrate(&url);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("opsrun adopt --check"), "{}", stderr(&output));
     assert_eq!(fingerprint(&url), before, "migrate left the platform's database as it was");
