@@ -39,6 +39,15 @@ pub struct TableReport {
     pub refused: Vec<(i64, String)>,
     /// Rows mapped with defaults: (legacy id, what was defaulted).
     pub notes: Vec<(i64, String)>,
+    pub took: std::time::Duration,
+}
+
+impl TableReport {
+    /// Legacy rows handled (created, linked, kept apart, skipped or refused) per second.
+    pub fn rows_per_second(&self) -> f64 {
+        let rows = self.created + self.linked_existing + self.kept_apart + self.skipped + self.refused.len() as u64;
+        rows as f64 / self.took.as_secs_f64().max(1e-9)
+    }
 }
 
 #[derive(QueryableByName)]
@@ -83,6 +92,7 @@ impl Backfill<'_> {
             ))
             .expect("a valid template"),
         );
+        let started = std::time::Instant::now();
         let mut after = 0i64;
         loop {
             let rows: Vec<LegacyRow> = sql_query(format!(
@@ -118,6 +128,7 @@ impl Backfill<'_> {
             progress.inc(read);
         }
         progress.finish_and_clear();
+        report.took = started.elapsed();
         Ok(Some(report))
     }
 

@@ -128,8 +128,8 @@ pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> 
                 Backfill { workspaces: &mut workspaces, users: &users, dry_run, batch: batch.clamp(1, MAX_BATCH) };
             let verb = if dry_run { "would create" } else { "created" };
             println!(
-                "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8}",
-                "table", verb, "linked existing", "kept apart", "skipped", "refused", "notes"
+                "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
+                "table", verb, "linked existing", "kept apart", "skipped", "refused", "notes", "took", "rows/s"
             );
             let mut problems = Vec::new();
             for table in LegacyTable::ALL {
@@ -137,14 +137,16 @@ pub fn run(args: LegacyArgs, default_url: Option<String>) -> anyhow::Result<()> 
                     None => println!("{:<24} {:>12}", table.name(), "absent"),
                     Some(report) => {
                         println!(
-                            "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8}",
+                            "{:<24} {:>12} {:>16} {:>11} {:>8} {:>8} {:>8} {:>9.1?} {:>8.0}",
                             table.name(),
                             report.created,
                             report.linked_existing,
                             report.kept_apart,
                             report.skipped,
                             report.refused.len(),
-                            report.notes.len()
+                            report.notes.len(),
+                            report.took,
+                            report.rows_per_second()
                         );
                         problems.extend(grouped(table, "refused", &report.refused));
                         problems.extend(grouped(table, "note", &report.notes));
