@@ -48,6 +48,13 @@ pub enum Command {
     Adopt(adopt::AdoptArgs),
 }
 
+impl Command {
+    /// Whether the command prints a report and exits (rather than serving).
+    pub fn prints_a_report(&self) -> bool {
+        !matches!(self, Command::Serve)
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SeedArgs {
     /// How many runs to add.

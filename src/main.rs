@@ -3,7 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    match opsrun::cli::run(opsrun::cli::Cli::parse()) {
+    let cli = opsrun::cli::Cli::parse();
+    if cli.command.prints_a_report() {
+        // A report piped into `head` ends quietly when the reader goes, as other command
+        // line tools do, instead of panicking on the broken pipe. Not for `serve`, whose
+        // writes to a client that went away must fail, not end the process.
+        // SAFETY: restores the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match opsrun::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("opsrun: {error:#}");

@@ -278,3 +278,16 @@ fn the_legacy_cut_over_runs_on_the_adopted_table() {
             .unwrap();
     assert!(backfilled.fingerprint.parse::<i64>().unwrap() > 10, "{}", backfilled.fingerprint);
 }
+
+#[test]
+fn a_report_piped_into_a_reader_that_leaves_ends_quietly() {
+    let url = platform_database(PLATFORM_ROWS);
+    let mut child = opsrun(&url, &["adopt", "--check", "--timezone", "UTC"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, as `| head -1` does in the end
+    let output = child.wait_with_output().unwrap();
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
