@@ -2,6 +2,7 @@
 //! diesel's blocking work off the async executor.
 
 pub mod announced;
+pub mod catalog;
 mod error;
 pub mod events;
 pub mod idempotency;
@@ -199,9 +200,9 @@ pub fn with_migration_lock<T>(
 pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     with_migration_lock(conn, |conn| {
         // Asked before diesel's harness creates its record table in someone else's database.
-        let recorded = crate::legacy::table_exists(conn, "__diesel_schema_migrations")?
+        let recorded = catalog::table_exists(conn, "__diesel_schema_migrations")?
             && !conn.applied_migrations().map_err(|e| anyhow!("cannot read the migration record: {e}"))?.is_empty();
-        if !recorded && crate::legacy::table_exists(conn, "operation_runs")? {
+        if !recorded && catalog::table_exists(conn, "operation_runs")? {
             anyhow::bail!(
                 "this database already has an operation_runs table that opsrun did not create; \
                  `opsrun adopt --check --timezone <zone>` reports what taking it over involves"

@@ -3,9 +3,9 @@
 
 use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
 
-use super::catalog_sql::table_exists;
 use super::checks::table_checks;
 use super::mapping::LegacyTable;
+use crate::db::catalog::table_exists;
 
 fn archive_name(table: LegacyTable) -> String {
     format!("_archive_{}", table.name())

@@ -12,8 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::Digest;
 
-use super::catalog_sql::{column_exists, table_exists, OptionalId, Users, WorkspaceResolver};
+use super::catalog_sql::{OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
+use crate::db::catalog::{column_exists, table_exists};
 use crate::db::models::NewOperationRun;
 use crate::db::models::OperationRunRow;
 use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};

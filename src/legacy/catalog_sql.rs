@@ -1,18 +1,12 @@
-//! Small questions to the database about its own shape, and the lookups backfill needs:
-//! which tables and columns exist, which workspace a tenant belongs to, who a user is.
+//! The lookups backfill needs: which workspace a tenant belongs to, who a user is.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use crate::db::catalog::{column_exists, table_exists};
 use crate::domain::ids::{TenantId, WorkspaceId};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{sql_query, PgConnection, QueryResult, QueryableByName, RunQueryDsl};
-
-#[derive(QueryableByName)]
-struct Exists {
-    #[diesel(sql_type = Bool)]
-    exists: bool,
-}
 
 #[derive(QueryableByName)]
 pub struct OptionalId {
@@ -24,24 +18,6 @@ pub struct OptionalId {
 struct OptionalName {
     #[diesel(sql_type = Nullable<Text>)]
     name: Option<String>,
-}
-
-pub fn table_exists(conn: &mut PgConnection, table: &str) -> QueryResult<bool> {
-    sql_query("SELECT to_regclass($1) IS NOT NULL AS exists")
-        .bind::<Text, _>(format!("public.{table}"))
-        .get_result::<Exists>(conn)
-        .map(|e| e.exists)
-}
-
-pub fn column_exists(conn: &mut PgConnection, table: &str, column: &str) -> QueryResult<bool> {
-    sql_query(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
-                        WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2) AS exists",
-    )
-    .bind::<Text, _>(table)
-    .bind::<Text, _>(column)
-    .get_result::<Exists>(conn)
-    .map(|e| e.exists)
 }
 
 /// Where a tenant's workspace comes from; backfill refuses to guess.

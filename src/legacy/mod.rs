@@ -16,7 +16,7 @@ use diesel::{Connection, PgConnection};
 
 pub use archive::{drop_table, restore_table};
 pub use backfill::{canonicalize_types, repoint_references, Backfill, TableReport, BACKFILL_ACTOR};
-pub use catalog_sql::{column_exists, table_exists, Users, WorkspaceResolver, WorkspaceSource};
+pub use catalog_sql::{Users, WorkspaceResolver, WorkspaceSource};
 pub use checks::{analyze, verify, Check, TableSummary};
 use mapping::LegacyTable;
 
