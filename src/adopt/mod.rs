@@ -15,7 +15,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 
-pub use rows::{judge, keep_apart, Finding, PlatformRow, RowFix, ADOPTED_KEY};
+pub use rows::Finding;
 use schema::{Plan, Step};
 use survey::Survey;
 

@@ -178,8 +178,9 @@ impl Verdict {
         self
     }
 
-    pub fn refused(&self) -> bool {
-        self.findings.iter().any(|(_, reason)| reason.is_some())
+    /// Why a rule refuses the row, if one does.
+    pub fn refusal(&self) -> Option<(Finding, &str)> {
+        self.findings.iter().find_map(|(finding, reason)| Some((*finding, reason.as_deref()?)))
     }
 }
 
@@ -395,13 +396,13 @@ pub fn keep_apart(row: &PlatformRow, verdict: &mut Verdict, holder: i64) {
     verdict.fix.run_identity_hash = (own != row.run_identity_hash).then_some(own.clone());
     verdict.fix.identity_policy = (row.identity_policy.as_deref() != Some(IdentityPolicy::UniquePerClick.as_str()))
         .then_some(IdentityPolicy::UniquePerClick);
-    verdict.identities =
-        vec![IdentityKey::Active { workspace_id: row.workspace_id, tenant_id: row.tenant_id, hash: own }];
-    verdict.identities.retain(|_| row_is_active(row));
-}
-
-fn row_is_active(row: &PlatformRow) -> bool {
-    RunStatus::parse(&row.status).is_some_and(|status| status != RunStatus::Completed)
+    // Its own identity is unique: it only still counts for the active index.
+    let active = RunStatus::parse(&row.status).is_some_and(|status| status != RunStatus::Completed);
+    verdict.identities = if active {
+        vec![IdentityKey::Active { workspace_id: row.workspace_id, tenant_id: row.tenant_id, hash: own }]
+    } else {
+        Vec::new()
+    };
 }
 
 #[cfg(test)]
@@ -505,7 +506,7 @@ mod tests {
         ];
         for (platform, expected) in cases {
             let verdict = judge(&platform);
-            assert!(verdict.refused(), "{expected}");
+            assert!(verdict.refusal().is_some(), "{expected}");
             assert_eq!(names(&verdict).last(), Some(&expected));
             assert!(verdict.fix.is_empty() && verdict.identities.is_empty(), "{expected}: a refused row is left alone");
         }
@@ -587,7 +588,7 @@ mod tests {
         #[test]
         fn a_row_is_refused_untouched_or_fixed_for_good(platform in platform_rows()) {
             let verdict = judge(&platform);
-            if verdict.refused() {
+            if verdict.refusal().is_some() {
                 prop_assert!(verdict.fix.is_empty());
             } else {
                 let again = judge(&fixed(platform.clone(), &verdict.fix));

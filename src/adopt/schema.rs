@@ -264,6 +264,7 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
     let existing = tables(conn, TARGET)?;
     for table in tables(conn, REFERENCE)? {
         let present = existing.contains(&table);
+        let current_constraints = if present { constraints(conn, TARGET, &table)? } else { Vec::new() };
         if !present {
             plan.structure.push(Step::new(
                 format!("table {table}"),
@@ -273,9 +274,9 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
                 ),
             ));
         } else {
-            plan_columns(conn, &table, zone, &mut plan)?;
+            plan_columns(conn, &table, zone, &current_constraints, &mut plan)?;
         }
-        plan_constraints(conn, &table, present, &mut plan)?;
+        plan_constraints(conn, &table, &current_constraints, &mut plan)?;
         plan_indexes(conn, &table, present, &mut plan)?;
         let current = if present { triggers(conn, TARGET, &table)? } else { Vec::new() };
         let reference = triggers(conn, REFERENCE, &table)?;
@@ -299,10 +300,15 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
-fn plan_columns(conn: &mut PgConnection, table: &str, zone: &str, plan: &mut Plan) -> anyhow::Result<()> {
+fn plan_columns(
+    conn: &mut PgConnection,
+    table: &str,
+    zone: &str,
+    checks: &[Constraint],
+    plan: &mut Plan,
+) -> anyhow::Result<()> {
     let wanted = columns(conn, REFERENCE, table)?;
     let current = columns(conn, TARGET, table)?;
-    let checks = constraints(conn, TARGET, table)?;
     let mut rewrite = Vec::new();
     let mut described = Vec::new();
     for column in &wanted {
@@ -448,8 +454,12 @@ fn identity_step(table: &str, column: &str, kind: &str) -> Step {
     )
 }
 
-fn plan_constraints(conn: &mut PgConnection, table: &str, present: bool, plan: &mut Plan) -> anyhow::Result<()> {
-    let current = if present { constraints(conn, TARGET, table)? } else { Vec::new() };
+fn plan_constraints(
+    conn: &mut PgConnection,
+    table: &str,
+    current: &[Constraint],
+    plan: &mut Plan,
+) -> anyhow::Result<()> {
     for wanted in constraints(conn, REFERENCE, table)? {
         let name = &wanted.name;
         let have = current.iter().find(|c| c.name == *name);

@@ -121,8 +121,9 @@ pub struct Survey {
     pub findings: BTreeMap<Finding, Tally>,
     /// Rows that lose an identity they share, and the row that keeps it.
     pub apart: HashMap<i64, (i64, Finding)>,
-    /// The largest id read.
-    pub last_id: i64,
+    /// Rows whose verdict changes something (some changes are no finding: the
+    /// identity_policy opsrun adds).
+    pub to_fix: u64,
 }
 
 impl Survey {
@@ -133,7 +134,7 @@ impl Survey {
 
     /// Whether any row needs a change.
     pub fn changes_rows(&self) -> bool {
-        !self.findings.is_empty()
+        self.to_fix > 0 || !self.apart.is_empty()
     }
 }
 
@@ -171,7 +172,7 @@ pub fn survey(conn: &mut PgConnection) -> anyhow::Result<Survey> {
         for row in rows {
             let verdict = judge(&row);
             survey.rows += 1;
-            survey.last_id = row.id;
+            survey.to_fix += u64::from(!verdict.fix.is_empty());
             *survey.kinds.entry((row.run_type.clone(), row.status.clone(), row.outcome.clone())).or_default() += 1;
             for (finding, reason) in verdict.findings {
                 survey.findings.entry(finding).or_default().add(row.id, reason);
@@ -276,12 +277,11 @@ pub fn fix_rows(
         let mut fixes = Fixes::default();
         for row in &rows {
             let mut verdict = judge(row);
-            if let Some((finding, reason)) = verdict.findings.iter().find(|(_, reason)| reason.is_some()) {
+            if let Some((finding, reason)) = verdict.refusal() {
                 anyhow::bail!(
-                    "run {} was written while adopt ran and needs a decision ({}: {}); run `opsrun adopt --check`",
+                    "run {} was written while adopt ran and needs a decision ({}: {reason}); run `opsrun adopt --check`",
                     row.id,
                     finding.name(),
-                    reason.as_deref().unwrap_or_default()
                 );
             }
             match survey.apart.get(&row.id) {

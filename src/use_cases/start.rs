@@ -217,17 +217,18 @@ pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
                 break;
             }
             let (keys, new): (Vec<K>, Vec<NewOperationRun>) = todo.into_iter().unzip();
-            let created = runs::insert_each(conn, &new)?;
+            let created: Vec<(Option<K>, OperationRunRow)> =
+                runs::insert_each(conn, &new)?.into_iter().map(|run| (key_of(&run), run)).collect();
             let details: Vec<Value> =
-                created.iter().map(|run| key_of(run).map_or(Value::Null, |key| detail(&key))).collect();
+                created.iter().map(|(key, _)| key.as_ref().map_or(Value::Null, &detail)).collect();
             events::record_each(
                 conn,
-                created.iter().zip(&details).map(|(run, d)| (run, None, d)),
+                created.iter().zip(&details).map(|((_, run), d)| (run, None, d)),
                 actor,
                 EventKind::Created,
             )?;
             let mut created: std::collections::HashMap<K, OperationRunRow> =
-                created.into_iter().filter_map(|run| Some((key_of(&run)?, run))).collect();
+                created.into_iter().filter_map(|(key, run)| Some((key?, run))).collect();
             todo = Vec::new();
             for (key, new) in keys.into_iter().zip(new) {
                 if let Some(run) = created.remove(&key) {
