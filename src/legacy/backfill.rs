@@ -264,8 +264,12 @@ fn link_batch(
             }
             Created::Held { existing_run_id } => {
                 let backfilled = match backfilled_holders.get(&existing_run_id) {
-                    Some(known) => *known,
-                    None => *backfilled_holders.entry(existing_run_id).or_insert(is_backfilled(conn, existing_run_id)?),
+                    Some(&known) => known,
+                    None => {
+                        let backfilled = is_backfilled(conn, existing_run_id)?;
+                        backfilled_holders.insert(existing_run_id, backfilled);
+                        backfilled
+                    }
                 };
                 if backfilled {
                     let unique = format!("{}|legacy:{}:{legacy_id}", new.run_identity_hash, table.name());
