@@ -22,13 +22,23 @@ const EMBEDDED_DATABASE: &str = "opsrun";
 /// The database to use, and the embedded cluster behind it when there is one.
 pub struct Database {
     pub url: SecretString,
+    /// A session of its own, for migrations and the live listener: `DATABASE_DIRECT_URL`,
+    /// else `url`.
+    pub direct_url: SecretString,
+    /// The read replica, if any.
+    pub read_url: Option<SecretString>,
     pub embedded: Option<EmbeddedPostgres>,
 }
 
 /// `DATABASE_URL` when set; otherwise starts the embedded cluster under the data dir.
 pub fn database(settings: &Settings) -> anyhow::Result<Database> {
     if let Some(url) = &settings.database_url {
-        return Ok(Database { url: url.clone(), embedded: None });
+        return Ok(Database {
+            url: url.clone(),
+            direct_url: settings.database_direct_url.clone().unwrap_or_else(|| url.clone()),
+            read_url: settings.database_read_url.clone(),
+            embedded: None,
+        });
     }
     let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true, port: None };
     let cluster = EmbeddedPostgres::start(&options).context("cannot start the embedded PostgreSQL")?;
@@ -38,7 +48,8 @@ pub fn database(settings: &Settings) -> anyhow::Result<Database> {
     if !exists {
         sql_query(format!("CREATE DATABASE {EMBEDDED_DATABASE}")).execute(&mut admin)?;
     }
-    Ok(Database { url: SecretString::from(cluster.url(EMBEDDED_DATABASE)), embedded: Some(cluster) })
+    let url = SecretString::from(cluster.url(EMBEDDED_DATABASE));
+    Ok(Database { direct_url: url.clone(), url, read_url: None, embedded: Some(cluster) })
 }
 
 /// Whether a missing dev secret may be made.

@@ -12,8 +12,9 @@ use serde_json::Value;
 use crate::auth::{AuthConfig, Claims};
 use crate::bootstrap::DevSecret;
 use crate::config::Settings;
+use crate::db::PoolConfig;
 use crate::live::LiveConfig;
-use crate::startup::{self, Application, ApplicationConfig};
+use crate::startup::{self, Application, ApplicationConfig, DatabaseUrls};
 use crate::{adopt, auth, bootstrap, db, legacy, openapi, reaper, seed, telemetry};
 
 #[derive(Parser)]
@@ -107,7 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             telemetry::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let applied = migrate(database.url.expose_secret())?;
+            let applied = migrate(database.direct_url.expose_secret())?;
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
@@ -119,8 +120,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reap { dry_run } => {
             telemetry::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let mut conn =
-                PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
+            let mut conn = PgConnection::establish(database.direct_url.expose_secret())
+                .context("cannot connect to the database")?;
             let stale = reaper::reap(&mut conn, &settings.stale_limits, dry_run)?;
             println!(
                 "{:>10}  {:>10}  {:>8}  {:<32}  {:<8}  last change",
@@ -149,9 +150,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => {
             telemetry::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let mut conn =
-                PgConnection::establish(database.url.expose_secret()).context("cannot connect to the database")?;
-            migrate(database.url.expose_secret())?;
+            let mut conn = PgConnection::establish(database.direct_url.expose_secret())
+                .context("cannot connect to the database")?;
+            migrate(database.direct_url.expose_secret())?;
             let plan = seed::SeedPlan {
                 runs: args.runs.max(0),
                 workspaces: args.workspaces.max(1),
@@ -162,14 +163,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             seed::seed(&mut conn, plan)?;
             Ok(())
         }
-        Command::Legacy(args) => {
-            let default_url = settings.database_url.as_ref().map(|url| url.expose_secret().to_owned());
-            legacy::run(args, default_url)
-        }
-        Command::Adopt(args) => {
-            let default_url = settings.database_url.as_ref().map(|url| url.expose_secret().to_owned());
-            adopt::run(args, default_url)
-        }
+        // Session work (advisory locks, `SET`s): the direct URL when there is one.
+        Command::Legacy(args) => legacy::run(args, direct_url(&settings)),
+        Command::Adopt(args) => adopt::run(args, direct_url(&settings)),
         Command::Openapi => {
             print!("{}", openapi::document_json());
             Ok(())
@@ -206,6 +202,10 @@ fn token_claims(args: &TokenArgs, settings: &Settings) -> anyhow::Result<Claims>
     })
 }
 
+fn direct_url(settings: &Settings) -> Option<String> {
+    settings.database_direct_url.as_ref().or(settings.database_url.as_ref()).map(|url| url.expose_secret().to_owned())
+}
+
 fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
     let mut conn = PgConnection::establish(database_url).context("cannot connect to the database")?;
     db::migrate(&mut conn)
@@ -214,16 +214,24 @@ fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (key, dev_mode) = bootstrap::signing_key(&settings, DevSecret::CreateIfMissing)?;
     let database = bootstrap::database(&settings)?;
-    let applied = migrate(database.url.expose_secret())?;
+    let applied = migrate(database.direct_url.expose_secret())?;
     tracing::info!(migrations = applied.len(), "database ready");
 
     let application = Application::build(ApplicationConfig {
         bind: settings.bind,
-        database_url: database.url.clone(),
-        pool_size: settings.pool_size,
-        pool_timeout: settings.pool_timeout,
+        database: DatabaseUrls {
+            url: database.url.clone(),
+            direct_url: database.direct_url.clone(),
+            read_url: database.read_url.clone(),
+            max_replica_lag: settings.max_replica_lag,
+        },
+        pool: PoolConfig {
+            size: settings.pool_size,
+            checkout_timeout: settings.pool_timeout,
+            work_timeout: settings.request_timeout,
+            statement_cache: settings.statement_cache,
+        },
         workers: settings.workers,
-        request_timeout: settings.request_timeout,
         reaper: settings.reap_interval.map(|interval| (interval, settings.stale_limits.clone())),
         cors_origins: settings.cors_origins.clone(),
         live: LiveConfig { max_streams: settings.max_streams, ..LiveConfig::default() },

@@ -70,6 +70,15 @@ pub enum LogFormat {
 pub struct Settings {
     /// `DATABASE_URL`; `None` means the embedded PostgreSQL.
     pub database_url: Option<SecretString>,
+    /// `DATABASE_DIRECT_URL`: a session of its own for migrations and the live listener,
+    /// when `DATABASE_URL` goes through a transaction pooler.
+    pub database_direct_url: Option<SecretString>,
+    /// `DATABASE_READ_URL`: a read replica for reads that may lag.
+    pub database_read_url: Option<SecretString>,
+    /// How far behind the replica may be before reads bypass it.
+    pub max_replica_lag: Duration,
+    /// diesel's prepared statement cache (`OPSRUN_DB_STATEMENT_CACHE`).
+    pub statement_cache: bool,
     pub bind: SocketAddr,
     /// `OPSRUN_JWT_SECRET` or `OPSRUN_JWT_PUBLIC_KEY_FILE`; `None` means a dev secret
     /// (embedded mode only).
@@ -108,8 +117,20 @@ const fn doc(name: &'static str, default: &'static str, meaning: &'static str) -
 
 /// Every setting, in the order they are documented. A test checks that this is exactly
 /// what `Settings::from_lookup` reads (plus `RUST_LOG`), and that README lists them.
-pub const SETTINGS: [SettingDoc; 18] = [
+pub const SETTINGS: [SettingDoc; 22] = [
     doc("DATABASE_URL", "embedded PostgreSQL", "postgres://user:password@host:5432/db"),
+    doc(
+        "DATABASE_DIRECT_URL",
+        "DATABASE_URL",
+        "a direct connection (not a transaction pooler) for migrations and the live listener",
+    ),
+    doc("DATABASE_READ_URL", "-", "a read replica: lists, views, events, history and stream catch-up read there"),
+    doc("OPSRUN_MAX_REPLICA_LAG", "1s", "how far behind the replica may fall before reads go to the primary"),
+    doc(
+        "OPSRUN_DB_STATEMENT_CACHE",
+        "on",
+        "`off` behind a transaction pooler such as PgBouncer: no named prepared statements",
+    ),
     doc("OPSRUN_BIND", "127.0.0.1:8080", "listen address"),
     doc("OPSRUN_JWT_SECRET", "dev secret (embedded mode only)", "HS256 secret, at least 32 bytes"),
     doc(
@@ -252,9 +273,40 @@ impl Settings {
             },
         };
 
+        let max_replica_lag = match lookup("OPSRUN_MAX_REPLICA_LAG") {
+            None => Duration::from_secs(1),
+            Some(text) => match humantime::parse_duration(text.trim()) {
+                Ok(lag) if (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&lag) => lag,
+                _ => {
+                    return Err(bad(
+                        "OPSRUN_MAX_REPLICA_LAG",
+                        format!("`{text}` is not a duration from 200ms to 1h, such as 1s"),
+                    ))
+                }
+            },
+        };
+        let statement_cache = match lookup("OPSRUN_DB_STATEMENT_CACHE").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(bad("OPSRUN_DB_STATEMENT_CACHE", format!("`{other}` is neither `on` nor `off`")))
+            }
+        };
+        let database_url = lookup("DATABASE_URL").map(SecretString::from);
+        let database_direct_url = lookup("DATABASE_DIRECT_URL").map(SecretString::from);
+        let database_read_url = lookup("DATABASE_READ_URL").map(SecretString::from);
+        if database_url.is_none() && (database_direct_url.is_some() || database_read_url.is_some()) {
+            let setting = if database_direct_url.is_some() { "DATABASE_DIRECT_URL" } else { "DATABASE_READ_URL" };
+            return Err(bad(setting, "needs DATABASE_URL: the embedded PostgreSQL has neither a pooler nor a replica"));
+        }
+
         let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
-            database_url: lookup("DATABASE_URL").map(SecretString::from),
+            database_url,
+            database_direct_url,
+            database_read_url,
+            max_replica_lag,
+            statement_cache,
             bind,
             jwt_key,
             jwt_issuer: lookup("OPSRUN_JWT_ISSUER"),
@@ -323,6 +375,10 @@ mod tests {
             ("OPSRUN_CORS_ORIGINS", "https://ops.example.com/app"),
             ("OPSRUN_CORS_ORIGINS", "http://*.example.com"),
             ("OPSRUN_CORS_ORIGINS", ","),
+            ("OPSRUN_MAX_REPLICA_LAG", "10ms"),
+            ("OPSRUN_MAX_REPLICA_LAG", "soon"),
+            ("OPSRUN_DB_STATEMENT_CACHE", "maybe"),
+            ("DATABASE_READ_URL", "postgres://replica/opsrun"),
         ];
         for (name, value) in cases {
             let error = settings(&[(name, value)]).unwrap_err();

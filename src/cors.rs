@@ -15,11 +15,19 @@ use crate::config::CorsOrigins;
 const PREFLIGHT_MAX_AGE_SECONDS: usize = 3600;
 
 /// Request headers a page may send besides the CORS-safelisted ones.
-const ALLOWED_HEADERS: [&str; 6] =
-    ["authorization", "content-type", "if-none-match", "idempotency-key", "x-request-id", "last-event-id"];
+const ALLOWED_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "if-none-match",
+    "idempotency-key",
+    "x-request-id",
+    "last-event-id",
+    "opsrun-read-after",
+];
 
 /// Response headers a page's script may read.
-const EXPOSED_HEADERS: [&str; 6] = ["link", "location", "x-request-id", "etag", "retry-after", "idempotent-replayed"];
+const EXPOSED_HEADERS: [&str; 7] =
+    ["link", "location", "x-request-id", "etag", "retry-after", "idempotent-replayed", "opsrun-read-after"];
 
 /// The CORS middleware for these origins; a no-op when there are none.
 pub fn middleware(origins: &CorsOrigins) -> Condition<Cors> {

@@ -35,6 +35,7 @@ named_enum! {
         InvalidCursor = "invalid_cursor",
         CursorFilterMismatch = "cursor_filter_mismatch",
         InvalidIdempotencyKey = "invalid_idempotency_key",
+        InvalidReadAfter = "invalid_read_after",
         Unauthenticated = "unauthenticated",
         Forbidden = "forbidden",
         NotFound = "not_found",
@@ -87,7 +88,8 @@ impl ProblemCode {
             | InvalidLimit
             | InvalidCursor
             | CursorFilterMismatch
-            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            | InvalidIdempotencyKey
+            | InvalidReadAfter => StatusCode::BAD_REQUEST,
             Unauthenticated => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | TenantNotFound | RouteNotFound => StatusCode::NOT_FOUND,

@@ -20,15 +20,16 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{AuthConfig, TokenVerifier};
 use crate::config::CorsOrigins;
 use crate::cors;
-use crate::db::Database;
+use crate::db::replica::{Reads, Replica};
+use crate::db::{Database, PoolConfig};
 use crate::domain::staleness::StaleLimits;
 use crate::error::{ApiError, ProblemCode};
 use crate::live::{self, listener, Hub, LiveConfig};
 use crate::metrics::Metrics;
 use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
-use crate::routes::caching;
 use crate::routes::documented::DocumentedRoutes;
+use crate::routes::{caching, reads};
 use crate::{reaper, routes};
 
 /// The largest request body accepted.
@@ -36,14 +37,33 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Where the service's connections go (docs/DEPLOYMENT.md).
+#[derive(Clone)]
+pub struct DatabaseUrls {
+    /// The request pool: writes, and reads that must see them. May be a transaction pooler.
+    pub url: SecretString,
+    /// A session of its own: the live listener's `LISTEN`.
+    pub direct_url: SecretString,
+    /// A read replica for reads that may lag.
+    pub read_url: Option<SecretString>,
+    /// How far behind the replica may fall before reads bypass it.
+    pub max_replica_lag: Duration,
+}
+
+impl DatabaseUrls {
+    /// One server for everything.
+    pub fn single(url: SecretString) -> DatabaseUrls {
+        DatabaseUrls { direct_url: url.clone(), url, read_url: None, max_replica_lag: Duration::from_secs(1) }
+    }
+}
+
 /// Everything needed to serve, with the database and key already resolved.
 pub struct ApplicationConfig {
     pub bind: SocketAddr,
-    pub database_url: SecretString,
-    pub pool_size: u32,
-    pub pool_timeout: Duration,
+    pub database: DatabaseUrls,
+    /// The request pool; its work timeout is the request timeout.
+    pub pool: PoolConfig,
     pub workers: usize,
-    pub request_timeout: Duration,
     pub auth: AuthConfig,
     /// How often to reap stale runs, and their limits; `None` runs no reaper.
     pub reaper: Option<(Duration, StaleLimits)>,
@@ -58,7 +78,8 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
-    database_url: SecretString,
+    replica: Option<Arc<Replica>>,
+    direct_url: SecretString,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     reaper: Option<(Duration, StaleLimits)>,
@@ -126,12 +147,12 @@ fn blocking_threads_per_worker(pool_size: u32, workers: usize) -> usize {
 
 impl Application {
     pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
-        let database = Database::connect(
-            config.database_url.expose_secret(),
-            config.pool_size,
-            config.pool_timeout,
-            config.request_timeout,
-        );
+        let database = Database::connect(config.database.url.expose_secret(), "opsrun", &config.pool);
+        let replica = config.database.read_url.as_ref().map(|url| {
+            let replica = Database::connect(url.expose_secret(), "opsrun-reads", &config.pool);
+            Arc::new(Replica::new(replica, config.database.max_replica_lag))
+        });
+        let reads = web::Data::new(Reads::new(database.clone(), replica.clone()));
         let verifier = web::Data::new(TokenVerifier::new(&config.auth)?);
         let listener =
             TcpListener::bind(config.bind).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
@@ -161,8 +182,10 @@ impl Application {
                 .wrap(from_fn(caching::cache_policy))
                 .wrap(cors::middleware(&cors_origins))
                 .wrap(from_fn(cors::preflight_without_content))
+                .wrap(from_fn(reads::stamp_writes))
                 .wrap(from_fn(observe))
                 .app_data(app_database.clone())
+                .app_data(reads.clone())
                 .app_data(app_metrics.clone())
                 .app_data(app_hub.clone())
                 .app_data(verifier.clone())
@@ -178,7 +201,7 @@ impl Application {
         .workers(config.workers)
         // Every database call runs on a worker's blocking pool; threads beyond the
         // connections they share would only queue on the pool and cost context switches.
-        .worker_max_blocking_threads(blocking_threads_per_worker(config.pool_size, config.workers))
+        .worker_max_blocking_threads(blocking_threads_per_worker(config.pool.size, config.workers))
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         // `run_until_stopped` decides when to stop: actix treats SIGINT as a forced stop.
         .disable_signals()
@@ -188,7 +211,8 @@ impl Application {
             port,
             server,
             database,
-            database_url: config.database_url,
+            replica,
+            direct_url: config.database.direct_url,
             hub,
             metrics: metrics.into_inner(),
             reaper: config.reaper,
@@ -213,7 +237,11 @@ impl Application {
         let reaper = self.reaper.map(|(interval, limits)| {
             tokio::spawn(reaper::run_periodically(self.database.clone(), limits, interval, self.metrics.clone()))
         });
-        let listener = listener::spawn(self.database_url.clone(), Arc::clone(&self.hub))?;
+        let freshness = self.replica.clone().map(|replica| {
+            let hub = Arc::clone(&self.hub);
+            tokio::spawn(replica.measure(self.database.clone(), move || hub.released()))
+        });
+        let listener = listener::spawn(self.direct_url.clone(), Arc::clone(&self.hub))?;
         let hub = self.hub;
         let handle = self.server.handle();
         let mut server = self.server;
@@ -238,8 +266,8 @@ impl Application {
                 served
             }
         };
-        if let Some(reaper) = reaper {
-            reaper.abort();
+        for task in [reaper, freshness].into_iter().flatten() {
+            task.abort();
         }
         hub.stop();
         listener.stop();

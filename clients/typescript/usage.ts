@@ -36,6 +36,7 @@ exact<
     | "invalid_cursor"
     | "cursor_filter_mismatch"
     | "invalid_idempotency_key"
+    | "invalid_read_after"
     | "unauthenticated"
     | "forbidden"
     | "not_found"

@@ -1,6 +1,8 @@
 //! What can go wrong below the HTTP edge when talking to PostgreSQL. Database code
 //! returns this (or diesel's own error); `error.rs` maps it to a response.
 
+use std::cell::Cell;
+
 use diesel::result::{DatabaseErrorKind, Error};
 
 /// A failed piece of database work.
@@ -18,21 +20,43 @@ pub enum DbError {
 
 impl From<Error> for DbError {
     fn from(error: Error) -> DbError {
-        match error {
+        let classified = match error {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
                 DbError::Unavailable
             }
+            // A write reached a server that is (now) a standby: the primary moved (a
+            // failover or switchover). Retrying on a fresh connection finds the new one.
+            Error::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => DbError::Unavailable,
             Error::DatabaseError(_, ref info) if info.message().contains(STATEMENT_TIMEOUT) => DbError::Timeout,
             Error::DatabaseError(_, ref info) if is_connection_loss(info.message()) => DbError::Unavailable,
             // A connection lost mid-transaction leaves diesel's transaction state unknown.
             Error::BrokenTransactionManager => DbError::Unavailable,
             other => DbError::Query(other),
+        };
+        if matches!(classified, DbError::Unavailable) {
+            CONNECTION_SPENT.set(true);
         }
+        classified
     }
+}
+
+thread_local! {
+    /// Set when work on this thread found its connection dead or pointing at a standby;
+    /// `Database::run` then retires that connection instead of returning it to the pool.
+    /// A flag rather than a return value: the work's own error type carries the error
+    /// up, and every database error passes through `DbError::from` on the thread that
+    /// holds the connection.
+    static CONNECTION_SPENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether work on this thread has found its connection unusable since the last call.
+pub(crate) fn take_connection_spent() -> bool {
+    CONNECTION_SPENT.replace(false)
 }
 
 impl From<diesel::r2d2::PoolError> for DbError {
     fn from(_: diesel::r2d2::PoolError) -> DbError {
+        // No connection was handed out: none to retire.
         DbError::Unavailable
     }
 }

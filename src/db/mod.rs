@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 pub mod idempotency;
 pub mod models;
+pub mod replica;
 pub mod runs;
 pub mod schema;
 mod sql_types;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use anyhow::anyhow;
-use diesel::connection::SimpleConnection;
+use diesel::connection::{CacheSize, Connection as _, SimpleConnection};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -33,21 +34,61 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Serializes migrations across instances that start at once.
 const MIGRATION_LOCK_KEY: i64 = 0x6f70_7372_756e; // "opsrun"
 
-/// Per-session settings applied to every pooled connection.
-#[derive(Debug)]
-struct SessionSettings {
-    statement_timeout: Duration,
+/// How the request pool connects.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub size: u32,
+    /// The longest a request waits for a connection before its 503.
+    pub checkout_timeout: Duration,
+    /// The longest one piece of work may take as the client sees it; also each
+    /// statement's timeout on the server.
+    pub work_timeout: Duration,
+    /// diesel's cache of named prepared statements. Off behind a transaction pooler
+    /// (PgBouncer before 1.21), whose server connections change under a session.
+    pub statement_cache: bool,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+/// Applies the statement cache choice to every new pooled connection.
+#[derive(Debug)]
+struct StatementCache {
+    enabled: bool,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementCache {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        // Bounds the database work of a request that has already timed out for its client.
-        conn.batch_execute(&format!(
-            "SET application_name = 'opsrun'; SET statement_timeout = {}",
-            self.statement_timeout.as_millis()
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        if !self.enabled {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
+        Ok(())
     }
+}
+
+/// `url` with opsrun's connection settings as libpq startup parameters: the name the
+/// server shows (unless the URL names one) and the statement timeout. Startup
+/// parameters instead of `SET`s: no session state (a transaction pooler would hand it to
+/// whichever client gets the server connection next) and no round trip per connection.
+/// A URL that sets `options` itself keeps its own.
+pub fn with_session_parameters(url: &str, application_name: &str, statement_timeout: Duration) -> String {
+    let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis());
+    let is_uri = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let has_options = if is_uri { url.contains("options=") } else { url.contains("options") };
+    let mut url = url.to_owned();
+    if is_uri {
+        let mut separator = if url.contains('?') { '&' } else { '?' };
+        url.push(separator);
+        url.push_str(&format!("fallback_application_name={application_name}"));
+        separator = '&';
+        if !has_options {
+            url.push(separator);
+            url.push_str(&format!("options={}", timeout.replace(' ', "%20").replace('=', "%3D")));
+        }
+    } else {
+        url.push_str(&format!(" fallback_application_name={application_name}"));
+        if !has_options {
+            url.push_str(&format!(" options='{timeout}'"));
+        }
+    }
+    url
 }
 
 /// The connection pool and what it reports about itself.
@@ -79,17 +120,20 @@ impl Database {
     ///
     /// `work_timeout` bounds each call of [`Database::run`] as the client sees it, and
     /// each statement on the server.
-    pub fn connect(database_url: &str, size: u32, checkout_timeout: Duration, work_timeout: Duration) -> Database {
+    /// `application_name` is what the server shows for its connections.
+    pub fn connect(database_url: &str, application_name: &str, config: &PoolConfig) -> Database {
+        let url = with_session_parameters(database_url, application_name, config.work_timeout);
         let pool = Pool::builder()
-            .max_size(size)
-            .min_idle(Some(size.min(2)))
-            .connection_timeout(checkout_timeout)
-            // A broken connection fails its query with a 503 and is then discarded by
-            // `has_broken`; a round trip per checkout would cost every request.
+            .max_size(config.size)
+            .min_idle(Some(config.size.min(2)))
+            .connection_timeout(config.checkout_timeout)
+            // A connection that failed (the server went away, or became a standby) fails
+            // its request with a 503 and is then retired (`Database::run`); a round trip
+            // per checkout would cost every request.
             .test_on_check_out(false)
-            .connection_customizer(Box::new(SessionSettings { statement_timeout: work_timeout }))
-            .build_unchecked(ConnectionManager::new(database_url));
-        Database { pool, waiting: Arc::default(), work_timeout, events_written: Arc::default() }
+            .connection_customizer(Box::new(StatementCache { enabled: config.statement_cache }))
+            .build_unchecked(ConnectionManager::new(url));
+        Database { pool, waiting: Arc::default(), work_timeout: config.work_timeout, events_written: Arc::default() }
     }
 
     /// Hands the announcing of written events to `notify` (the instance's listener, which
@@ -128,7 +172,12 @@ impl Database {
             waiting.fetch_sub(1, Ordering::Relaxed);
             let mut conn = checkout.map_err(DbError::from)?;
             events::take_written();
+            error::take_connection_spent();
             let done = work(&mut conn);
+            if error::take_connection_spent() {
+                retire(&mut conn);
+                return done;
+            }
             if events::take_written() && done.is_ok() {
                 match events_written.get() {
                     Some(notify) => notify(),
@@ -144,6 +193,15 @@ impl Database {
             Err(_elapsed) => Err(DbError::Timeout.into()),
         }
     }
+}
+
+/// Marks `conn` broken, so that the pool drops it instead of handing it out again: it
+/// lost its server, or the server it reaches is now a standby. diesel's pool only asks
+/// whether the transaction state is broken, which a failed statement outside a
+/// transaction leaves intact.
+fn retire(conn: &mut PgConnection) {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
 }
 
 /// The channel on which writers tell the instances' listeners that events committed.

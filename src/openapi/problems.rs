@@ -49,6 +49,7 @@ pub fn example(code: ProblemCode) -> ApiError {
             .decode_cursor(&list.encode_cursor(chrono::Utc::now(), 42))
             .expect_err("a cursor of other filters"),
         InvalidIdempotencyKey => KeyRefusal::Empty.into(),
+        InvalidReadAfter => crate::routes::reads::refuse_read_after(),
         Unauthenticated => ApiError::Unauthenticated("no Authorization header".into()),
         Forbidden => ApiError::Forbidden { needs: "inventory.sync" },
         NotFound => ApiError::NotFound,

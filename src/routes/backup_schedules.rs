@@ -9,7 +9,6 @@ use super::listing::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query,
 };
 use super::runs::RunPage;
-use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
 use crate::domain::inputs::{format_minute, Trigger};
@@ -17,6 +16,7 @@ use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::pagination::ListRequest;
+use crate::routes::reads::{ReadAfterHeader, Reader};
 
 /// Filters of a schedule's history. Time bounds are half-open: `scheduled_after`
 /// inclusive, `scheduled_before` exclusive, compared at minute precision in UTC.
@@ -68,17 +68,17 @@ fn schedule_run_types() -> utoipa::openapi::schema::Array {
 #[utoipa::path(
     tag = "backup schedules",
     security(("bearer" = [])),
-    params(("schedule_id" = i64, Path, description = "Backup schedule id"), ScheduleHistoryParams),
+    params(("schedule_id" = i64, Path, description = "Backup schedule id"), ScheduleHistoryParams, ReadAfterHeader),
     responses(
         (status = 200, body = RunPage, headers(("Link" = String, description = "`<…>; rel=\"next\"` while more pages remain"))),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`, `invalid_limit`, `invalid_cursor` or `cursor_filter_mismatch`"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`, `invalid_limit`, `invalid_cursor`, `cursor_filter_mismatch` or `invalid_read_after`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json", description = "`not_found`: the schedule id is not an integer"),
     )
 )]
 #[get("/v1/backup-schedules/{schedule_id}/runs")]
 pub async fn list_backup_schedule_runs(
-    db: web::Data<Database>,
+    db: Reader,
     principal: Principal,
     schedule_id: web::Path<i64>,
     request: HttpRequest,

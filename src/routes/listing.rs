@@ -8,13 +8,14 @@ use serde::de::DeserializeOwned;
 
 use super::runs::{RunPage, RunView};
 use crate::db::runs::{self, RunQuery, StatusFilter};
-use crate::db::{Database, DbError};
+use crate::db::DbError;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
 use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, ProblemCode};
 use crate::pagination::{self, ListRequest};
+use crate::routes::reads::Reader;
 
 /// Parses the query string into `T`; any problem is a 400 naming it.
 pub fn parse_query<T: DeserializeOwned>(request: &HttpRequest) -> Result<(T, Vec<(String, String)>), ApiError> {
@@ -117,7 +118,7 @@ pub fn visible_query(principal: &Principal, requested: &[RunType]) -> RunQuery {
 
 /// Runs one page of `query` and answers with the page and its `Link` header.
 pub async fn respond_with_page(
-    db: &Database,
+    db: &Reader,
     mut query: RunQuery,
     list: ListRequest,
     cursor: Option<&str>,

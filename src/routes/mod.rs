@@ -11,6 +11,7 @@ pub mod legacy;
 pub mod listing;
 pub mod metrics;
 pub mod operation_types;
+pub mod reads;
 pub mod runs;
 pub mod schemas;
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
 use opsrun::auth::{mint_token, AuthConfig, Claims, JwtKey};
+use opsrun::db::PoolConfig;
 use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
-use opsrun::startup::{Application, ApplicationConfig};
+use opsrun::startup::{Application, ApplicationConfig, DatabaseUrls};
 use reqwest::{Method, Response};
 use secrecy::SecretSlice;
 use serde_json::{json, Value};
@@ -172,15 +173,43 @@ pub fn test_auth() -> AuthConfig {
     }
 }
 
+/// Set to a transaction pooler in front of the test server (PgBouncer), the services
+/// under test send their requests' database work through it, with the statement cache
+/// off, and keep a direct session for the live listener: the API suite then proves that
+/// opsrun works behind one. The tests' own connections stay direct.
+const POOLER: &str = "TEST_DATABASE_POOLER_URL";
+
+/// `database_url`'s database through the pooler, when the run has one in front of the
+/// server it is on (tests that make a cluster of their own talk to it directly).
+fn through_pooler(database_url: &str) -> Option<String> {
+    let pooler = std::env::var(POOLER).ok()?;
+    let server = url::Url::parse(&std::env::var("TEST_DATABASE_URL").ok()?).ok()?;
+    let database = url::Url::parse(database_url).expect("a database URL");
+    if (database.host_str(), database.port()) != (server.host_str(), server.port()) {
+        return None;
+    }
+    let mut pooled = url::Url::parse(&pooler).expect("TEST_DATABASE_POOLER_URL is a URL");
+    pooled.set_path(database.path());
+    Some(pooled.to_string())
+}
+
 /// How the tests run the service on `database_url`: a free port, two workers, no reaper.
 pub fn test_config(database_url: String) -> ApplicationConfig {
+    let pooled = through_pooler(&database_url);
+    let mut database = DatabaseUrls::single(database_url.into());
+    if let Some(pooled) = &pooled {
+        database.url = pooled.clone().into();
+    }
     ApplicationConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.into(),
-        pool_size: 8,
-        pool_timeout: Duration::from_secs(10),
+        database,
+        pool: PoolConfig {
+            size: 8,
+            checkout_timeout: Duration::from_secs(10),
+            work_timeout: Duration::from_secs(30),
+            statement_cache: pooled.is_none(),
+        },
         workers: 2,
-        request_timeout: Duration::from_secs(30),
         auth: test_auth(),
         reaper: None,
         cors_origins: Default::default(),

@@ -49,8 +49,8 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
     opsrun::db::migrate(&mut PgConnection::establish(&cluster.url("opsrun")).unwrap()).unwrap();
     let app = Arc::new(
         TestApp::spawn_with(cluster.url("opsrun"), |config| {
-            config.pool_timeout = Duration::from_millis(500);
-            config.request_timeout = Duration::from_secs(5);
+            config.pool.checkout_timeout = Duration::from_millis(500);
+            config.pool.work_timeout = Duration::from_secs(5);
         })
         .await,
     );
@@ -291,7 +291,8 @@ fn opsrun_reap_lists_with_dry_run_and_then_reaps() {
 /// client's wait or the server's statement timeout) runs out first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_budget_answers_503_request_timeout() {
-    let app = TestApp::spawn_with(fresh_database(), |config| config.request_timeout = Duration::from_millis(400)).await;
+    let app =
+        TestApp::spawn_with(fresh_database(), |config| config.pool.work_timeout = Duration::from_millis(400)).await;
     let id = app.start(&admin_token(), inventory_sync(1, "x")).await;
     let mut holder = app.db();
     holder.begin_test_transaction().unwrap();

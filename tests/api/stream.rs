@@ -504,7 +504,7 @@ async fn an_event_written_without_an_announcement_still_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_id_order() {
-    let app = TestApp::spawn_with(fresh_database(), |config| config.pool_size = 16).await;
+    let app = TestApp::spawn_with(fresh_database(), |config| config.pool.size = 16).await;
     let mut stream = SseReader::open(&app, "?type=inventory_sync", &admin_token(), None).await;
     const WRITERS: usize = 8;
     const EACH: usize = 25;

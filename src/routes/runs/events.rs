@@ -1,5 +1,7 @@
 //! `GET /v1/runs/{id}/events`: the run's audit timeline.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{ETag, IfNoneMatch};
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -8,13 +10,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::models::RunEventRow;
-use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, Outcome, RunStatus};
 use crate::error::{ApiError, Problem};
 use crate::routes::caching::{self, Representation};
 use crate::routes::listing::event_cursor;
+use crate::routes::reads::{ReadAfterHeader, Reader};
 use crate::use_cases::timeline;
 
 /// One entry of a run's timeline.
@@ -77,7 +79,7 @@ pub struct RunEventList {
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id"), TimelineParams, caching::IfNoneMatchHeader),
+    params(("id" = i64, Path, description = "Run id"), TimelineParams, caching::IfNoneMatchHeader, ReadAfterHeader),
     responses(
         (status = 200, body = RunEventList, headers(
             ("ETag" = String, description = "Changes exactly when the representation does, e.g. `\"events-42.3\"`")
@@ -85,7 +87,7 @@ pub struct RunEventList {
         (status = 304, description = "Not Modified: the `If-None-Match` tag is current; no body", headers(
             ("ETag" = String, description = "The current tag")
         )),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query` or `invalid_read_after`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -93,7 +95,7 @@ pub struct RunEventList {
 )]
 #[get("/v1/runs/{id}/events")]
 pub async fn list_run_events(
-    db: web::Data<Database>,
+    db: Reader,
     principal: Principal,
     id: web::Path<i64>,
     params: web::Query<TimelineParams>,
@@ -103,6 +105,7 @@ pub async fn list_run_events(
     let after = event_cursor(params.after)?.unwrap_or(0);
     let representation = Representation::Timeline { after };
     let held = move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(representation, run));
+    let principal = Arc::new(principal);
     let (run, events) = db.run(move |conn| timeline(conn, &principal, id, after, |run| !held(run))).await?;
     let etag = caching::etag(representation, &run);
     let Some(events) = events else {

@@ -1,11 +1,10 @@
 //! `GET /v1/runs`: every run the caller may view, filtered and paginated.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::RunPage;
-use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::catalog::RunType;
 use crate::domain::ids::TenantId;
@@ -15,6 +14,7 @@ use crate::pagination::ListRequest;
 use crate::routes::listing::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, positive_id, respond_with_page, visible_query,
 };
+use crate::routes::reads::{ReadAfterHeader, Reader};
 
 /// Filters of `GET /v1/runs`. Time bounds are half-open: `*_after` inclusive, `*_before` exclusive.
 #[derive(Deserialize, IntoParams)]
@@ -67,19 +67,15 @@ pub struct ListRunsParams {
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(ListRunsParams),
+    params(ListRunsParams, ReadAfterHeader),
     responses(
         (status = 200, body = RunPage, headers(("Link" = String, description = "`<…>; rel=\"next\"` while more pages remain"))),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`, `invalid_limit`, `invalid_cursor` or `cursor_filter_mismatch`"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`, `invalid_limit`, `invalid_cursor`, `cursor_filter_mismatch` or `invalid_read_after`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/runs")]
-pub async fn list_runs(
-    db: web::Data<Database>,
-    principal: Principal,
-    request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list_runs(db: Reader, principal: Principal, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (params, pairs): (ListRunsParams, _) = parse_query(&request)?;
     let mut query = visible_query(&principal, &parse_types(&params.r#type)?);
     query.status = parse_status(params.status.as_deref())?;

@@ -92,7 +92,8 @@ impl From<StartRunRequest> for StartRequest {
     responses(
         (status = 201, body = StartedRun, description = "Created; `Location` names the new run",
          headers(("Location" = String, description = "/v1/runs/{id}"),
-                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),
+                 ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"),
+                 ("Opsrun-Read-After" = String, description = "Every successful write answer carries it: send it back on reads that must include this write (read replicas)"))),
         (status = 200, body = StartedRun, description = "`on_conflict: use_existing` and a run already held the identity: that run, with `created: false`",
          headers(("Location" = String, description = "/v1/runs/{id}"),
                  ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key"))),

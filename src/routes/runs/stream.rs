@@ -20,7 +20,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::events::RunEventView;
 use crate::auth::principal_from_header_or_query;
 use crate::db::announced::{self, AnnouncedEvent, CatchUp};
-use crate::db::{Database, DbError, JsonText};
+use crate::db::replica::Reads;
+use crate::db::{DbError, JsonText};
 use crate::domain::access::Principal;
 use crate::domain::catalog::RunType;
 use crate::domain::ids::{RunId, TenantId};
@@ -148,7 +149,7 @@ fn resume_point(request: &HttpRequest, after: Option<i64>) -> Result<Option<i64>
 
 /// A stream in progress.
 struct Streaming {
-    db: web::Data<Database>,
+    reads: web::Data<Reads>,
     metrics: web::Data<Metrics>,
     principal: Principal,
     filter: StreamFilter,
@@ -193,11 +194,16 @@ impl Streaming {
     }
 
     async fn catch_up_page(&mut self, through: i64) {
+        // The replica serves the events it is known to hold, the primary the rest.
+        let target = self.reads.target(None);
+        let (db, upto) = match target.replica_holds {
+            Some(holds) if holds.watermark > self.cursor => (target.db, through.min(holds.watermark)),
+            _ => (self.reads.primary().clone(), through),
+        };
         let (workspace, after, wanted) = (self.principal.workspace_id, self.cursor, self.catch_up.clone());
-        let page = self
-            .db
+        let page = db
             .run(move |conn| {
-                announced::catch_up(conn, workspace, after, through, &wanted, CATCH_UP_PAGE).map_err(DbError::from)
+                announced::catch_up(conn, workspace, after, upto, &wanted, CATCH_UP_PAGE).map_err(DbError::from)
             })
             .await;
         let Ok(page) = page else {
@@ -205,9 +211,7 @@ impl Streaming {
             self.finished = true;
             return;
         };
-        if (page.len() as i64) < CATCH_UP_PAGE {
-            self.catching_up_through = None;
-        }
+        let read_through_upto = (page.len() as i64) < CATCH_UP_PAGE;
         for event in &page {
             self.cursor = event.0.id;
             if self.filter.admits(&self.principal, event) {
@@ -215,8 +219,11 @@ impl Streaming {
                 self.metrics.stream_events_delivered.inc();
             }
         }
-        if self.catching_up_through.is_none() {
-            self.cursor = self.cursor.max(through);
+        if read_through_upto {
+            self.cursor = self.cursor.max(upto);
+            if upto == through {
+                self.catching_up_through = None;
+            }
         }
     }
 
@@ -277,7 +284,7 @@ impl Streaming {
 )]
 #[get("/v1/runs/stream")]
 pub async fn stream_runs(
-    db: web::Data<Database>,
+    reads: web::Data<Reads>,
     hub: web::Data<std::sync::Arc<Hub>>,
     metrics: web::Data<Metrics>,
     request: HttpRequest,
@@ -313,7 +320,7 @@ pub async fn stream_runs(
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
     };
     let streaming = Streaming {
-        db,
+        reads,
         catch_up: filter.catch_up(&principal),
         metrics,
         principal,

@@ -11,12 +11,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::RunView;
-use crate::db::Database;
 use crate::domain::access::{Action, Principal};
 use crate::domain::ids::RunId;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::live::{Hub, StreamFilter, Subscription};
 use crate::routes::caching::{self, Representation};
+use crate::routes::reads::{ReadAfterHeader, Reader};
 use crate::use_cases::visible_run;
 
 /// The longest a long-poll waits.
@@ -71,7 +71,7 @@ async fn changed(subscription: &mut Subscription, until: tokio::time::Instant) -
 #[utoipa::path(
     tag = "runs",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Run id"), ViewParams, caching::IfNoneMatchHeader),
+    params(("id" = i64, Path, description = "Run id"), ViewParams, caching::IfNoneMatchHeader, ReadAfterHeader),
     responses(
         (status = 200, body = RunView, headers(
             ("ETag" = String, description = "Changes exactly when the representation does, e.g. `\"run-42.3\"`")
@@ -79,7 +79,7 @@ async fn changed(subscription: &mut Subscription, until: tokio::time::Instant) -
         (status = 304, description = "Not Modified: the `If-None-Match` tag is current (at the end of `wait`, if given); no body", headers(
             ("ETag" = String, description = "The current tag")
         )),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query`"),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "`invalid_query` or `invalid_read_after`"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -88,7 +88,7 @@ async fn changed(subscription: &mut Subscription, until: tokio::time::Instant) -
 )]
 #[get("/v1/runs/{id}")]
 pub async fn view_run(
-    db: web::Data<Database>,
+    db: Reader,
     hub: web::Data<Arc<Hub>>,
     principal: Principal,
     id: web::Path<i64>,
