@@ -7,10 +7,12 @@
 #
 #   scripts/ha-lab.sh up        start everything, wait until ready, print the URLs
 #   scripts/ha-lab.sh status    the formation as the monitor sees it
+#   scripts/ha-lab.sh ready     wait (at most two minutes) until the formation is whole again
 #   scripts/ha-lab.sh failover  kill -9 the current primary (its keeper and postmaster), return
 #                               once the other node accepts writes, then restart the killed
 #                               node so that it rejoins as the secondary
 #   scripts/ha-lab.sh down      stop everything `up` started and remove the lab's files
+#   scripts/ha-lab.sh urls      print the URLs again (of a lab that is up)
 #
 # `up` prints exactly three KEY=value lines on stdout (progress goes to stderr):
 #   DATABASE_URL=       the multi-host read-write URL (libpq's target_session_attrs)
@@ -237,6 +239,7 @@ case "${1:-}" in
   down) down ;;
   failover) failover ;;
   status) status ;;
+  ready) wait_for 120 "the formation" formation_ready ;;
   urls) print_urls ;;
-  *) echo "usage: $0 up|down|failover|status|urls" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|failover|status|ready|urls" >&2; exit 2 ;;
 esac

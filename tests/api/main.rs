@@ -9,6 +9,7 @@ mod backup_schedules;
 mod caching;
 mod cors;
 mod errors;
+mod ha;
 mod helpers;
 mod idempotency;
 mod legacy;
