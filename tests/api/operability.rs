@@ -12,6 +12,7 @@ use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{json, Value};
 
 use crate::helpers::{admin_token, assert_problem, fresh_database, inventory_sync, spawn_all, worker_token, TestApp};
+use crate::stream::SseReader;
 
 fn click() -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
@@ -125,29 +126,39 @@ async fn wait_until_no_active_runs(app: &TestApp) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_reap_each_stale_run_exactly_once() {
+async fn four_instances_reap_each_stale_run_once_count_it_once_and_stream_it_to_all() {
     let database = fresh_database();
     let reaping = |config: &mut opsrun::startup::ApplicationConfig| {
         config.reaper = Some((Duration::from_millis(20), StaleLimits::default()));
     };
-    let first = TestApp::spawn_with(database.clone(), reaping).await;
-    let second = TestApp::spawn_with(database, reaping).await;
+    let mut apps = Vec::new();
+    for _ in 0..4 {
+        apps.push(TestApp::spawn_with(database.clone(), reaping).await);
+    }
+    // A stream on every instance, following everything from before the first start.
+    let mut streams = Vec::new();
+    for app in &apps {
+        streams.push(SseReader::open(app, "", &admin_token(), None).await);
+    }
 
+    // Starts and moves spread over the instances.
     let mut stale = Vec::new();
     for i in 0..40 {
-        let id = first.start(&admin_token(), inventory_sync(1 + i % 3, &format!("sel-{i}"))).await;
+        let app = &apps[i % 4];
+        let id = app.start(&admin_token(), inventory_sync(1 + i as i64 % 3, &format!("sel-{i}"))).await;
         if i % 2 == 0 {
-            first.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+            apps[(i + 1) % 4].post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
         }
         stale.push(id);
     }
+    let first = &apps[0];
     let fresh = first.start(&admin_token(), inventory_sync(9, "fresh")).await;
     // Silent for a day: far past every type's default limit. The fresh run stays active.
     sql_query(format!("UPDATE operation_runs SET updated_at = now() - interval '1 day' WHERE id <> {fresh}"))
         .execute(&mut first.db())
         .unwrap();
     first.post(&format!("/v1/runs/{fresh}/complete"), &worker_token(), json!({"outcome": "succeeded"})).await;
-    wait_until_no_active_runs(&first).await;
+    wait_until_no_active_runs(first).await;
 
     #[derive(QueryableByName)]
     struct Reaped {
@@ -176,9 +187,28 @@ async fn two_instances_reap_each_stale_run_exactly_once() {
     // And the identity is free again.
     first.start(&admin_token(), inventory_sync(1, "sel-0")).await;
 
+    // Counted once across the instances, whichever reaped it.
     let reaped_total: f64 =
-        [&first, &second].iter().map(|app| metric_sum(&app.metrics_text_blocking(), "opsrun_runs_reaped_total")).sum();
+        apps.iter().map(|app| metric_sum(&app.metrics_text_blocking(), "opsrun_runs_reaped_total")).sum();
     assert_eq!(reaped_total as usize, stale.len());
+    let started_total: f64 =
+        apps.iter().map(|app| metric_sum(&app.metrics_text_blocking(), "opsrun_runs_started_total")).sum();
+    assert_eq!(started_total as usize, stale.len() + 2);
+
+    // Every stream, on every instance, saw every event once, in order.
+    #[derive(QueryableByName)]
+    struct EventId {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let events: Vec<EventId> =
+        sql_query("SELECT id FROM operation_run_events ORDER BY id").load(&mut first.db()).unwrap();
+    let expected: Vec<i64> = events.iter().map(|event| event.id).collect();
+    for (instance, stream) in streams.iter_mut().enumerate() {
+        let seen: Vec<i64> = stream.take(expected.len()).await.iter().map(|event| event.id.unwrap()).collect();
+        assert_eq!(seen, expected, "the stream on instance {instance}");
+        stream.assert_quiet().await;
+    }
 }
 
 fn metric_sum(text: &str, family: &str) -> f64 {
