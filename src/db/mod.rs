@@ -271,3 +271,34 @@ pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
             .map_err(|e| anyhow!("migration failed: {e}"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_parameters_join_either_url_form_and_leave_the_callers_own_options() {
+        let timeout = Duration::from_millis(1500);
+        assert_eq!(
+            with_session_parameters(
+                "postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write",
+                "opsrun",
+                timeout
+            ),
+            "postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write\
+             &fallback_application_name=opsrun&options=-c%20statement_timeout%3D1500"
+        );
+        assert_eq!(
+            with_session_parameters("postgresql://u@h/db", "opsrun", timeout),
+            "postgresql://u@h/db?fallback_application_name=opsrun&options=-c%20statement_timeout%3D1500"
+        );
+        assert_eq!(
+            with_session_parameters("host=h dbname=db", "opsrun", timeout),
+            "host=h dbname=db fallback_application_name=opsrun options='-c statement_timeout=1500'"
+        );
+        assert_eq!(
+            with_session_parameters("postgres://u@h/db?options=-c%20work_mem%3D64MB", "opsrun", timeout),
+            "postgres://u@h/db?options=-c%20work_mem%3D64MB&fallback_application_name=opsrun"
+        );
+    }
+}

@@ -353,6 +353,15 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
         "list reads landed on the replica {on_replica} times of 100 ({on_primary} on the primary)"
     );
 
+    // A stream resuming from the start catches up from the replica as far as it is known
+    // to hold, and from the primary after that: every event, once, in order.
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let events: Vec<EventId> = sql_query("SELECT id FROM operation_run_events ORDER BY id").load(&mut conn).unwrap();
+    let mut stream = SseReader::open(&app, "", &admin_token(), Some(0)).await;
+    let caught_up: Vec<i64> = stream.take(events.len()).await.iter().map(|event| event.id.unwrap()).collect();
+    assert_eq!(caught_up, events.iter().map(|event| event.id).collect::<Vec<_>>());
+    stream.assert_quiet().await;
+
     // A token makes a read include its write: a move read back at once shows it.
     let id = app.start(&admin_token(), click()).await;
     let moved = app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;

@@ -335,3 +335,31 @@ async fn a_request_past_its_budget_answers_503_request_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5), "answered within its budget, not after the lock");
     drop(holder);
 }
+
+#[tokio::test]
+async fn pooled_connections_carry_their_settings_without_session_state() {
+    #[derive(QueryableByName)]
+    struct Settings {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement_timeout: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        application_name: String,
+    }
+    let pool = opsrun::db::PoolConfig {
+        size: 2,
+        checkout_timeout: Duration::from_secs(5),
+        work_timeout: Duration::from_millis(1234),
+        statement_cache: false,
+    };
+    let db = opsrun::db::Database::connect(&fresh_database(), "opsrun-test", &pool);
+    let settings: Settings = db
+        .run(|conn| {
+            sql_query("SELECT current_setting('statement_timeout') AS statement_timeout, current_setting('application_name') AS application_name")
+                .get_result(conn)
+                .map_err(opsrun::db::DbError::from)
+        })
+        .await
+        .unwrap();
+    // Set at connection start (libpq startup parameters), not by a `SET` a pooler would leak.
+    assert_eq!((settings.statement_timeout.as_str(), settings.application_name.as_str()), ("1234ms", "opsrun-test"));
+}

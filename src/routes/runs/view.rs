@@ -107,9 +107,12 @@ pub async fn view_run(
         _ => None,
     };
     let principal = Arc::new(principal);
+    let mut woken = false;
     loop {
         let reader = Arc::clone(&principal);
-        let run = db.run(move |conn| visible_run(conn, &reader, id, Action::View)).await?;
+        let read = move |conn: &mut _| visible_run(conn, &reader, id, Action::View);
+        // Woken by a change: the replica may not hold it yet, the primary does.
+        let run = if woken { db.primary().run(read).await? } else { db.run(read).await? };
         let etag = caching::etag(Representation::Run, &run);
         if !caching::client_has(if_none_match.as_ref(), &etag) {
             return Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunView::from(run)));
@@ -126,5 +129,6 @@ pub async fn view_run(
         if !changed(subscription, until).await {
             return Ok(caching::not_modified(etag));
         }
+        woken = true;
     }
 }
