@@ -180,6 +180,19 @@ async fn a_killed_primary_loses_no_acknowledged_run_and_opsrun_heals_without_res
         let round = Arc::new(Mutex::new(Round::default()));
         let clients = (0..4).map(|_| client(app.clone(), stop.clone(), round.clone(), t0)).collect();
         let load = tokio::spawn(spawn_all(clients));
+        // An orchestrator's readiness probe, every 100 ms.
+        let probe = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let ready = app.request(reqwest::Method::GET, "/readyz", None, None).await.status().as_u16();
+                    seen.push((t0.elapsed(), ready));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                seen
+            })
+        };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let killed_at = t0.elapsed();
         tokio::task::spawn_blocking({
@@ -198,6 +211,15 @@ async fn a_killed_primary_loses_no_acknowledged_run_and_opsrun_heals_without_res
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop.store(true, Ordering::Relaxed);
         load.await.unwrap();
+        // Readiness told the truth: not ready while no primary took writes, ready after.
+        let probes = probe.await.unwrap();
+        let unready: Vec<Duration> = probes.iter().filter(|(_, status)| *status != 200).map(|(at, _)| *at).collect();
+        assert!(probes.iter().all(|(_, status)| matches!(status, 200 | 503)), "{probes:?}");
+        assert!(
+            unready.iter().any(|at| *at > killed_at && *at < promoted_at),
+            "round {round_number}: /readyz never said 503 during the outage"
+        );
+        assert_eq!(probes.last().map(|(_, status)| *status), Some(200), "round {round_number}: not ready after");
 
         let round = Arc::try_unwrap(round).ok().unwrap().into_inner().unwrap();
         let failed: Vec<&Answer> = round.answers.iter().filter(|a| !(200..300).contains(&a.status)).collect();
@@ -245,7 +267,7 @@ async fn a_killed_primary_loses_no_acknowledged_run_and_opsrun_heals_without_res
             "round {round_number}: {} answers; {} runs acknowledged, all found, 0 lost; {} completions acknowledged, all \
              completed; {} answers 503 (all with Retry-After), {} other refusals (409 after a 503), 0 500s; outage \
              as clients saw it: first 503 at +{} ms, last at +{} ms ({} ms); kill at +{} ms, writes back on the \
-             node at +{} ms; {} unacknowledged runs from {} unanswered starts",
+             node at +{} ms; /readyz 503 from +{} ms to +{} ms; {} unacknowledged runs from {} unanswered starts",
             round.answers.len(),
             round.acknowledged.len(),
             round.acknowledged.values().filter(|done| **done).count(),
@@ -256,6 +278,8 @@ async fn a_killed_primary_loses_no_acknowledged_run_and_opsrun_heals_without_res
             first.zip(last).map_or(0, |(first, last)| (last - first).as_millis()),
             killed_at.as_millis(),
             promoted_at.as_millis(),
+            unready.first().map_or(0, |at| at.as_millis()),
+            unready.last().map_or(0, |at| at.as_millis()),
             unacknowledged,
             round.unanswered_starts,
         );
