@@ -14,7 +14,10 @@ pooler=$(sed -n 's/^POOLER_URL=//p' <<<"$urls")
 primary=$(sed -n 's|^DATABASE_URL=postgres://\([^@]*\)@\([^,]*\),.*|postgres://\1@\2|p' <<<"$urls")
 
 echo "== the API suite through PgBouncer (transaction mode, statement cache off)"
-TEST_DATABASE_URL="$primary/postgres" TEST_DATABASE_POOLER_URL="${pooler%/*}/postgres" cargo test --test api
+# Less one test that times a kernel socket stall, not a database path: with four more
+# PostgreSQL servers on the machine its timing is noise (it runs in the plain suite).
+TEST_DATABASE_URL="$primary/postgres" TEST_DATABASE_POOLER_URL="${pooler%/*}/postgres" \
+  cargo test --test api -- --skip stream::a_stalled_reader_is_dropped_while_other_streams_keep_flowing
 "${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}/psql" -X -q -h 127.0.0.1 \
   -p "$(sed 's|.*:\([0-9]*\)/.*|\1|' <<<"$pooler")" -U postgres -d pgbouncer -c "SHOW TOTALS" | sed -n '1,5p'
 
