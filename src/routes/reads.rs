@@ -18,7 +18,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::PgConnection;
 
-use crate::db::replica::{ReadTarget, Reads, Sample};
+use crate::db::replica::{ReadTarget, Reads};
 use crate::db::{Database, DbError};
 use crate::error::{ApiError, ProblemCode};
 use crate::use_cases::RunError;
@@ -115,16 +115,6 @@ impl Reader {
             Err(error) if error.ask_primary() => self.primary.run(work).await,
             answered => answered,
         }
-    }
-
-    /// On the replica, what it is known to hold; `None` when reading from the primary.
-    pub fn replica_holds(&self) -> Option<Sample> {
-        self.target.replica_holds
-    }
-
-    /// The replica's pool when it was chosen, else the primary's.
-    pub fn database(&self) -> &Database {
-        &self.target.db
     }
 
     pub fn primary(&self) -> &Database {
