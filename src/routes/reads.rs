@@ -33,7 +33,7 @@ pub struct ReadAfterHeader {
     /// The `Opsrun-Read-After` of a write answer, sent back unchanged: the answer then
     /// includes that write even when a read replica serves it. Without it, a read may
     /// lag the primary by up to `OPSRUN_MAX_REPLICA_LAG` (never a run you just created).
-    #[param(rename = "Opsrun-Read-After", nullable = false, example = "2026-01-31T10:00:00.123456Z")]
+    #[param(rename = "Opsrun-Read-After", format = DateTime, nullable = false, example = "2026-01-31T10:00:00.123456Z")]
     #[allow(dead_code)] // documents the header; `Reader` reads it
     opsrun_read_after: Option<String>,
 }
