@@ -3,6 +3,7 @@
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::db::coalesce::BatchStats;
 use crate::db::Database;
 use crate::domain::catalog::RunType;
 use crate::domain::status::EventKind;
@@ -26,6 +27,9 @@ pub struct Metrics {
     pub streams_dropped_slow: prometheus::IntCounter,
     streams_open: prometheus::IntGauge,
     pool_connections: IntGaugeVec,
+    db_batches: IntCounterVec,
+    db_batched_requests: IntCounterVec,
+    db_queued_requests: IntGaugeVec,
 }
 
 fn single_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
@@ -39,6 +43,9 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     registry.register(Box::new(counter.clone())).expect("metric names are unique");
     counter
 }
+
+/// The kinds of requests the service answers in batches.
+pub const BATCH_KINDS: [&str; 2] = ["view", "start"];
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -59,7 +66,26 @@ impl Default for Metrics {
         )
         .expect("valid metric definition");
         registry.register(Box::new(pool_connections.clone())).expect("metric names are unique");
+        let db_queued_requests = IntGaugeVec::new(
+            Opts::new("opsrun_db_queued_requests", "Requests waiting for a batch executor now, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(db_queued_requests.clone())).expect("metric names are unique");
         let metrics = Metrics {
+            db_batches: counter(
+                &registry,
+                "opsrun_db_batches_total",
+                "Batches of coalesced requests sent to the database (one statement or transaction each), by kind",
+                &["kind"],
+            ),
+            db_batched_requests: counter(
+                &registry,
+                "opsrun_db_batched_requests_total",
+                "Requests answered by those batches, by kind: divided by the batches, the mean batch size",
+                &["kind"],
+            ),
+            db_queued_requests,
             http_requests: counter(
                 &registry,
                 "opsrun_http_requests_total",
@@ -140,6 +166,11 @@ impl Default for Metrics {
         for kind in [EventKind::Created].into_iter().chain(EventKind::WORKER_MOVES) {
             metrics.idempotent_replays.with_label_values(&[kind.as_str()]);
         }
+        for kind in BATCH_KINDS {
+            metrics.db_batches.with_label_values(&[kind]);
+            metrics.db_batched_requests.with_label_values(&[kind]);
+            metrics.db_queued_requests.with_label_values(&[kind]);
+        }
         for code in ProblemCode::IDEMPOTENCY_KEY_CONFLICTS {
             metrics.idempotency_key_conflicts.with_label_values(&[code.as_str()]);
         }
@@ -148,8 +179,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The exposition text, with the pool and stream gauges read now.
-    pub fn render(&self, database: &Database, hub: &Hub) -> String {
+    /// The exposition text, with the pool, batch and stream figures read now.
+    pub fn render(&self, database: &Database, batches: &[(&str, BatchStats)], hub: &Hub) -> String {
+        for (kind, stats) in batches {
+            let sync = |counter: &IntCounterVec, now: u64| {
+                let counter = counter.with_label_values(&[kind]);
+                counter.inc_by(now.saturating_sub(counter.get()));
+            };
+            sync(&self.db_batches, stats.batches);
+            sync(&self.db_batched_requests, stats.requests);
+            self.db_queued_requests.with_label_values(&[kind]).set(i64::try_from(stats.queued).unwrap_or(i64::MAX));
+        }
         self.streams_open.set(hub.open_streams() as i64);
         let state = database.state();
         for (label, value) in [

@@ -18,6 +18,22 @@ pub enum DbError {
     Query(Error),
 }
 
+impl DbError {
+    /// An error of this code's own, answered as a 500.
+    pub fn internal(message: &str) -> DbError {
+        DbError::Query(Error::QueryBuilderError(message.into()))
+    }
+
+    /// The same failure for another caller of one shared piece of work (a batch).
+    pub fn shared(&self) -> DbError {
+        match self {
+            DbError::Unavailable => DbError::Unavailable,
+            DbError::Timeout => DbError::Timeout,
+            DbError::Query(error) => DbError::internal(&error.to_string()),
+        }
+    }
+}
+
 impl From<Error> for DbError {
     fn from(error: Error) -> DbError {
         let classified = match error {

@@ -34,19 +34,19 @@ pub fn record(
     what: EventKind,
     details: &Value,
 ) -> QueryResult<()> {
-    record_each(conn, [(run, left, details)], by, what)
+    record_each(conn, [(run, left, details, by)], what)
 }
 
-/// Appends one event per change, in one statement (runs created together).
+/// Appends one event per change, in one statement (runs created together): the run as
+/// the change left it, the status it left, the event's detail and who made the change.
 pub fn record_each<'a>(
     conn: &mut PgConnection,
-    changes: impl IntoIterator<Item = (&'a OperationRunRow, Option<RunStatus>, &'a Value)>,
-    by: &str,
+    changes: impl IntoIterator<Item = (&'a OperationRunRow, Option<RunStatus>, &'a Value, &'a str)>,
     what: EventKind,
 ) -> QueryResult<()> {
     let events: Vec<NewRunEvent> = changes
         .into_iter()
-        .map(|(run, left, details)| NewRunEvent {
+        .map(|(run, left, details, by)| NewRunEvent {
             run_id: run.id,
             workspace_id: run.workspace_id,
             actor: by,

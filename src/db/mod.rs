@@ -3,6 +3,7 @@
 
 pub mod announced;
 pub mod catalog;
+pub mod coalesce;
 mod error;
 pub mod events;
 pub mod idempotency;
@@ -25,6 +26,10 @@ use diesel::connection::{CacheSize, Connection as _, SimpleConnection};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::domain::ids::{RunId, WorkspaceId};
+use coalesce::Coalescer;
+use models::OperationRunRow;
 
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 
@@ -94,14 +99,21 @@ pub fn with_session_parameters(url: &str, application_name: &str, statement_time
 /// The connection pool and what it reports about itself.
 #[derive(Clone)]
 pub struct Database {
+    connections: Arc<Connections>,
+    /// Concurrent views of runs, answered by one statement per batch.
+    views: Arc<Coalescer<(WorkspaceId, RunId), Option<OperationRunRow>>>,
+}
+
+/// The pool, and how work runs on its connections.
+pub(crate) struct Connections {
     pool: DbPool,
     /// Requests waiting for a connection right now.
-    waiting: Arc<AtomicI64>,
+    waiting: AtomicI64,
     /// The longest one piece of work may take, checkout included.
     work_timeout: Duration,
     /// Told when work that wrote events has returned (the instance's listener); without
     /// one, work announces on its own connection.
-    events_written: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
+    events_written: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// What the pool looks like at one moment.
@@ -112,6 +124,12 @@ pub struct PoolState {
     pub in_use: u32,
     pub waiting: i64,
 }
+
+/// Executors answering batches of views at once: enough to overlap one batch's round
+/// trip with the next batch's, few enough that batches form under load.
+const VIEW_EXECUTORS: usize = 2;
+/// The most requests one batch answers.
+pub const MAX_BATCH: usize = 64;
 
 impl Database {
     /// A pool whose checkout waits at most `checkout_timeout`, so a database outage turns
@@ -128,28 +146,38 @@ impl Database {
             .min_idle(Some(config.size.min(2)))
             .connection_timeout(config.checkout_timeout)
             // A connection that failed (the server went away, or became a standby) fails
-            // its request with a 503 and is then retired (`Database::run`); a round trip
-            // per checkout would cost every request.
+            // its request with a 503 and is then retired (`Connections::run_blocking`); a
+            // round trip per checkout would cost every request.
             .test_on_check_out(false)
             .connection_customizer(Box::new(StatementCache { enabled: config.statement_cache }))
             .build_unchecked(ConnectionManager::new(url));
-        Database { pool, waiting: Arc::default(), work_timeout: config.work_timeout, events_written: Arc::default() }
+        let connections = Arc::new(Connections {
+            pool,
+            waiting: AtomicI64::default(),
+            work_timeout: config.work_timeout,
+            events_written: OnceLock::new(),
+        });
+        let views = Coalescer::new(Arc::clone(&connections), VIEW_EXECUTORS, MAX_BATCH, |conn, wanted| {
+            Ok(runs::find_each(conn, &wanted)?)
+        });
+        Database { connections, views: Arc::new(views) }
     }
 
     /// Hands the announcing of written events to `notify` (the instance's listener, which
     /// sends one `NOTIFY` for however many writes it was told of), instead of a `NOTIFY`
     /// per write on the writer's own connection. Set once; later calls are ignored.
     pub fn announce_through(&self, notify: impl Fn() + Send + Sync + 'static) {
-        let _ = self.events_written.set(Box::new(notify));
+        let _ = self.connections.events_written.set(Box::new(notify));
     }
 
     pub fn state(&self) -> PoolState {
-        let state = self.pool.state();
+        let pool = &self.connections.pool;
+        let state = pool.state();
         PoolState {
-            max: self.pool.max_size(),
+            max: pool.max_size(),
             idle: state.idle_connections,
             in_use: state.connections - state.idle_connections,
-            waiting: self.waiting.load(Ordering::Relaxed),
+            waiting: self.connections.waiting.load(Ordering::Relaxed),
         }
     }
 
@@ -163,35 +191,63 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        let waiting = Arc::clone(&self.waiting);
-        let events_written = Arc::clone(&self.events_written);
-        let blocking = web::block(move || {
-            waiting.fetch_add(1, Ordering::Relaxed);
-            let checkout = pool.get();
-            waiting.fetch_sub(1, Ordering::Relaxed);
-            let mut conn = checkout.map_err(DbError::from)?;
-            events::take_written();
-            error::take_connection_spent();
-            let done = work(&mut conn);
-            if error::take_connection_spent() {
-                retire(&mut conn);
-                return done;
-            }
-            if events::take_written() && done.is_ok() {
-                match events_written.get() {
-                    Some(notify) => notify(),
-                    None => announce(&mut conn),
-                }
-            }
-            done
-        });
-        match tokio::time::timeout(self.work_timeout, blocking).await {
+        let connections = Arc::clone(&self.connections);
+        let blocking = web::block(move || connections.run_blocking(work));
+        match tokio::time::timeout(self.connections.work_timeout, blocking).await {
             Ok(Ok(finished)) => finished,
             // The blocking pool is gone: the server is shutting down.
             Ok(Err(_blocking)) => Err(DbError::Unavailable.into()),
             Err(_elapsed) => Err(DbError::Timeout.into()),
         }
+    }
+
+    /// The run with this id in this workspace, as [`runs::find`] reads it, answered
+    /// together with the views other requests are asking for at the same moment.
+    pub async fn find_run(&self, workspace: WorkspaceId, run: RunId) -> Result<Option<OperationRunRow>, DbError> {
+        self.views.submit((workspace, run)).await
+    }
+
+    /// How the views of runs have been batched.
+    pub fn view_batches(&self) -> coalesce::BatchStats {
+        self.views.stats()
+    }
+
+    /// Requests of one kind answered in batches on this pool: see [`Coalescer`].
+    pub fn coalescer<J: Send + 'static, A: Send + 'static>(
+        &self,
+        executors: usize,
+        work: impl Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync + 'static,
+    ) -> Coalescer<J, A> {
+        Coalescer::new(Arc::clone(&self.connections), executors, MAX_BATCH, work)
+    }
+}
+
+impl Connections {
+    /// Runs `work` on this thread with a pooled connection; tells the listener (or
+    /// announces) when it wrote events, and retires a connection that lost its server.
+    fn run_blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let checkout = self.pool.get();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut conn = checkout.map_err(DbError::from)?;
+        events::take_written();
+        error::take_connection_spent();
+        let done = work(&mut conn);
+        if error::take_connection_spent() {
+            retire(&mut conn);
+            return done;
+        }
+        if events::take_written() && done.is_ok() {
+            match self.events_written.get() {
+                Some(notify) => notify(),
+                None => announce(&mut conn),
+            }
+        }
+        done
     }
 }
 

@@ -50,13 +50,14 @@ pub fn insert(conn: &mut PgConnection, new: &NewOperationRun) -> QueryResult<Opt
         .optional()
 }
 
-/// Inserts the runs whose identity is free, in one statement; returns those created
-/// (a run whose identity is held, even by another in the same batch, is left out).
-pub fn insert_each(conn: &mut PgConnection, new: &[NewOperationRun]) -> QueryResult<Vec<OperationRunRow>> {
+/// Inserts the runs whose identity is free, in one statement; returns those created,
+/// each with its identity hash (a run whose identity is held, even by another in the
+/// same batch, is left out).
+pub fn insert_each(conn: &mut PgConnection, new: &[NewOperationRun]) -> QueryResult<Vec<(OperationRunRow, String)>> {
     diesel::insert_into(operation_runs)
         .values(new)
         .on_conflict_do_nothing()
-        .returning(OperationRunRow::as_returning())
+        .returning((OperationRunRow::as_returning(), run_identity_hash))
         .get_results(conn)
 }
 
@@ -84,6 +85,22 @@ pub fn find(conn: &mut PgConnection, workspace: WorkspaceId, run: RunId) -> Quer
         .select(OperationRunRow::as_select())
         .first(conn)
         .optional()
+}
+
+/// [`find`] for many `(workspace, run)` at once, in one statement: each answer is the run
+/// only if it is in the asker's workspace, exactly as [`find`] would answer it.
+pub fn find_each(
+    conn: &mut PgConnection,
+    wanted: &[(WorkspaceId, RunId)],
+) -> QueryResult<Vec<Option<OperationRunRow>>> {
+    let ids: Vec<RunId> = wanted.iter().map(|(_, run)| *run).collect();
+    let found: Vec<OperationRunRow> =
+        operation_runs.filter(id.eq_any(ids)).select(OperationRunRow::as_select()).load(conn)?;
+    let found: std::collections::HashMap<RunId, &OperationRunRow> = found.iter().map(|row| (row.id, row)).collect();
+    Ok(wanted
+        .iter()
+        .map(|(workspace, run)| found.get(run).filter(|row| row.workspace_id == *workspace).map(|row| (*row).clone()))
+        .collect())
 }
 
 /// One move of a run, as the statement applies it.
@@ -215,7 +232,9 @@ impl RunQuery {
 /// Callers limited to at most this many tenants get one index range per tenant.
 const TENANTS_READ_ONE_BY_ONE: usize = 16;
 
-/// The runs a query selects, newest first, at most `limit`.
+/// A list reads at most this many index ranges; past it, one query with `IN` lists.
+const MOST_RANGES: usize = 48;
+
 impl RunQuery {
     /// Where `row` stands in this list's order: what a cursor after it holds.
     pub fn position(&self, row: &OperationRunRow) -> (DateTime<Utc>, i64) {
@@ -224,31 +243,69 @@ impl RunQuery {
             None => (row.created_at, row.id.get()),
         }
     }
+
+    /// The index ranges that together hold this list's page, each in the list's order.
+    ///
+    /// An `IN` list cannot be read from a btree in the order of the columns after it (not
+    /// before PostgreSQL 17), so a filter with several values would sort every match.
+    /// Instead each value is a range of its own, read `limit` rows deep, and the ranges
+    /// are merged: a caller limited to a few tenants reads each tenant and the
+    /// workspace-scoped runs; `status=active` reads the queued and the running runs;
+    /// several outcomes read one each. "What changed since" is ordered by `updated_at`,
+    /// which only its own index serves, so it is never split.
+    fn ranges(&self) -> Vec<Range<'_>> {
+        let tenants: Vec<TenantFilter> = match (&self.visible_tenants, self.tenant_id) {
+            (Some(visible), Some(tenant)) if !visible.contains(&tenant) => return Vec::new(),
+            (Some(visible), None) if visible.len() <= TENANTS_READ_ONE_BY_ONE => {
+                visible.iter().copied().map(TenantFilter::One).chain([TenantFilter::WorkspaceScoped]).collect()
+            }
+            (Some(visible), None) => vec![TenantFilter::Visible(visible)],
+            (_, Some(tenant)) => vec![TenantFilter::One(tenant)],
+            (None, None) => vec![TenantFilter::Any],
+        };
+        let whole = |tenants| Range { tenants, status: self.status, outcomes: &self.outcomes[..] };
+        let split = self.updated_after.is_none();
+        let statuses: Vec<Option<StatusFilter>> = match self.status {
+            Some(StatusFilter::Active) if split => {
+                RunStatus::ACTIVE.into_iter().map(|s| Some(StatusFilter::Is(s))).collect()
+            }
+            wanted => vec![wanted],
+        };
+        let outcomes: Vec<&[Outcome]> = match self.outcomes.len() {
+            2.. if split => self.outcomes.chunks(1).collect(),
+            _ => vec![&self.outcomes[..]],
+        };
+        if tenants.len() * statuses.len() * outcomes.len() > MOST_RANGES {
+            return tenants.into_iter().map(whole).collect();
+        }
+        let mut ranges = Vec::new();
+        for tenant in &tenants {
+            for wanted in &statuses {
+                for outcomes in &outcomes {
+                    ranges.push(Range { tenants: *tenant, status: *wanted, outcomes });
+                }
+            }
+        }
+        ranges
+    }
 }
 
+/// The runs a query selects, in its order, at most `limit`.
 pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<OperationRunRow>> {
-    match (&query.visible_tenants, query.tenant_id) {
-        // A caller limited to a few tenants: reading the workspace's newest runs and
-        // filtering by tenant can wade through other tenants' traffic, so read each
-        // tenant's (and the workspace-scoped) range of the (workspace, tenant, created_at)
-        // index, at most `limit` rows each, and merge them.
-        (Some(visible), None) if visible.len() <= TENANTS_READ_ONE_BY_ONE => {
-            let mut rows = Vec::new();
-            for tenant in visible.iter().copied().map(TenantFilter::One).chain([TenantFilter::WorkspaceScoped]) {
-                rows.extend(list_range(conn, query, tenant)?);
-            }
-            match query.updated_after {
-                Some(_) => rows.sort_unstable_by_key(|row| query.position(row)),
-                None => rows.sort_unstable_by_key(|row| std::cmp::Reverse(query.position(row))),
-            }
-            rows.truncate(usize::try_from(query.limit).unwrap_or(0));
-            Ok(rows)
-        }
-        (Some(visible), Some(tenant)) if !visible.contains(&tenant) => Ok(Vec::new()),
-        (Some(visible), None) => list_range(conn, query, TenantFilter::Visible(visible)),
-        (_, Some(tenant)) => list_range(conn, query, TenantFilter::One(tenant)),
-        (None, None) => list_range(conn, query, TenantFilter::Any),
+    let mut ranges = query.ranges();
+    if ranges.len() <= 1 {
+        return ranges.pop().map_or(Ok(Vec::new()), |range| list_range(conn, query, range));
     }
+    let mut rows = Vec::new();
+    for range in ranges {
+        rows.extend(list_range(conn, query, range)?);
+    }
+    match query.updated_after {
+        Some(_) => rows.sort_unstable_by_key(|row| query.position(row)),
+        None => rows.sort_unstable_by_key(|row| std::cmp::Reverse(query.position(row))),
+    }
+    rows.truncate(usize::try_from(query.limit).unwrap_or(0));
+    Ok(rows)
 }
 
 /// Which tenants' runs one range read covers.
@@ -261,7 +318,15 @@ enum TenantFilter<'a> {
     Visible(&'a [TenantId]),
 }
 
-fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) -> QueryResult<Vec<OperationRunRow>> {
+/// One index range of a list: the query's other filters, with these in place of its own.
+#[derive(Clone, Copy)]
+struct Range<'a> {
+    tenants: TenantFilter<'a>,
+    status: Option<StatusFilter>,
+    outcomes: &'a [Outcome],
+}
+
+fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryResult<Vec<OperationRunRow>> {
     let mut select = operation_runs::table
         .filter(workspace_id.eq(query.workspace_id))
         .select(OperationRunRow::as_select())
@@ -270,7 +335,7 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) 
     if query.types.len() < RunType::ALL.len() {
         select = select.filter(type_.eq_any(query.types.clone()));
     }
-    match tenants {
+    match range.tenants {
         TenantFilter::Any => {}
         TenantFilter::One(tenant) => select = select.filter(tenant_id.eq(tenant)),
         TenantFilter::WorkspaceScoped => select = select.filter(tenant_id.is_null()),
@@ -281,13 +346,15 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, tenants: TenantFilter) 
     if let Some(user) = query.user_id {
         select = select.filter(user_id.eq(user));
     }
-    match query.status {
+    match range.status {
         Some(StatusFilter::Is(wanted)) => select = select.filter(status.eq(wanted)),
         Some(StatusFilter::Active) => select = select.filter(active()),
         None => {}
     }
-    if !query.outcomes.is_empty() {
-        select = select.filter(outcome.eq_any(query.outcomes.clone()));
+    match range.outcomes {
+        [] => {}
+        [only] => select = select.filter(outcome.eq(*only)),
+        several => select = select.filter(outcome.eq_any(several.to_vec())),
     }
     if let Some(after) = query.created_after {
         select = select.filter(created_at.ge(after));

@@ -248,8 +248,8 @@ fn link_batch(
         create_runs(
             conn,
             batch,
-            BACKFILL_ACTOR,
-            legacy_id_of,
+            |_| BACKFILL_ACTOR,
+            |run, _| legacy_id_of(run),
             |legacy_id| json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
         )
     };

@@ -7,11 +7,12 @@ use actix_web::{get, web, HttpResponse};
 
 use crate::db::Database;
 use crate::metrics::Metrics;
+use crate::use_cases::start::StartBatches;
 
 /// Prometheus metrics.
 ///
 /// Request counts and latency by route template and status, runs started, duplicate
-/// refusals, transitions, reaped runs, and the database pool.
+/// refusals, transitions, reaped runs, the database pool and its batches.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
@@ -20,7 +21,11 @@ use crate::metrics::Metrics;
 pub async fn export_metrics(
     metrics: web::Data<Metrics>,
     db: web::Data<Database>,
+    starts: web::Data<StartBatches>,
     hub: web::Data<Arc<Hub>>,
 ) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render(&db, &hub))
+    let batches = [("view", db.view_batches()), ("start", starts.stats())];
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render(&db, &batches, &hub))
 }

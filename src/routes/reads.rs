@@ -18,8 +18,10 @@ use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::PgConnection;
 
+use crate::db::models::OperationRunRow;
 use crate::db::replica::{ReadTarget, Reads};
 use crate::db::{Database, DbError};
+use crate::domain::ids::{RunId, WorkspaceId};
 use crate::error::{ApiError, ProblemCode};
 use crate::use_cases::RunError;
 
@@ -113,6 +115,18 @@ impl Reader {
         }
         match self.target.db.run(work.clone()).await {
             Err(error) if error.ask_primary() => self.primary.run(work).await,
+            answered => answered,
+        }
+    }
+
+    /// The run with this id in `workspace` ([`Database::find_run`]: batched with the
+    /// views other requests ask for); a replica's miss is asked of the primary.
+    pub async fn find_run(&self, workspace: WorkspaceId, run: RunId) -> Result<Option<OperationRunRow>, DbError> {
+        if self.target.replica_holds.is_none() {
+            return self.primary.find_run(workspace, run).await;
+        }
+        match self.target.db.find_run(workspace, run).await {
+            Ok(None) | Err(DbError::Unavailable) => self.primary.find_run(workspace, run).await,
             answered => answered,
         }
     }

@@ -55,7 +55,17 @@ pub fn visible_run(
     run_id: RunId,
     action: Action,
 ) -> Result<OperationRunRow, RunError> {
-    let run = runs::find(conn, principal.workspace_id, run_id)?.ok_or(RunError::NotFound)?;
+    visible(principal, runs::find(conn, principal.workspace_id, run_id)?, action)
+}
+
+/// `found` (the run read by id in the caller's workspace), if the caller may do `action`
+/// with it; [`RunError::NotFound`] for a missing run and for one they must not know about.
+pub fn visible(
+    principal: &Principal,
+    found: Option<OperationRunRow>,
+    action: Action,
+) -> Result<OperationRunRow, RunError> {
+    let run = found.ok_or(RunError::NotFound)?;
     match decide(principal, run.workspace_id, run.tenant_id, run.run_type, action) {
         Access::Hidden => Err(RunError::NotFound),
         Access::Forbidden { needs } => Err(RunError::Forbidden { needs }),

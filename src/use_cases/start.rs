@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use std::collections::HashMap;
+
+use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::{NewOperationRun, OperationRunRow};
-use crate::db::{events, in_transaction, runs};
+use crate::db::{events, in_transaction, runs, Database, DbError};
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::{RunType, Scope, TypeNameError};
 use crate::domain::context::{validate_context, ContextError};
@@ -177,6 +180,86 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
     }
 }
 
+/// Starts arriving together, each answered as [`start_run`] would answer it alone, by
+/// one transaction per batch: one multi-row insert, one insert of their events, one
+/// commit (group commit). Keyed starts are not batched: each shares its transaction
+/// with its idempotency key.
+pub struct StartBatches {
+    batches: Coalescer<PlannedStart, Result<Started, DbError>>,
+}
+
+/// Executors creating batches of starts.
+const START_EXECUTORS: usize = 2;
+
+impl StartBatches {
+    pub fn new(db: &Database) -> StartBatches {
+        StartBatches { batches: db.coalescer(START_EXECUTORS, start_batch) }
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.batches.stats()
+    }
+
+    pub async fn start(&self, planned: PlannedStart) -> Result<Started, DbError> {
+        self.batches.submit(planned).await?
+    }
+}
+
+/// One batch of starts. A statement that fails (a row the database refuses) fails the
+/// batch's transaction, so then each start is made on its own, and only the start at
+/// fault fails.
+fn start_batch(conn: &mut PgConnection, batch: Vec<PlannedStart>) -> Result<Vec<Result<Started, DbError>>, DbError> {
+    match start_runs(conn, &batch).map_err(DbError::from) {
+        Ok(started) => Ok(started.into_iter().map(Ok).collect()),
+        Err(DbError::Query(_)) if batch.len() > 1 => {
+            Ok(batch.iter().map(|planned| start_run(conn, planned).map_err(DbError::from)).collect())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// [`start_run`] for several starts in one transaction, each answered as if made alone,
+/// one after another in the batch's order: of two starts of one identity the first
+/// creates the run and the second is refused naming it (or, for `use_existing`, answered
+/// with it).
+pub fn start_runs(conn: &mut PgConnection, batch: &[PlannedStart]) -> QueryResult<Vec<Started>> {
+    let mut firsts: HashMap<&str, &PlannedStart> = HashMap::new();
+    for planned in batch {
+        firsts.entry(planned.run.run_identity_hash.as_str()).or_insert(planned);
+    }
+    let distinct: Vec<(String, NewOperationRun)> =
+        firsts.iter().map(|(hash, planned)| ((*hash).to_owned(), planned.run.clone())).collect();
+    let created = create_runs(
+        conn,
+        distinct,
+        |run| run.initiator_name.as_str(),
+        |_, hash| Some(hash.to_owned()),
+        |hash| json!({ "identity_policy": firsts[hash.as_str()].run.identity_policy }),
+    )?;
+    let created: HashMap<String, Created> = created.into_iter().map(|(hash, _, created)| (hash, created)).collect();
+    batch
+        .iter()
+        .map(|planned| {
+            let hash = planned.run.run_identity_hash.as_str();
+            let first = std::ptr::eq(firsts[hash], planned);
+            let holder = match &created[hash] {
+                Created::Run(run) if first => return Ok(Started::Created(run.clone())),
+                Created::Run(run) => run.id,
+                Created::Held { existing_run_id } => *existing_run_id,
+            };
+            match planned.on_conflict {
+                OnConflict::Reject => Ok(Started::Held { existing_run_id: holder }),
+                OnConflict::UseExisting => match &created[hash] {
+                    Created::Run(run) => Ok(Started::Existing(run.clone())),
+                    Created::Held { .. } => runs::find(conn, planned.run.workspace_id, holder)?
+                        .map(|run| Started::Existing(Box::new(run)))
+                        .ok_or(diesel::result::Error::NotFound),
+                },
+            }
+        })
+        .collect()
+}
+
 /// Creates the run and its `created` event in one transaction, or names the run that
 /// holds its identity. Every creation of a run goes through here or [`create_runs`].
 pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, detail: &Value) -> QueryResult<Created> {
@@ -199,14 +282,14 @@ pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, d
 /// Creates a batch of runs, each with its `created` event: every run whose identity is
 /// free in one statement, then again for those whose holder finished meanwhile. Returns,
 /// for each `(key, new)`, what it came to: its run, or the run holding its identity.
-/// `key_of` finds a created run's key (its context says whose it is); `detail` is the
-/// created event's detail. This is how a bulk writer creates runs at the database's pace;
+/// `key_of` finds a created run's key from the run and its identity hash; `actor` names who
+/// created it and `detail` is the created event's detail. This is how a bulk writer creates runs at the database's pace;
 /// the identity guarantees are the same as [`create_run`]'s.
 pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
     conn: &mut PgConnection,
     batch: Vec<(K, NewOperationRun)>,
-    actor: &str,
-    key_of: impl Fn(&OperationRunRow) -> Option<K>,
+    actor: impl Fn(&OperationRunRow) -> &str,
+    key_of: impl Fn(&OperationRunRow, &str) -> Option<K>,
     detail: impl Fn(&K) -> Value,
 ) -> QueryResult<Vec<(K, NewOperationRun, Created)>> {
     in_transaction(conn, |conn| {
@@ -218,13 +301,12 @@ pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
             }
             let (keys, new): (Vec<K>, Vec<NewOperationRun>) = todo.into_iter().unzip();
             let created: Vec<(Option<K>, OperationRunRow)> =
-                runs::insert_each(conn, &new)?.into_iter().map(|run| (key_of(&run), run)).collect();
+                runs::insert_each(conn, &new)?.into_iter().map(|(run, hash)| (key_of(&run, &hash), run)).collect();
             let details: Vec<Value> =
                 created.iter().map(|(key, _)| key.as_ref().map_or(Value::Null, &detail)).collect();
             events::record_each(
                 conn,
-                created.iter().zip(&details).map(|((_, run), d)| (run, None, d)),
-                actor,
+                created.iter().zip(&details).map(|((_, run), d)| (run, None, d, actor(run))),
                 EventKind::Created,
             )?;
             let mut created: std::collections::HashMap<K, OperationRunRow> =

@@ -7,6 +7,7 @@ mod auth;
 mod authorization;
 mod backup_schedules;
 mod caching;
+mod coalescing;
 mod cors;
 mod errors;
 mod ha;

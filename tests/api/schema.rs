@@ -46,6 +46,15 @@ async fn migrations_create_every_index_the_spec_names() {
             "(workspace_id, backup_schedule_id, created_at DESC, id DESC)",
             None,
         ),
+        // A selective filter over a skewed history is a range of its own index.
+        ("operation_runs_workspace_status_created_idx", "(workspace_id, status, created_at DESC, id DESC)", None),
+        ("operation_runs_workspace_outcome_created_idx", "(workspace_id, outcome, created_at DESC, id DESC)", None),
+        ("operation_runs_workspace_user_created_idx", "(workspace_id, user_id, created_at DESC, id DESC)", None),
+        (
+            "operation_runs_backup_schedule_status_idx",
+            "(workspace_id, backup_schedule_id, status, created_at DESC, id DESC)",
+            Some("(backup_schedule_id IS NOT NULL)"),
+        ),
     ];
     for (name, shape, predicate) in expected {
         let def = definition(name);

@@ -10,11 +10,13 @@ use super::RunView;
 use crate::db::models::OperationRunRow;
 use crate::db::Database;
 use crate::domain::access::Principal;
+use crate::domain::catalog::RunType;
+use crate::domain::identity::IdentityPolicy;
 use crate::domain::status::EventKind;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
 use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
-use crate::use_cases::start::{self, plan_start, OnConflict, StartRequest, Started};
+use crate::use_cases::start::{self, plan_start, OnConflict, StartBatches, StartRequest, Started};
 
 /// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
 #[derive(Deserialize, Serialize)]
@@ -112,6 +114,7 @@ impl From<StartRunRequest> for StartRequest {
 #[post("/v1/runs")]
 pub async fn start_run(
     db: web::Data<Database>,
+    batches: web::Data<StartBatches>,
     metrics: web::Data<Metrics>,
     principal: Principal,
     http: HttpRequest,
@@ -121,23 +124,29 @@ pub async fn start_run(
     let keyed = keyed_request(&http, &principal, &request)?;
     let planned = plan_start(&principal, request.into())?;
     let (run_type, policy) = (planned.run.run_type, planned.run.identity_policy);
+    let Some(keyed) = keyed else {
+        let started = batches.start(planned).await?;
+        return Ok(started_answer(&metrics, run_type, policy, started));
+    };
     let counters = metrics.clone();
-    answer_write(&db, &metrics, EventKind::Created, keyed, move |conn| {
+    answer_write(&db, &metrics, EventKind::Created, Some(keyed), move |conn| {
         let started = start::start_run(conn, &planned)?;
-        let (counter, response) = match started {
-            Started::Created(run) => (&counters.runs_started, started_response(HttpResponse::Created(), *run, true)),
-            Started::Existing(run) => {
-                (&counters.existing_runs_answered, started_response(HttpResponse::Ok(), *run, false))
-            }
-            Started::Held { existing_run_id } => (
-                &counters.duplicate_refusals,
-                ApiError::duplicate_run(run_type, policy, existing_run_id).error_response(),
-            ),
-        };
-        counter.with_label_values(&[run_type.as_str()]).inc();
-        Ok(answer(response))
+        Ok(answer(started_answer(&counters, run_type, policy, started)))
     })
     .await
+}
+
+/// The answer to a start, counted.
+fn started_answer(metrics: &Metrics, run_type: RunType, policy: IdentityPolicy, started: Started) -> HttpResponse {
+    let (counter, response) = match started {
+        Started::Created(run) => (&metrics.runs_started, started_response(HttpResponse::Created(), *run, true)),
+        Started::Existing(run) => (&metrics.existing_runs_answered, started_response(HttpResponse::Ok(), *run, false)),
+        Started::Held { existing_run_id } => {
+            (&metrics.duplicate_refusals, ApiError::duplicate_run(run_type, policy, existing_run_id).error_response())
+        }
+    };
+    counter.with_label_values(&[run_type.as_str()]).inc();
+    response
 }
 
 fn started_response(mut response: HttpResponseBuilder, run: OperationRunRow, created: bool) -> HttpResponse {

@@ -17,7 +17,7 @@ use crate::error::{ApiError, Problem, ProblemCode};
 use crate::live::{Hub, StreamFilter, Subscription};
 use crate::routes::caching::{self, Representation};
 use crate::routes::reads::{ReadAfterHeader, Reader};
-use crate::use_cases::visible_run;
+use crate::use_cases::{visible, RunError};
 
 /// The longest a long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -106,13 +106,14 @@ pub async fn view_run(
         }
         _ => None,
     };
-    let principal = Arc::new(principal);
     let mut woken = false;
     loop {
-        let reader = Arc::clone(&principal);
-        let read = move |conn: &mut _| visible_run(conn, &reader, id, Action::View);
         // Woken by a change: the replica may not hold it yet, the primary does.
-        let run = if woken { db.primary().run(read).await? } else { db.run(read).await? };
+        let found = match woken {
+            true => db.primary().find_run(principal.workspace_id, id).await,
+            false => db.find_run(principal.workspace_id, id).await,
+        };
+        let run = visible(&principal, found.map_err(RunError::from)?, Action::View)?;
         let etag = caching::etag(Representation::Run, &run);
         if !caching::client_has(if_none_match.as_ref(), &etag) {
             return Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunView::from(run)));

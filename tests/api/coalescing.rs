@@ -1,0 +1,311 @@
+//! Requests answered in batches (group commit) keep every guarantee of requests answered
+//! one by one: identities, isolation of a bad row, and who may see which run.
+//!
+//! To make batches certain rather than likely, each test holds a table lock while its
+//! requests arrive: the executors block on it with the first requests, the rest queue up
+//! (`opsrun_db_queued_requests` says how many), and releasing the lock lets the queue go
+//! as one batch.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{sql_query, PgConnection, RunQueryDsl};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{json, Value};
+
+use crate::helpers::{admin_token, claims, inventory_sync, mint, spawn_all, TestApp};
+
+/// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests of `kind` the instance has taken so far: answered or in a batch, or queued.
+async fn arrived(app: &TestApp, kind: &str) -> usize {
+    let taken = metric(app, &format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
+    (taken + queued(app, kind).await as f64) as usize
+}
+
+async fn queued(app: &TestApp, kind: &str) -> usize {
+    metric(app, &format!("opsrun_db_queued_requests{{kind=\"{kind}\"}}")).await as usize
+}
+
+/// Backends of the test's database waiting for a lock.
+fn lock_waiters(app: &TestApp) -> i64 {
+    sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result::<Count>(&mut app.db())
+    .unwrap()
+    .n
+}
+
+/// Waits until `count` requests of `kind` have reached the instance and both its
+/// executors are blocked on the lock, so that whatever else arrived is queued.
+async fn until_arrived(app: &TestApp, kind: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let arrived = arrived(app, kind).await;
+        if arrived >= count && lock_waiters(app) >= 2 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {arrived} of {count} {kind} requests arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A transaction holding `mode` on `operation_runs` until the connection is dropped.
+fn lock_runs(app: &TestApp, mode: &str) -> PgConnection {
+    let mut conn = app.db();
+    conn.batch_execute(&format!("BEGIN; LOCK TABLE operation_runs IN {mode} MODE")).unwrap();
+    conn
+}
+
+/// Mean size of the batches of `kind` run so far.
+async fn mean_batch(app: &TestApp, kind: &str) -> f64 {
+    let requests = metric(app, &format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
+    let batches = metric(app, &format!("opsrun_db_batches_total{{kind=\"{kind}\"}}")).await;
+    requests / batches
+}
+
+/// Sends the starts at once, spread over `apps`; the answers, in `bodies`' order.
+fn post_all(apps: &[&TestApp], bodies: Vec<Value>) -> impl std::future::Future<Output = Vec<(u16, Value)>> + 'static {
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let app = apps[i % apps.len()].clone_client();
+            tokio::spawn(async move {
+                let response = app.post("/v1/runs", &admin_token(), body).await;
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    async move {
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.unwrap());
+        }
+        answers
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_identical_starts_batched_on_two_instances_create_one_run_and_name_it_31_times() {
+    let first = TestApp::spawn().await;
+    let second = first.second_instance().await;
+    let lock = lock_runs(&first, "EXCLUSIVE");
+    let bodies = vec![inventory_sync(9, "hot"); 32];
+    let answers = {
+        let apps = [&first, &second];
+        let racing = post_all(&apps, bodies);
+        tokio::pin!(racing);
+        // Sixteen starts on each instance: some in its two blocked executors, the rest queued.
+        tokio::select! {
+            answers = &mut racing => panic!("answered under the lock: {answers:?}"),
+            () = async { until_arrived(&first, "start", 16).await; until_arrived(&second, "start", 16).await } => {}
+        }
+        drop(lock);
+        racing.await
+    };
+    let created: Vec<i64> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b["id"].as_i64().unwrap()).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    let refused: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 409).map(|(_, b)| b).collect();
+    assert_eq!(refused.len(), 31, "{answers:?}");
+    assert!(refused.iter().all(|p| p["code"] == "duplicate_run" && p["existing_run_id"] == created[0]), "{refused:?}");
+    for app in [&first, &second] {
+        assert!(mean_batch(app, "start").await > 2.0, "the queued starts went as batches");
+    }
+    let runs: i64 =
+        sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut first.db()).unwrap().n;
+    assert_eq!(runs, 1);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_the_database_refuses_fails_alone_in_its_batch() {
+    let app = TestApp::spawn().await;
+    // A row opsrun accepts and the database does not: only this test's database has it.
+    app.db()
+        .batch_execute(
+            "ALTER TABLE operation_runs ADD CONSTRAINT refuses_poison CHECK (NOT context ? 'poison') NOT VALID",
+        )
+        .unwrap();
+    let lock = lock_runs(&app, "EXCLUSIVE");
+    let valid: Vec<Value> = (0..31).map(|i| inventory_sync(1 + i % 3, &format!("valid-{i}"))).collect();
+    let racing = post_all(&[&app], valid);
+    until_arrived(&app, "start", 31).await;
+    // Both executors are busy: this one waits in the queue, with the valid starts there.
+    let mut poisoned = inventory_sync(2, "poisoned");
+    poisoned["context"] = json!({ "poison": true });
+    let refused = post_all(&[&app], vec![poisoned]);
+    until_arrived(&app, "start", 32).await;
+    assert!(queued(&app, "start").await >= 2, "the poisoned start shares its batch");
+    drop(lock);
+    let mut answers = racing.await;
+    answers.insert(13, refused.await.remove(0));
+
+    for (i, (status, body)) in answers.iter().enumerate() {
+        if i == 13 {
+            assert_eq!(*status, 500, "{body}");
+            assert_eq!(body["code"], "internal_error", "{body}");
+        } else {
+            assert_eq!(*status, 201, "start {i}: {body}");
+        }
+    }
+    let ids: HashSet<i64> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 31);
+    // Each created run has its one `created` event; the refused one left nothing.
+    let mut conn = app.db();
+    let runs = sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut conn).unwrap().n;
+    let events = sql_query("SELECT count(*) AS n FROM operation_run_events WHERE kind = 'created'")
+        .get_result::<Count>(&mut conn)
+        .unwrap()
+        .n;
+    assert_eq!((runs, events), (31, 31));
+}
+
+/// A principal of the property below: its workspace, tenants (`None`: all) and the
+/// types whose view capability it holds.
+#[derive(Clone, Debug)]
+struct Viewer {
+    workspace: i64,
+    tenants: Option<Vec<i64>>,
+    may_view: Vec<bool>,
+}
+
+/// A run of the property below.
+#[derive(Clone, Debug)]
+struct SeededRun {
+    workspace: i64,
+    tenant: i64,
+    type_index: usize,
+}
+
+/// Tenant-scoped types, and the capability that lets a caller view each.
+const TYPES: [(&str, &str); 3] =
+    [("inventory_sync", "inventory.sync"), ("policy_sync", "policies.sync"), ("restore_execute", "restore.execute")];
+
+/// What the contract says the view of `run` answers `viewer`: outside the workspace or
+/// the tenants 404, inside without the capability 403, else 200.
+fn expected(viewer: &Viewer, run: &SeededRun) -> u16 {
+    let tenant_visible = viewer.tenants.as_ref().is_none_or(|tenants| tenants.contains(&run.tenant));
+    match (viewer.workspace == run.workspace && tenant_visible, viewer.may_view[run.type_index]) {
+        (false, _) => 404,
+        (true, false) => 403,
+        (true, true) => 200,
+    }
+}
+
+fn viewers() -> impl Strategy<Value = Viewer> {
+    (1..=2i64, proptest::option::of(proptest::sample::subsequence(vec![1i64, 2, 3], 0..=3)), [any::<bool>(); 3])
+        .prop_map(|(workspace, tenants, may_view)| Viewer { workspace, tenants, may_view: may_view.to_vec() })
+}
+
+fn seeded_runs() -> impl Strategy<Value = SeededRun> {
+    (1..=2i64, 1..=3i64, 0..TYPES.len()).prop_map(|(workspace, tenant, type_index)| SeededRun {
+        workspace,
+        tenant,
+        type_index,
+    })
+}
+
+fn token_for(viewer: &Viewer) -> String {
+    let caps: Vec<&str> =
+        TYPES.iter().zip(&viewer.may_view).filter(|(_, may)| **may).map(|((_, cap), _)| *cap).collect();
+    let tenants = viewer.tenants.as_ref().map_or(json!("*"), |tenants| json!(tenants));
+    mint(&claims(viewer.workspace, tenants, &caps))
+}
+
+fn insert_runs(conn: &mut PgConnection, runs: &[SeededRun]) -> Vec<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    runs.iter()
+        .map(|run| {
+            sql_query(format!(
+                "INSERT INTO operation_runs (workspace_id, tenant_id, initiator_name, type, run_identity_hash, identity_policy)
+                 VALUES ({}, {}, 'seed', '{}', encode(sha256(gen_random_uuid()::text::bytea), 'hex'), 'unique_per_click')
+                 RETURNING id",
+                run.workspace, run.tenant, TYPES[run.type_index].0
+            ))
+            .get_result::<Id>(conn)
+            .unwrap()
+            .id
+        })
+        .collect()
+}
+
+/// Views answered in one batch (`WHERE id = ANY`) are filtered per caller exactly as a
+/// lone view: over random callers and runs, every answer is the contract's, and no body
+/// holds a run its caller may not see.
+#[test]
+fn batched_views_answer_each_caller_exactly_as_a_lone_view_would() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let app = runtime.block_on(TestApp::spawn());
+    let mut runner = TestRunner::new(Config { cases: 12, failure_persistence: None, ..Config::default() });
+    let case = (proptest::collection::vec(viewers(), 1..=4), proptest::collection::vec(seeded_runs(), 1..=10));
+    runner
+        .run(&case, |(viewers, runs)| {
+            let ids = insert_runs(&mut app.db(), &runs);
+            let asks: Vec<(usize, usize)> =
+                (0..viewers.len()).flat_map(|v| (0..runs.len()).map(move |r| (v, r))).collect();
+            let answers = runtime.block_on(async {
+                // Reads wait behind ACCESS EXCLUSIVE: the views queue and go as batches.
+                let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
+                let futures = asks
+                    .iter()
+                    .map(|&(v, r)| {
+                        let (app, token, id) = (app.clone_client(), token_for(&viewers[v]), ids[r]);
+                        async move {
+                            let response = app.get(&format!("/v1/runs/{id}"), &token).await;
+                            let status = response.status().as_u16();
+                            (status, response.json::<Value>().await.unwrap())
+                        }
+                    })
+                    .collect();
+                let before = arrived(&app, "view").await;
+                let racing = spawn_all(futures);
+                tokio::pin!(racing);
+                tokio::select! {
+                    answers = &mut racing => panic!("answered under the lock: {answers:?}"),
+                    () = until_arrived(&app, "view", before + asks.len()) => {}
+                }
+                drop(lock);
+                racing.await
+            });
+            for (&(v, r), (status, body)) in asks.iter().zip(&answers) {
+                prop_assert_eq!(
+                    *status,
+                    expected(&viewers[v], &runs[r]),
+                    "{:?} viewing {:?}: {}",
+                    viewers[v],
+                    runs[r],
+                    body
+                );
+                if *status == 200 {
+                    prop_assert_eq!(body["id"].as_i64(), Some(ids[r]));
+                    prop_assert_eq!(body["workspace_id"].as_i64(), Some(runs[r].workspace));
+                } else {
+                    prop_assert!(body.get("workspace_id").is_none() && body.get("tenant_id").is_none(), "{}", body);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mean = runtime.block_on(mean_batch(&app, "view"));
+    assert!(mean > 2.0, "views went as batches (mean {mean})");
+}
