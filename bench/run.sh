@@ -6,16 +6,32 @@
 #
 #   bench/run.sh                 # 10,000 and 1,000,000 runs
 #   bench/run.sh 10000 10000000  # other sizes
+#   BENCH_BEFORE=/path/to/older/release/opsrun bench/run.sh   # and an older build, side by side
 #   BENCH_DURATION=20 BENCH_CONCURRENCY=32 bench/run.sh
+#
+# With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
+# build's schema) and both servers run at once, taking turns per operation, so that the
+# machine's drift over the run falls on both alike. pgbench runs on this build's database.
+#
+# Each table has a burst of 50,000 newest runs that are queued, belong to another user
+# (9999) and include schedule 42's newest runs: the skewed filters (`list_status`,
+# `list_outcome`, `list_user`, `list_window`, `history_status`) must reach past them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export BENCH_DIR="$repo/bench"
 duration=${BENCH_DURATION:-10}
 concurrency=${BENCH_CONCURRENCY:-32}
+fixed_seconds=${BENCH_FIXED_SECONDS:-10}
 sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
-operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep history progress)
+operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep history progress
+            list_all list_status list_outcome list_user list_window history_status)
+# At a fixed rate, half of the older (else this) build's saturation throughput.
+fixed_operations=(view list_first start)
+# The indexes that serve the skewed filters: what each costs a start, at the largest size.
+filter_indexes=(operation_runs_workspace_status_created_idx operation_runs_workspace_outcome_created_idx
+                operation_runs_workspace_user_created_idx operation_runs_backup_schedule_status_idx)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
@@ -26,13 +42,25 @@ pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null
 command -v python3 >/dev/null || { echo "python3 is needed for the report" >&2; exit 1; }
 
 cargo build --release --quiet --bin opsrun
-opsrun="$repo/target/release/opsrun"
+cargo build --quiet --example fixed_rate
+fixed_rate="$repo/target/debug/examples/fixed_rate"
+declare -A binary=([opsrun]="$repo/target/release/opsrun")
+builds=(opsrun)
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  [ -x "$BENCH_BEFORE" ] || { echo "BENCH_BEFORE=$BENCH_BEFORE is not an executable" >&2; exit 1; }
+  binary[opsrun-before]=$BENCH_BEFORE
+  builds=(opsrun-before opsrun)
+fi
+baseline=${builds[0]}
 work=$(mktemp -d /tmp/opsrun-bench.XXXXXX)
 chmod 755 "$work"
 results="$work/results.tsv"
 printf 'size\toperation\tclient\trps\tp50_ms\tp99_ms\terrors\tbytes_per_response\n' > "$results"
-server=""
-cleanup() { [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null; true; }
+declare -A server base pg_port token hot held cursor max_k window_after window_before
+cleanup() {
+  for build in "${!server[@]}"; do kill -INT "${server[$build]}" 2>/dev/null && wait "${server[$build]}" 2>/dev/null; done
+  true
+}
 trap cleanup EXIT
 
 to_bytes() { # wrk prints 512.00B, 1.23KB, 4.50MB (powers of 1024)
@@ -41,64 +69,146 @@ to_bytes() { # wrk prints 512.00B, 1.23KB, 4.50MB (powers of 1024)
 to_ms() { # wrk prints 512.00us, 1.23ms, 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
+psql_() { psql -h 127.0.0.1 -p "${pg_port[$1]}" -U opsrun -d opsrun -Atqc "$2"; }
+api() { local build=$1; shift; curl -sf -H "Authorization: Bearer ${token[$build]}" -H 'Content-Type: application/json' "$@"; }
+# The bench scripts' environment for one build.
+use() {
+  export OPSRUN_TOKEN=${token[$1]} BENCH_HOT_ID=${hot[$1]} BENCH_MAX_K=${max_k[$1]} BENCH_CURSOR=${cursor[$1]}
+  export BENCH_WINDOW_AFTER=${window_after[$1]} BENCH_WINDOW_BEFORE=${window_before[$1]}
+}
+# Peak threads of each build's server, sampled after every measurement.
+declare -A peak_threads
+sample_threads() {
+  local n; n=$(awk '/^Threads/ { print $2 }' "/proc/${server[$1]}/status")
+  [ "${peak_threads[$1]:-0}" -ge "$n" ] || peak_threads[$1]=$n
+}
+wrk_row() { # size, operation, client, script
+  local out="$work/wrk-$1-$2-$3.txt"
+  wrk -t2 -c"$concurrency" -d"${duration}s" --latency -s "bench/wrk/$4.lua" "${base[$3]}" > "$out"
+  local rps p50 p99 errors socket bytes
+  rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  errors=$(awk '/Non-2xx or 3xx responses/ { print $5 }' "$out"); errors=${errors:-0}
+  socket=$(awk '/Socket errors/ { s = 0; for (i = 4; i <= NF; i += 2) s += $i; print s }' "$out"); errors=$((errors + ${socket:-0}))
+  # Bytes on the wire per answer, headers included: transfer rate over request rate.
+  bytes=$(awk -v t="$(to_bytes "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")" -v r="$rps" 'BEGIN { printf "%.0f", t / r }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$p50" "$p99" "$errors" "$bytes" >> "$results"
+  printf '   %-14s %-20s %9s req/s, p50 %s ms, p99 %s ms, non-2xx/errors %s\n' "$3" "$2" "$rps" "$p50" "$p99" "$errors"
+}
 
 for size in "${sizes[@]}"; do
   echo "== $size runs"
-  data="$work/data-$size"
-  mkdir -p "$data" && chmod 755 "$data"
-  OPSRUN_DATA_DIR="$data" "$opsrun" seed --runs "$size"
-  OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
-    "$opsrun" serve > "$work/serve-$size.out" 2> "$work/serve-$size.err" &
-  server=$!
-  for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve-$size.out" 2>/dev/null && break; sleep 0.5; done
-  base=$(sed -n 's/^opsrun listening on //p' "$work/serve-$size.out")
-  pg_port=$(grep -o 'embedded PostgreSQL on 127.0.0.1:[0-9]*' "$work/serve-$size.out" | cut -d: -f2)
-  export OPSRUN_TOKEN
-  OPSRUN_TOKEN=$(OPSRUN_DATA_DIR="$data" "$opsrun" token --workspace 1 --tenants '*' --caps '*' --ttl 2h)
-  psql_() { psql -h 127.0.0.1 -p "$pg_port" -U opsrun -d opsrun -Atqc "$1"; }
-  api() { curl -sf -H "Authorization: Bearer $OPSRUN_TOKEN" -H 'Content-Type: application/json' "$@"; }
+  for build in "${builds[@]}"; do
+    data="$work/data-$size-$build"
+    mkdir -p "$data" && chmod 755 "$data"
+    OPSRUN_DATA_DIR="$data" "${binary[$build]}" seed --runs "$size"
+    OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
+      "${binary[$build]}" serve > "$work/serve-$size-$build.out" 2> "$work/serve-$size-$build.err" &
+    server[$build]=$!
+    for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve-$size-$build.out" 2>/dev/null && break; sleep 0.5; done
+    base[$build]=$(sed -n 's/^opsrun listening on //p' "$work/serve-$size-$build.out")
+    pg_port[$build]=$(grep -o 'embedded PostgreSQL on 127.0.0.1:[0-9]*' "$work/serve-$size-$build.out" | cut -d: -f2)
+    token[$build]=$(OPSRUN_DATA_DIR="$data" "${binary[$build]}" token --workspace 1 --tenants '*' --caps '*' --ttl 3h)
 
-  # What the scenarios need: a held identity, a hot running run, a deep cursor.
-  api "$base/v1/runs" -d '{"type":"inventory_sync","tenant_id":1001,"inputs":{"selection_hash":"bench-refused"}}' > /dev/null
-  held=$(psql_ "SELECT run_identity_hash FROM operation_runs WHERE context->>'selection_hash' = 'bench-refused'")
-  hot=$(api "$base/v1/runs" -d '{"type":"inventory_sync","tenant_id":1001,"inputs":{"selection_hash":"bench-hot"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  api -X POST "$base/v1/runs/$hot/start" > /dev/null
-  export BENCH_HOT_ID=$hot BENCH_MAX_K=$((size / 10))
-  # Halfway down workspace 1's inventory syncs (about size/60 of them), at most 10,000 deep.
-  cursor=""
-  depth=$((size / 120 < 10000 ? size / 120 : 10000))
-  step=$((depth >= 400 ? 200 : 50))
-  for _ in $(seq 1 $((depth / step > 0 ? depth / step : 1))); do
-    cursor=$(api "$base/v1/runs?type=inventory_sync&limit=$step${cursor:+&cursor=$cursor}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    # The skew: 50,000 newest runs, queued, of user 9999; one in ten is schedule 42's.
+    psql_ "$build" "
+      WITH burst AS (
+        INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, run_identity_hash,
+                                    identity_policy, context, created_at, updated_at)
+        SELECT 1, 1001, 9999, 'burst',
+               CASE WHEN g % 10 = 0 THEN 'backup_schedule_run' ELSE 'inventory_sync' END,
+               encode(sha256(convert_to('burst:' || g || ':' || random(), 'UTF8')), 'hex'),
+               CASE WHEN g % 10 = 0 THEN 'unique_per_click' ELSE 'dedupe_active' END,
+               CASE WHEN g % 10 = 0 THEN jsonb_build_object('backup_schedule_id', 42, 'trigger', 'run_now')
+                    ELSE jsonb_build_object('selection_hash', 'burst-' || g) END,
+               now() - (50000 - g) * interval '1 ms', now()
+        FROM generate_series(1, 50000) AS g
+        RETURNING id, workspace_id
+      )
+      INSERT INTO operation_run_events (run_id, workspace_id, actor, kind, to_status, outcome)
+      SELECT id, workspace_id, 'burst', 'created', 'queued', 'pending' FROM burst;
+      ANALYZE operation_runs;"
+    # The day before the burst, as a client asks for it (RFC 3339, UTC).
+    window_before[$build]=$(psql_ "$build" "SELECT to_char(min(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM operation_runs WHERE user_id = 9999")
+    window_after[$build]=$(psql_ "$build" "SELECT to_char((min(created_at) - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM operation_runs WHERE user_id = 9999")
+
+    # What the scenarios need: a held identity, a hot running run, a deep cursor.
+    api "$build" "${base[$build]}/v1/runs" -d '{"type":"inventory_sync","tenant_id":1001,"inputs":{"selection_hash":"bench-refused"}}' > /dev/null
+    held[$build]=$(psql_ "$build" "SELECT run_identity_hash FROM operation_runs WHERE context->>'selection_hash' = 'bench-refused'")
+    hot[$build]=$(api "$build" "${base[$build]}/v1/runs" -d '{"type":"inventory_sync","tenant_id":1001,"inputs":{"selection_hash":"bench-hot"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    api "$build" -X POST "${base[$build]}/v1/runs/${hot[$build]}/start" > /dev/null
+    max_k[$build]=$((size / 10))
+    # Halfway down workspace 1's inventory syncs (about size/60 of them), at most 10,000 deep.
+    page_cursor=""
+    depth=$((size / 120 < 10000 ? size / 120 : 10000))
+    step=$((depth >= 400 ? 200 : 50))
+    for _ in $(seq 1 $((depth / step > 0 ? depth / step : 1))); do
+      page_cursor=$(api "$build" "${base[$build]}/v1/runs?type=inventory_sync&limit=$step${page_cursor:+&cursor=$page_cursor}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    done
+    [ -n "$page_cursor" ] || { echo "no deep cursor: too few runs" >&2; exit 1; }
+    cursor[$build]=$page_cursor
   done
-  [ -n "$cursor" ] || { echo "no deep cursor: too few runs" >&2; exit 1; }
-  export BENCH_CURSOR=$cursor
-  cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "$cursor")
-  cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "$cursor")
+  this=opsrun
+  cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "${cursor[$this]}")
+  cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "${cursor[$this]}")
 
   for op in "${operations[@]}"; do
-    out="$work/wrk-$size-$op.txt"
-    wrk -t2 -c"$concurrency" -d"${duration}s" --latency -s "bench/wrk/$op.lua" "$base" > "$out"
-    rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
-    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    errors=$(awk '/Non-2xx or 3xx responses/ { print $5 }' "$out"); errors=${errors:-0}
-    socket=$(awk '/Socket errors/ { s = 0; for (i = 4; i <= NF; i += 2) s += $i; print s }' "$out"); errors=$((errors + ${socket:-0}))
-    # Bytes on the wire per answer, headers included: transfer rate over request rate.
-    bytes=$(awk -v t="$(to_bytes "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")" -v r="$rps" 'BEGIN { printf "%.0f", t / r }')
-    printf '%s\t%s\topsrun\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rps" "$p50" "$p99" "$errors" "$bytes" >> "$results"
-    echo "   opsrun  $op: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx/errors $errors, $bytes bytes/answer"
+    for build in "${builds[@]}"; do
+      use "$build"
+      wrk_row "$size" "$op" "$build" "$op"
+      sample_threads "$build"
+    done
   done
-  rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$server/status")
-  printf '%s\trss\topsrun\t%s\t\t\t\n' "$size" "$rss_kib" >> "$results"
-  echo "   opsrun peak RSS: $((rss_kib / 1024)) MiB"
+
+  for op in "${fixed_operations[@]}"; do
+    saturated=$(awk -F'\t' -v s="$size" -v o="$op" -v c="$baseline" '$1 == s && $2 == o && $3 == c { print $4 }' "$results")
+    rate=$(awk -v r="$saturated" 'BEGIN { printf "%.0f", r / 2 }')
+    for build in "${builds[@]}"; do
+      use "$build"
+      line=$("$fixed_rate" "${base[$build]}" "$op" "$rate" "$fixed_seconds")
+      read -r sent ok failed p50 p99 max <<< "$line"
+      printf '%s\tfixed_%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$build" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
+      printf '   %-14s %-20s %9s req/s fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s of %s\n' "$build" "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed" "$sent"
+      sample_threads "$build"
+    done
+  done
+  for build in "${builds[@]}"; do
+    rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/${server[$build]}/status")
+    printf '%s\trss\t%s\t%s\t\t\t\t\n' "$size" "$build" "$rss_kib" >> "$results"
+    printf '%s\tthreads\t%s\t%s\t\t\t\t\n' "$size" "$build" "${peak_threads[$build]}" >> "$results"
+    echo "   $build peak RSS: $((rss_kib / 1024)) MiB, peak threads: ${peak_threads[$build]}"
+    unset "peak_threads[$build]"
+  done
+
+  # What each filter index costs a start: this build's start without it, then with all.
+  if [ "$size" = "${sizes[-1]}" ]; then
+    use "$this"
+    wrk_row "$size" "start_indexed" "$this" start
+    for index in "${filter_indexes[@]}"; do
+      definition=$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")
+      psql_ "$this" "DROP INDEX $index"
+      wrk_row "$size" "start_without_$index" "$this" start
+      psql_ "$this" "$definition"
+    done
+    for index in "${filter_indexes[@]}"; do
+      definitions+=("$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")")
+      psql_ "$this" "DROP INDEX $index"
+    done
+    wrk_row "$size" "start_without_filter_indexes" "$this" start
+    for definition in "${definitions[@]}"; do psql_ "$this" "$definition"; done
+    unset definitions
+    psql -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -d opsrun -q -f bench/explain.sql > "bench/explain-$((size / 1000000))m.txt" 2>&1 \
+      || echo "   explain.sql failed: see bench/explain-$((size / 1000000))m.txt" >&2
+  fi
 
   for op in "${operations[@]}"; do
     [ -f "bench/pgbench/$op.sql" ] || continue # an HTTP-only variant (compression): no SQL of its own
     rm -f "$work"/pgbench_log.*
-    (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "$pg_port" -U opsrun -n -M prepared \
+    (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
         -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \
-        -D max_k="$BENCH_MAX_K" -D hot="$hot" -D held="$held" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
+        -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
+        -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
         -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
     stats=$(cat "$work"/pgbench_log.* | python3 -c '
 import sys
@@ -108,12 +218,15 @@ print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
     tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
     failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$size-$op.txt"); failed=${failed:-0}
     printf '%s\t%s\tpgbench\t%s\t%s\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" >> "$results"
-    echo "   pgbench $op: $tps tps, p50/p99 ms $(echo "$stats" | tr '\t' '/'), failed $failed"
+    printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s\n' pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed"
   done
 
-  kill -INT "$server"; wait "$server" || true; server=""
+  for build in "${builds[@]}"; do
+    kill -INT "${server[$build]}"; wait "${server[$build]}" || true; unset "server[$build]"
+  done
 done
 
 cp "$results" bench/results.tsv
-python3 bench/report.py bench/results.tsv "$duration" "$concurrency" > bench/RESULTS.md
+BENCH_BUILDS="${builds[*]}" BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} \
+  python3 bench/report.py bench/results.tsv "$duration" "$concurrency" > bench/RESULTS.md
 echo "wrote bench/RESULTS.md (raw figures in bench/results.tsv; logs in $work)"

@@ -1,8 +1,9 @@
 //! Bearer-token authentication: JWT verification with a pinned algorithm, the claims
 //! opsrun reads, and the `Principal` extractor handlers declare to get the caller.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::{ready, Ready};
+use std::sync::Mutex;
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use jsonwebtoken::errors::ErrorKind;
@@ -10,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::{CATALOG, EXECUTE_CAPABILITY};
@@ -137,6 +139,42 @@ impl Claims {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    verified: VerifiedTokens,
+}
+
+/// Tokens verified lately, by the SHA-256 of the token, each until it expires: a client
+/// sends the same token with every request, and an RS256 or ES256 signature check costs
+/// tens of microseconds. Bounded; the tokens themselves are not kept.
+struct VerifiedTokens {
+    principals: Mutex<HashMap<[u8; 32], Principal>>,
+}
+
+/// The most tokens remembered at once.
+const VERIFIED_TOKENS: usize = 4096;
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Principal> {
+        let mut principals = self.principals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match principals.get(digest) {
+            Some(principal) if principal.valid_until >= now => Some(principal.clone()),
+            Some(_) => {
+                principals.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, digest: [u8; 32], principal: &Principal, now: i64) {
+        let mut principals = self.principals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if principals.len() >= VERIFIED_TOKENS {
+            principals.retain(|_, known| known.valid_until >= now);
+        }
+        if principals.len() >= VERIFIED_TOKENS {
+            principals.clear();
+        }
+        principals.insert(digest, principal.clone());
+    }
 }
 
 impl TokenVerifier {
@@ -158,11 +196,24 @@ impl TokenVerifier {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        Ok(TokenVerifier { key: config.key.decoding_key()?, validation })
+        let verified = VerifiedTokens { principals: Mutex::default() };
+        Ok(TokenVerifier { key: config.key.decoding_key()?, validation, verified })
     }
 
-    /// The principal a token speaks for, or a reason fit to show the client.
+    /// The principal a token speaks for, or a reason fit to show the client. A token
+    /// verified before is taken from memory until it expires.
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(principal) = self.verified.get(&digest, now) {
+            return Ok(principal);
+        }
+        let principal = self.verify_signature(token)?;
+        self.verified.insert(digest, &principal, now);
+        Ok(principal)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Principal, String> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
@@ -248,5 +299,42 @@ impl FromRequest for Principal {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(bearer_token(request).and_then(|token| verify_with_service_verifier(request, token)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(valid_until: i64) -> Principal {
+        Claims {
+            sub: "7".into(),
+            name: None,
+            workspace_id: 1,
+            tenants: Some(serde_json::json!("*")),
+            caps: vec![],
+            exp: valid_until,
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+        .into_principal()
+        .unwrap()
+    }
+
+    #[test]
+    fn remembered_tokens_expire_with_the_token_and_stay_bounded() {
+        let verified = VerifiedTokens { principals: Mutex::default() };
+        verified.insert([1; 32], &principal(100), 50);
+        assert!(verified.get(&[1; 32], 100).is_some(), "valid through its last second");
+        assert!(verified.get(&[1; 32], 101).is_none(), "gone once expired");
+        assert!(verified.principals.lock().unwrap().is_empty(), "and forgotten");
+
+        for i in 0..(VERIFIED_TOKENS + 10) {
+            let mut digest = [0; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            verified.insert(digest, &principal(1_000), 0);
+        }
+        assert!(verified.principals.lock().unwrap().len() <= VERIFIED_TOKENS);
     }
 }

@@ -208,7 +208,10 @@ impl StartBatches {
 /// One batch of starts. A statement that fails (a row the database refuses) fails the
 /// batch's transaction, so then each start is made on its own, and only the start at
 /// fault fails.
-fn start_batch(conn: &mut PgConnection, batch: Vec<PlannedStart>) -> Result<Vec<Result<Started, DbError>>, DbError> {
+pub fn start_batch(
+    conn: &mut PgConnection,
+    batch: Vec<PlannedStart>,
+) -> Result<Vec<Result<Started, DbError>>, DbError> {
     match start_runs(conn, &batch).map_err(DbError::from) {
         Ok(started) => Ok(started.into_iter().map(Ok).collect()),
         Err(DbError::Query(_)) if batch.len() > 1 => {

@@ -160,3 +160,17 @@ async fn the_clock_leeway_on_exp_is_a_setting() {
     let problem = assert_problem(strict.get("/v1/runs", &recently_expired).await, 401, "unauthenticated").await;
     assert!(problem["detail"].as_str().unwrap().contains("expired"), "{problem}");
 }
+
+#[tokio::test]
+async fn a_token_remembered_as_verified_is_refused_once_it_expires() {
+    let app =
+        TestApp::spawn_on(fresh_database(), AuthConfig { leeway: std::time::Duration::ZERO, ..test_auth() }).await;
+    let mut soon = claims(1, json!("*"), &[]);
+    soon.exp = chrono::Utc::now().timestamp() + 2;
+    let token = mint(&soon);
+    assert_eq!(app.get("/v1/runs", &token).await.status(), 200, "verified, and remembered");
+    assert_eq!(app.get("/v1/runs", &token).await.status(), 200);
+    let past_exp = (soon.exp + 1) * 1000 - chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(past_exp.max(0) as u64 + 50)).await;
+    assert_unauthenticated(&app, Some(&token), "expired").await;
+}

@@ -1,0 +1,2 @@
+-- GET /v1/backup-schedules/42/runs?status=completed
+SELECT "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at" FROM "operation_runs" WHERE (((("workspace_id" = 1) AND ("type" = ANY('{backup_schedule_run,backup_schedule_retention,backup_schedule_purge}'))) AND ("status" = 'completed')) AND ("backup_schedule_id" = 42)) ORDER BY "created_at" DESC, "id" DESC LIMIT 51;

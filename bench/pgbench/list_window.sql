@@ -1,0 +1,2 @@
+-- GET /v1/runs?created_after=…&created_before=…&limit=50
+SELECT "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at" FROM "operation_runs" WHERE ((("workspace_id" = 1) AND ("created_at" >= :window_after::timestamptz)) AND ("created_at" < :window_before::timestamptz)) ORDER BY "created_at" DESC, "id" DESC LIMIT 51;
