@@ -130,13 +130,8 @@ impl<J, A> Shared<J, A> {
             let count = jobs.len();
             self.batches.fetch_add(1, Ordering::Relaxed);
             self.answered.fetch_add(count as u64, Ordering::Relaxed);
-            let answers = catch_unwind(AssertUnwindSafe(|| {
-                self.connections.run_blocking(|conn| {
-                    let answers = (self.work)(conn, jobs)?;
-                    debug_assert_eq!(answers.len(), count, "one answer per job");
-                    Ok::<_, DbError>(answers)
-                })
-            }));
+            let answers =
+                catch_unwind(AssertUnwindSafe(|| self.connections.run_blocking(|conn| (self.work)(conn, jobs))));
             match answers {
                 Ok(Ok(answers)) if answers.len() == count => {
                     for (sender, answer) in senders.into_iter().zip(answers) {

@@ -230,8 +230,12 @@ pub fn start_runs(conn: &mut PgConnection, batch: &[PlannedStart]) -> QueryResul
     for planned in batch {
         firsts.entry(planned.run.run_identity_hash.as_str()).or_insert(planned);
     }
-    let distinct: Vec<(String, NewOperationRun)> =
-        firsts.iter().map(|(hash, planned)| ((*hash).to_owned(), planned.run.clone())).collect();
+    // In the batch's order, so that ids follow arrival as they do for lone starts.
+    let distinct: Vec<(String, NewOperationRun)> = batch
+        .iter()
+        .filter(|planned| std::ptr::eq(firsts[planned.run.run_identity_hash.as_str()], *planned))
+        .map(|planned| (planned.run.run_identity_hash.clone(), planned.run.clone()))
+        .collect();
     let created = create_runs(
         conn,
         distinct,
