@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Text};
-use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
+use diesel::{sql_query, Connection, OptionalExtension, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
 use crate::helpers::{admin_token, spawn_all, worker_token, TestApp};
@@ -36,11 +36,32 @@ impl Lab {
         format!("{server}/{database}{query}")
     }
 
-    /// A new, migrated database on the primary (so on every standby too).
+    /// Direct URLs to `database` on every server of the lab: both nodes and the replica.
+    fn servers(&self, database: &str) -> Vec<String> {
+        let (scheme_and_user, rest) = self.urls["DATABASE_URL"].split_once('@').unwrap();
+        let (hosts, _) = rest.split_once('/').unwrap();
+        let nodes = hosts.split(',').map(|host| format!("{scheme_and_user}@{host}/{database}"));
+        nodes.chain([self.url("DATABASE_READ_URL", database)]).collect()
+    }
+
+    /// A new, migrated database on the primary, once every standby holds it too.
+    ///
+    /// libpq does not try a multi-host URL's next host when a server refuses the startup
+    /// itself (as a standby does for a database it has not replayed yet), so whoever
+    /// connects must wait until the `CREATE DATABASE` has reached every server.
     fn database(&self, name: &str) -> String {
         let mut admin = PgConnection::establish(&self.url("DATABASE_URL", "postgres")).unwrap();
         sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).unwrap();
         sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+        let created = database_oid(&mut admin, name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for server in self.servers("postgres") {
+            let mut conn = PgConnection::establish(&server).unwrap();
+            while database_oid(&mut conn, name) != created {
+                assert!(Instant::now() < deadline, "{server} has not replayed CREATE DATABASE {name}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let url = self.url("DATABASE_URL", name);
         let mut conn = PgConnection::establish(&url).unwrap();
         opsrun::db::migrate(&mut conn).unwrap();
@@ -59,6 +80,17 @@ impl Lab {
         let status = Command::new("scripts/ha-lab.sh").arg("ready").status().unwrap();
         assert!(status.success(), "the formation did not become whole again");
     }
+}
+
+/// The oid of the database called `name` on `conn`'s server, if it holds one.
+fn database_oid(conn: &mut PgConnection, name: &str) -> Option<i64> {
+    #[derive(QueryableByName)]
+    struct Oid {
+        #[diesel(sql_type = BigInt)]
+        oid: i64,
+    }
+    let query = sql_query("SELECT oid::bigint AS oid FROM pg_database WHERE datname = $1").bind::<Text, _>(name);
+    query.get_result::<Oid>(conn).optional().unwrap().map(|row| row.oid)
 }
 
 fn click() -> Value {
