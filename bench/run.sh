@@ -31,7 +31,8 @@ operations=(start start_keyed refused view list_first list_first_browser list_fi
 fixed_operations=(view list_first start)
 # The indexes that serve the skewed filters: what each costs a start, at the largest size.
 filter_indexes=(operation_runs_workspace_status_created_idx operation_runs_workspace_outcome_created_idx
-                operation_runs_workspace_user_created_idx operation_runs_backup_schedule_status_idx)
+                operation_runs_workspace_user_created_idx operation_runs_backup_schedule_status_idx
+                operation_runs_backup_schedule_outcome_idx)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }

@@ -1,3 +1,4 @@
+DROP INDEX operation_runs_backup_schedule_outcome_idx;
 DROP INDEX operation_runs_backup_schedule_status_idx;
 DROP INDEX operation_runs_workspace_user_created_idx;
 DROP INDEX operation_runs_workspace_outcome_created_idx;

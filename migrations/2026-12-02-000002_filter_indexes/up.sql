@@ -15,3 +15,7 @@ CREATE INDEX IF NOT EXISTS operation_runs_workspace_user_created_idx
 CREATE INDEX IF NOT EXISTS operation_runs_backup_schedule_status_idx
     ON operation_runs (workspace_id, backup_schedule_id, status, created_at DESC, id DESC)
     WHERE backup_schedule_id IS NOT NULL;
+-- Retention's question: a schedule's newest succeeded runs, past however many failures.
+CREATE INDEX IF NOT EXISTS operation_runs_backup_schedule_outcome_idx
+    ON operation_runs (workspace_id, backup_schedule_id, outcome, created_at DESC, id DESC)
+    WHERE backup_schedule_id IS NOT NULL;

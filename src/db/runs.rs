@@ -326,33 +326,86 @@ struct Range<'a> {
     outcomes: &'a [Outcome],
 }
 
+/// The equality filter whose index a range reads: written `column BETWEEN v AND v` and
+/// put first in the `ORDER BY`, so that index is the only one that yields the page in
+/// order.
+///
+/// With `column = v`, PostgreSQL drops the column from the ordering (it is constant), and
+/// the workspace's newest-first index with `column = v` as a filter looks as cheap: the
+/// planner assumes matches are spread evenly, so it walks past every newer run that does
+/// not match (the 50,000 newest being queued, say) to find the page of completed ones.
+/// Spelled as a range, the value leaves no such choice; the only other plans sort every
+/// match of a more selective filter, which the planner takes when that one is smaller.
+#[derive(Clone, Copy)]
+enum Lead {
+    Schedule(i64),
+    User(i64),
+    Tenant(TenantId),
+    Outcome(Outcome),
+    Status(RunStatus),
+    Type(RunType),
+}
+
+impl Range<'_> {
+    /// The most selective filter of this range that an index leads with, if any: a
+    /// schedule's runs of one status or outcome read (workspace, schedule, status or
+    /// outcome, …), a user's or a tenant's their own index, then one outcome, one status,
+    /// one type.
+    fn lead(&self, query: &RunQuery) -> Option<Lead> {
+        let one_status = match self.status {
+            Some(StatusFilter::Is(wanted)) => Some(wanted),
+            _ => None,
+        };
+        let one_outcome = match self.outcomes {
+            [only] => Some(Lead::Outcome(*only)),
+            _ => None,
+        };
+        if let Some(schedule) = query.backup_schedule_id {
+            return one_status.map(Lead::Status).or(one_outcome).or(Some(Lead::Schedule(schedule)));
+        }
+        let tenant = match self.tenants {
+            TenantFilter::One(tenant) => Some(Lead::Tenant(tenant)),
+            _ => None,
+        };
+        let one_type = match query.types[..] {
+            [only] => Some(Lead::Type(only)),
+            _ => None,
+        };
+        (query.user_id.map(Lead::User)).or(tenant).or(one_outcome).or(one_status.map(Lead::Status)).or(one_type)
+    }
+}
+
 fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryResult<Vec<OperationRunRow>> {
     let mut select = operation_runs::table
         .filter(workspace_id.eq(query.workspace_id))
         .select(OperationRunRow::as_select())
         .into_boxed::<Pg>();
+    let lead = range.lead(query);
 
-    if query.types.len() < RunType::ALL.len() {
+    if query.types.len() < RunType::ALL.len() && !matches!(lead, Some(Lead::Type(_))) {
         select = select.filter(type_.eq_any(query.types.clone()));
     }
     match range.tenants {
         TenantFilter::Any => {}
+        TenantFilter::One(_) if matches!(lead, Some(Lead::Tenant(_))) => {}
         TenantFilter::One(tenant) => select = select.filter(tenant_id.eq(tenant)),
         TenantFilter::WorkspaceScoped => select = select.filter(tenant_id.is_null()),
         TenantFilter::Visible(visible) => {
             select = select.filter(tenant_id.is_null().or(tenant_id.eq_any(visible.to_vec())))
         }
     }
-    if let Some(user) = query.user_id {
+    if let Some(user) = query.user_id.filter(|_| !matches!(lead, Some(Lead::User(_)))) {
         select = select.filter(user_id.eq(user));
     }
     match range.status {
+        Some(StatusFilter::Is(_)) if matches!(lead, Some(Lead::Status(_))) => {}
         Some(StatusFilter::Is(wanted)) => select = select.filter(status.eq(wanted)),
         Some(StatusFilter::Active) => select = select.filter(active()),
         None => {}
     }
     match range.outcomes {
         [] => {}
+        [_] if matches!(lead, Some(Lead::Outcome(_))) => {}
         [only] => select = select.filter(outcome.eq(*only)),
         several => select = select.filter(outcome.eq_any(several.to_vec())),
     }
@@ -362,9 +415,18 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
     if let Some(before) = query.created_before {
         select = select.filter(created_at.lt(before));
     }
-    if let Some(schedule) = query.backup_schedule_id {
+    if let Some(schedule) = query.backup_schedule_id.filter(|_| !matches!(lead, Some(Lead::Schedule(_)))) {
         select = select.filter(backup_schedule_id.eq(schedule));
     }
+    select = match lead {
+        None => select,
+        Some(Lead::Schedule(v)) => select.filter(backup_schedule_id.between(v, v)).order(backup_schedule_id),
+        Some(Lead::User(v)) => select.filter(user_id.between(v, v)).order(user_id),
+        Some(Lead::Tenant(v)) => select.filter(tenant_id.between(v, v)).order(tenant_id),
+        Some(Lead::Outcome(v)) => select.filter(outcome.between(v, v)).order(outcome),
+        Some(Lead::Status(v)) => select.filter(status.between(v, v)).order(status),
+        Some(Lead::Type(v)) => select.filter(type_.between(v, v)).order(type_),
+    };
     if let Some(trigger) = query.trigger {
         select = select.filter(sql::<Bool>("context ->> 'trigger' = ").bind::<Text, _>(trigger));
     }
@@ -385,7 +447,7 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
     if let Some(cursor) = query.after {
         select = select.filter(past_cursor("(created_at, id) < (", cursor));
     }
-    select.order((created_at.desc(), id.desc())).limit(query.limit).load(conn)
+    select.then_order_by((created_at.desc(), id.desc())).limit(query.limit).load(conn)
 }
 
 /// The rows past a keyset cursor, `row_comparison` being `"(column, id) < ("` or `> (`:

@@ -191,6 +191,7 @@ async fn updated_after_lists_what_changed_oldest_change_first_across_pages() {
 struct Listed {
     id: i64,
     tenant: Option<i64>,
+    run_type: &'static str,
     user: i64,
     status: &'static str,
     outcome: &'static str,
@@ -203,7 +204,11 @@ struct Filters {
     status: Option<&'static str>,
     outcomes: Vec<&'static str>,
     user: Option<i64>,
+    /// The token's tenants.
     tenants: Option<Vec<i64>>,
+    /// `tenant_id=`.
+    tenant: Option<i64>,
+    types: Vec<&'static str>,
     limit: usize,
 }
 
@@ -216,7 +221,7 @@ const STATES: [(&str, &str); 6] = [
     ("completed", "partially_succeeded"),
 ];
 
-/// 90 runs over three tenants and the workspace itself, two users, every status and
+/// 90 runs over three tenants and the workspace itself, two users, three types, every status and
 /// outcome, many sharing a `created_at` (the list then orders them by id).
 fn seed_listed(conn: &mut diesel::PgConnection) -> Vec<Listed> {
     use diesel::RunQueryDsl;
@@ -229,6 +234,11 @@ fn seed_listed(conn: &mut diesel::PgConnection) -> Vec<Listed> {
         .map(|i| {
             let (status, outcome) = STATES[(i * 7 % 11 % 6) as usize];
             let tenant = [Some(1), Some(2), Some(3), None][(i * 5 % 4) as usize];
+            let run_type = match (tenant, i % 3) {
+                (None, _) => "workspace_audit_export",
+                (Some(_), 0) => "directory_groups_sync",
+                (Some(_), _) => "inventory_sync",
+            };
             let (user, created_minute) = (1 + i % 2, (i * 13) % 17);
             let id = diesel::sql_query(format!(
                 "INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, status, outcome,
@@ -237,14 +247,14 @@ fn seed_listed(conn: &mut diesel::PgConnection) -> Vec<Listed> {
                      'unique_per_click', {}, {}, timestamptz '2026-01-01 00:00Z' + {created_minute} * interval '1 minute')
                  RETURNING id",
                 tenant.map_or("NULL".to_owned(), |t| t.to_string()),
-                if tenant.is_some() { "inventory_sync" } else { "workspace_audit_export" },
+                run_type,
                 if status == "queued" { "NULL" } else { "now()" },
                 if status == "completed" { "now()" } else { "NULL" },
             ))
             .get_result::<Id>(conn)
             .unwrap()
             .id;
-            Listed { id, tenant, user, status, outcome, created_minute }
+            Listed { id, tenant, run_type, user, status, outcome, created_minute }
         })
         .collect()
 }
@@ -254,8 +264,20 @@ fn filters() -> impl proptest::strategy::Strategy<Value = Filters> {
     let statuses = proptest::option::of(proptest::sample::select(vec!["queued", "running", "completed", "active"]));
     let outcomes = proptest::sample::subsequence(vec!["pending", "succeeded", "failed", "cancelled"], 0..=3);
     let tenants = proptest::option::of(proptest::sample::subsequence(vec![1i64, 2, 3], 1..=2));
-    (statuses, outcomes, proptest::option::of(1..=2i64), tenants, 1..=7usize)
-        .prop_map(|(status, outcomes, user, tenants, limit)| Filters { status, outcomes, user, tenants, limit })
+    let types =
+        proptest::sample::subsequence(vec!["inventory_sync", "directory_groups_sync", "workspace_audit_export"], 0..=2);
+    let users = proptest::option::of(1..=2i64);
+    (statuses, outcomes, users, tenants, proptest::option::of(1..=3i64), types, 1..=7usize).prop_map(
+        |(status, outcomes, user, tenants, tenant, types, limit)| Filters {
+            status,
+            outcomes,
+            user,
+            tenants,
+            tenant,
+            types,
+            limit,
+        },
+    )
 }
 
 fn matches(run: &Listed, filters: &Filters) -> bool {
@@ -270,6 +292,8 @@ fn matches(run: &Listed, filters: &Filters) -> bool {
     };
     status
         && tenant
+        && filters.tenant.is_none_or(|wanted| run.tenant == Some(wanted))
+        && (filters.types.is_empty() || filters.types.contains(&run.run_type))
         && (filters.outcomes.is_empty() || filters.outcomes.contains(&run.outcome))
         && filters.user.is_none_or(|user| run.user == user)
 }
@@ -291,6 +315,8 @@ fn every_filter_combination_pages_through_exactly_its_runs_newest_first() {
             query.extend(filters.status.map(|s| format!("status={s}")));
             query.extend(filters.outcomes.iter().map(|o| format!("outcome={o}")));
             query.extend(filters.user.map(|u| format!("user_id={u}")));
+            query.extend(filters.tenant.map(|t| format!("tenant_id={t}")));
+            query.extend(filters.types.iter().map(|t| format!("type={t}")));
             let query = query.join("&");
             let seen = runtime.block_on(async {
                 let mut seen = Vec::new();
@@ -313,4 +339,102 @@ fn every_filter_combination_pages_through_exactly_its_runs_newest_first() {
             Ok(())
         })
         .unwrap();
+}
+
+/// How many rows of `operation_runs` this session has read and not yet reported to the
+/// statistics collector (the `xact` views count since the last report, not since the
+/// transaction began): every heap row an index scan fetched, every row a sequential scan
+/// read. Only differences within one transaction mean something.
+fn rows_read_by_this_session(conn: &mut diesel::PgConnection) -> i64 {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Read {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        rows: i64,
+    }
+    diesel::sql_query(
+        "SELECT (seq_tup_read + coalesce(idx_tup_fetch, 0))::bigint AS rows
+         FROM pg_stat_xact_user_tables WHERE relname = 'operation_runs'",
+    )
+    .get_result::<Read>(conn)
+    .unwrap()
+    .rows
+}
+
+/// A page of a selective filter reads its own index range, however skewed the history:
+/// here the 5,000 newest runs are queued runs of one user, tenant and schedule, and every
+/// filter below matches none of them (or, for the schedule's, only a tenth), so a walk
+/// down the workspace's newest runs would read thousands of rows for one page.
+#[test]
+fn a_filtered_page_reads_its_index_range_not_the_newer_runs_that_do_not_match() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use opsrun::db::runs::{list, RunQuery, StatusFilter};
+    use opsrun::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
+    use opsrun::domain::ids::{TenantId, WorkspaceId};
+    use opsrun::domain::status::{Outcome, RunStatus};
+
+    let mut conn = <diesel::PgConnection as Connection>::establish(&crate::helpers::fresh_database()).unwrap();
+    conn.batch_execute(
+        "INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, status, outcome,
+             run_identity_hash, identity_policy, context, started_at, completed_at, created_at)
+         SELECT 1, 1000 + g % 20, 1000 + g % 50, 'history',
+             CASE WHEN g % 7 = 0 THEN 'backup_schedule_run' WHEN g % 5 = 0 THEN 'policy_sync' ELSE 'inventory_sync' END,
+             'completed', CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END,
+             encode(sha256(convert_to('history:' || g, 'UTF8')), 'hex'), 'unique_per_click',
+             CASE WHEN g % 7 = 0 THEN jsonb_build_object('backup_schedule_id', g / 7 % 5 + 42, 'trigger', 'run_now')
+                  ELSE '{}'::jsonb END,
+             now() - interval '2 days', now() - interval '2 days',
+             now() - interval '1 day' - (30000 - g) * interval '1 second'
+         FROM generate_series(1, 30000) AS g;
+         INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type,
+             run_identity_hash, identity_policy, context, created_at)
+         SELECT 1, 1001, 9999, 'burst', CASE WHEN g % 10 = 0 THEN 'backup_schedule_run' ELSE 'inventory_sync' END,
+             encode(sha256(convert_to('burst:' || g, 'UTF8')), 'hex'), 'unique_per_click',
+             CASE WHEN g % 10 = 0 THEN '{\"backup_schedule_id\": 42, \"trigger\": \"run_now\"}'::jsonb ELSE '{}' END,
+             now() - (5000 - g) * interval '1 millisecond'
+         FROM generate_series(1, 5000) AS g;
+         ANALYZE operation_runs;",
+    )
+    .unwrap();
+
+    let everything = || RunQuery { limit: 51, ..RunQuery::new(WorkspaceId(1), RunType::ALL.to_vec()) };
+    let history = |schedule| RunQuery {
+        backup_schedule_id: Some(schedule),
+        ..RunQuery { types: BACKUP_SCHEDULE_TYPES.to_vec(), ..everything() }
+    };
+    let completed = Some(StatusFilter::Is(RunStatus::Completed));
+    let cases: Vec<(&str, RunQuery)> = vec![
+        ("status=completed", RunQuery { status: completed, ..everything() }),
+        ("outcome=succeeded", RunQuery { outcomes: vec![Outcome::Succeeded], ..everything() }),
+        ("outcome=failed", RunQuery { outcomes: vec![Outcome::Failed], ..everything() }),
+        (
+            "outcome=failed&outcome=succeeded",
+            RunQuery { outcomes: vec![Outcome::Failed, Outcome::Succeeded], ..everything() },
+        ),
+        ("user_id=1010", RunQuery { user_id: Some(1010), ..everything() }),
+        ("user_id=1010&status=completed", RunQuery { user_id: Some(1010), status: completed, ..everything() }),
+        ("tenant_id=1005", RunQuery { tenant_id: Some(TenantId(1005)), ..everything() }),
+        ("type=policy_sync", RunQuery { types: vec![RunType::PolicySync], ..everything() }),
+        (
+            "a token of tenants 1005 and 1006",
+            RunQuery { visible_tenants: Some(vec![TenantId(1005), TenantId(1006)]), ..everything() },
+        ),
+        ("schedule 43's history", history(43)),
+        ("schedule 42's history, status=completed", RunQuery { status: completed, ..history(42) }),
+        ("schedule 42's history, outcome=succeeded", RunQuery { outcomes: vec![Outcome::Succeeded], ..history(42) }),
+    ];
+    for (filter, query) in cases {
+        let (page, read) = conn
+            .transaction(|conn| {
+                let before = rows_read_by_this_session(conn);
+                let page = list(conn, &query)?;
+                diesel::QueryResult::Ok((page, rows_read_by_this_session(conn) - before))
+            })
+            .unwrap();
+        assert_eq!(page.len(), 51, "{filter}: a full page");
+        assert!(page.iter().all(|run| run.status == RunStatus::Completed), "{filter}: only the history");
+        // One range reads a page and the row after it; two ranges, twice that.
+        assert!(read <= 2 * 52, "{filter}: read {read} rows for a page of 51");
+    }
 }

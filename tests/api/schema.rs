@@ -55,6 +55,11 @@ async fn migrations_create_every_index_the_spec_names() {
             "(workspace_id, backup_schedule_id, status, created_at DESC, id DESC)",
             Some("(backup_schedule_id IS NOT NULL)"),
         ),
+        (
+            "operation_runs_backup_schedule_outcome_idx",
+            "(workspace_id, backup_schedule_id, outcome, created_at DESC, id DESC)",
+            Some("(backup_schedule_id IS NOT NULL)"),
+        ),
     ];
     for (name, shape, predicate) in expected {
         let def = definition(name);
