@@ -45,7 +45,7 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 /// The kinds of requests the service answers in batches.
-pub const BATCH_KINDS: [&str; 2] = ["view", "start"];
+pub const BATCH_KINDS: [&str; 3] = ["view", "start", "progress"];
 
 impl Default for Metrics {
     fn default() -> Metrics {

@@ -30,6 +30,7 @@ use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
 use crate::routes::documented::DocumentedRoutes;
 use crate::routes::{caching, reads};
+use crate::use_cases::moves::ProgressBatches;
 use crate::use_cases::start::StartBatches;
 use crate::{reaper, routes};
 
@@ -163,6 +164,7 @@ impl Application {
         let metrics = web::Data::new(Metrics::default());
         let app_database = web::Data::new(database.clone());
         let start_batches = web::Data::new(StartBatches::new(&database));
+        let progress_batches = web::Data::new(ProgressBatches::new(&database));
         let app_metrics = metrics.clone();
         let live = config.live;
         let hub = Hub::new(live, metrics.streams_dropped_slow.clone());
@@ -188,6 +190,7 @@ impl Application {
                 .wrap(from_fn(observe))
                 .app_data(app_database.clone())
                 .app_data(start_batches.clone())
+                .app_data(progress_batches.clone())
                 .app_data(reads.clone())
                 .app_data(app_metrics.clone())
                 .app_data(app_hub.clone())

@@ -7,6 +7,7 @@ use actix_web::{get, web, HttpResponse};
 
 use crate::db::Database;
 use crate::metrics::Metrics;
+use crate::use_cases::moves::ProgressBatches;
 use crate::use_cases::start::StartBatches;
 
 /// Prometheus metrics.
@@ -22,9 +23,10 @@ pub async fn export_metrics(
     metrics: web::Data<Metrics>,
     db: web::Data<Database>,
     starts: web::Data<StartBatches>,
+    reports: web::Data<ProgressBatches>,
     hub: web::Data<Arc<Hub>>,
 ) -> HttpResponse {
-    let batches = [("view", db.view_batches()), ("start", starts.stats())];
+    let batches = [("view", db.view_batches()), ("start", starts.stats()), ("progress", reports.stats())];
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics.render(&db, &batches, &hub))

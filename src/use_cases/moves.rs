@@ -3,18 +3,21 @@
 //! move in the state machine, applies it guarded on the status it was decided from, and
 //! records its timeline event.
 
+use std::collections::BTreeMap;
+
 use diesel::{PgConnection, QueryResult};
 use serde_json::{json, Map, Value};
 
-use super::{visible_run, RunError};
+use super::{visible, visible_run, RunError};
+use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, Change};
-use crate::db::{events, in_transaction};
+use crate::db::{events, in_transaction, Database, DbError};
 use crate::domain::access::{Action, Principal};
 use crate::domain::counts::{Counts, CountsError};
 use crate::domain::failures::{Failure, FailureError, ReportedFailure};
-use crate::domain::ids::RunId;
-use crate::domain::status::{self, EventKind, Transition, TransitionError};
+use crate::domain::ids::{RunId, WorkspaceId};
+use crate::domain::status::{self, EventKind, RunStatus, Transition, TransitionError};
 
 /// The most failure entries one report may carry.
 pub const MAX_FAILURES_PER_REPORT: usize = 1000;
@@ -127,4 +130,139 @@ pub fn move_run(
         }
         Err(RunError::Contended { run_id })
     })
+}
+
+/// One caller's progress report on one run.
+#[derive(Debug)]
+pub struct ProgressReport {
+    pub principal: Principal,
+    pub run_id: RunId,
+    /// A [`RunMove::reported`] progress move.
+    pub report: RunMove,
+}
+
+/// Progress reports arriving together, by one transaction per batch: the reports on one
+/// run are added up into one update (counters add and failures append in order, so the
+/// run ends as if they came one after another), each still records its own `progressed`
+/// event, and each caller is answered with the run as its batch left it. Keyed reports
+/// are not batched: each shares its transaction with its idempotency key.
+pub struct ProgressBatches {
+    batches: Coalescer<ProgressReport, Result<OperationRunRow, RunError>>,
+}
+
+/// Executors applying batches of progress reports.
+const PROGRESS_EXECUTORS: usize = 2;
+
+impl ProgressBatches {
+    pub fn new(db: &Database) -> ProgressBatches {
+        ProgressBatches { batches: db.coalescer(PROGRESS_EXECUTORS, progress_batch) }
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.batches.stats()
+    }
+
+    pub async fn report(&self, report: ProgressReport) -> Result<OperationRunRow, RunError> {
+        self.batches.submit(report).await?
+    }
+}
+
+/// One batch of progress reports. A statement that fails fails the batch's transaction,
+/// so then each report is applied on its own, and only the report at fault fails.
+pub fn progress_batch(
+    conn: &mut PgConnection,
+    batch: Vec<ProgressReport>,
+) -> Result<Vec<Result<OperationRunRow, RunError>>, DbError> {
+    match in_transaction(conn, |conn| progress_runs(conn, &batch)) {
+        Ok(answers) => Ok(answers),
+        Err(DbError::Query(_)) if batch.len() > 1 => {
+            Ok(batch.iter().map(|each| move_run(conn, &each.principal, each.run_id, &each.report)).collect())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// [`move_run`] for each report of a batch, in one transaction, with one update per run.
+/// Runs are updated in id order, so two batches never wait on each other's rows in turn.
+/// A report the run's status refuses, or whose run a concurrent move changed since it was
+/// read, is applied on its own, as [`move_run`] would.
+pub fn progress_runs(
+    conn: &mut PgConnection,
+    batch: &[ProgressReport],
+) -> Result<Vec<Result<OperationRunRow, RunError>>, DbError> {
+    let mut by_run: BTreeMap<(RunId, WorkspaceId), Vec<usize>> = BTreeMap::new();
+    for (index, each) in batch.iter().enumerate() {
+        by_run.entry((each.run_id, each.principal.workspace_id)).or_default().push(index);
+    }
+    let wanted: Vec<(WorkspaceId, RunId)> = by_run.keys().map(|(run, workspace)| (*workspace, *run)).collect();
+    let found = runs::find_each(conn, &wanted)?;
+    let mut answers: Vec<Option<Result<OperationRunRow, RunError>>> = batch.iter().map(|_| None).collect();
+    let mut alone = Vec::new();
+    for (reports, found) in by_run.into_values().zip(found) {
+        let mut accepted = Vec::new();
+        for index in reports {
+            match visible(&batch[index].principal, found.clone(), Action::Execute) {
+                Ok(run) if run.status == RunStatus::Running => accepted.push(index),
+                Ok(_) => alone.push(index),
+                Err(refusal) => answers[index] = Some(Err(refusal)),
+            }
+        }
+        let (Some(run), Some(change)) = (&found, added_up(accepted.iter().map(|&index| &batch[index].report))) else {
+            alone.extend(accepted);
+            continue;
+        };
+        let (to, outcome) = match status::apply(run.status, run.outcome, Transition::Progress) {
+            Ok(next) => next,
+            Err(_) => {
+                alone.extend(accepted);
+                continue;
+            }
+        };
+        let Some(moved) = runs::update(conn, run.id, run.status, to, outcome, &change)? else {
+            alone.extend(accepted); // moved by another request since it was read
+            continue;
+        };
+        events::record_each(
+            conn,
+            accepted.iter().map(|&index| {
+                let each = &batch[index];
+                (&moved, Some(run.status), &each.report.detail, each.principal.initiator_name.as_str())
+            }),
+            EventKind::Progressed,
+        )?;
+        for index in accepted {
+            answers[index] = Some(Ok(moved.clone()));
+        }
+    }
+    for index in alone {
+        let each = &batch[index];
+        answers[index] = Some(match move_run(conn, &each.principal, each.run_id, &each.report) {
+            Err(RunError::Db(error)) => return Err(error),
+            answer => answer,
+        });
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or(Err(RunError::Db(DbError::internal("a report went unanswered")))))
+        .collect())
+}
+
+/// The reports' increments added up and their failures in order: one change with the
+/// effect of all of them. `None` for no reports, or a counter that is not an integer
+/// (which [`Counts`] never builds).
+fn added_up<'a>(reports: impl Iterator<Item = &'a RunMove>) -> Option<Change> {
+    let mut total: BTreeMap<String, i64> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut any = false;
+    for report in reports {
+        any = true;
+        let increments = report.change.increments.as_ref().and_then(Value::as_object);
+        for (name, by) in increments.into_iter().flatten() {
+            let sum = total.entry(name.clone()).or_default();
+            *sum = sum.checked_add(by.as_i64()?)?;
+        }
+        failures.extend(report.change.failures.iter().cloned());
+    }
+    let increments = Value::Object(total.into_iter().map(|(name, sum)| (name, Value::from(sum))).collect());
+    any.then_some(Change { increments: Some(increments), final_counts: None, failures })
 }

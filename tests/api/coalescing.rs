@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, claims, inventory_sync, mint, spawn_all, TestApp};
+use crate::helpers::{admin_token, claims, inventory_sync, mint, spawn_all, started_run, worker_token, TestApp};
 
 /// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
 async fn metric(app: &TestApp, series: &str) -> f64 {
@@ -356,4 +356,198 @@ fn batched_views_answer_each_caller_exactly_as_a_lone_view_would() {
         .unwrap();
     let mean = runtime.block_on(mean_batch(&app, "view"));
     assert!(mean > 2.0, "views went as batches (mean {mean})");
+}
+
+/// A progress report of the property below: on which seeded run, by which worker, adding
+/// how much, with how many failures.
+#[derive(Clone, Debug)]
+struct Report {
+    run: usize,
+    worker: usize,
+    processed: i64,
+    failures: usize,
+}
+
+/// The workers of the property below: every tenant of workspace 1; tenant 1 only; a
+/// viewer without `operations.execute`; workspace 2's.
+fn workers() -> Vec<opsrun::domain::access::Principal> {
+    use opsrun::domain::access::{Principal, TenantScope};
+    use opsrun::domain::ids::{TenantId, WorkspaceId};
+    let worker = |name: &str, workspace, tenants, capability: &str| Principal {
+        subject: name.into(),
+        user_id: None,
+        initiator_name: name.into(),
+        workspace_id: WorkspaceId(workspace),
+        tenants,
+        capabilities: [capability.to_owned()].into(),
+        valid_until: i64::MAX,
+    };
+    vec![
+        worker("all-tenants", 1, TenantScope::All, "operations.execute"),
+        worker("tenant-1", 1, TenantScope::Only([TenantId(1)].into()), "operations.execute"),
+        worker("viewer", 1, TenantScope::All, "inventory.sync"),
+        worker("workspace-2", 2, TenantScope::All, "operations.execute"),
+    ]
+}
+
+/// Four runs: running in tenant 1, running in tenant 2, queued in tenant 1, running in
+/// workspace 2. Their ids, in that order.
+fn seed_hot_runs(conn: &mut PgConnection) -> Vec<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    [(1, 1, "running"), (1, 2, "running"), (1, 1, "queued"), (2, 1, "running")]
+        .iter()
+        .map(|(workspace, tenant, status)| {
+            sql_query(format!(
+                "INSERT INTO operation_runs (workspace_id, tenant_id, initiator_name, type, status, run_identity_hash,
+                     identity_policy, summary_counts, started_at)
+                 VALUES ({workspace}, {tenant}, 'seed', 'inventory_sync', '{status}', md5(random()::text) || md5(random()::text),
+                     'unique_per_click', '{{\"processed\": 7}}', CASE WHEN '{status}' = 'running' THEN now() END)
+                 RETURNING id"
+            ))
+            .get_result::<Id>(conn)
+            .unwrap()
+            .id
+        })
+        .collect()
+}
+
+/// A run's state and its `progressed` events (actor and detail), to compare two databases.
+fn progress_state(conn: &mut PgConnection, run: i64) -> (Value, Vec<String>) {
+    #[derive(diesel::QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    let state = sql_query(format!(
+        "SELECT json_build_object('status', status, 'counts', summary_counts, 'failures', failure_summary)::text AS text
+         FROM operation_runs WHERE id = {run}"
+    ))
+    .get_result::<Text>(conn)
+    .unwrap()
+    .text;
+    let state = serde_json::from_str(&state).unwrap();
+    let events = sql_query(format!(
+        "SELECT actor || ' ' || detail::text AS text FROM operation_run_events
+         WHERE run_id = {run} AND kind = 'progressed' ORDER BY id"
+    ))
+    .load::<Text>(conn)
+    .unwrap();
+    (state, events.into_iter().map(|event| event.text).collect())
+}
+
+/// Progress reports applied as one batch leave every run exactly as the same reports
+/// applied one after another: the same counters, the same failures (the first 100 kept,
+/// the rest counted), one event per report with its own detail, in order; and every
+/// report gets the same verdict (404 outside the worker's workspace or tenants, 403
+/// without `operations.execute`, 409 on a run that is not running).
+#[test]
+fn a_batch_of_progress_reports_leaves_each_run_as_the_reports_one_after_another() {
+    use opsrun::domain::failures::{ReasonCode, ReportedFailure};
+    use opsrun::domain::ids::RunId;
+    use opsrun::domain::status::Transition;
+    use opsrun::use_cases::moves::{move_run, progress_batch, ProgressReport, RunMove};
+    use opsrun::use_cases::RunError;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let apps = runtime.block_on(async { (TestApp::spawn().await, TestApp::spawn().await) });
+    let workers = workers();
+    let reports = (0..4usize, 0..4usize, 0..5i64, 0..40usize).prop_map(|(run, worker, processed, failures)| Report {
+        run,
+        worker,
+        processed,
+        failures,
+    });
+    let config = Config { cases: 24, failure_persistence: None, ..Default::default() };
+    TestRunner::new(config)
+        .run(&proptest::collection::vec(reports, 1..=40), |reports| {
+            let verdict = |answer: &Result<_, RunError>| match answer {
+                Ok(_) => 200,
+                Err(RunError::NotFound) => 404,
+                Err(RunError::Forbidden { .. }) => 403,
+                Err(RunError::Refused { .. }) => 409,
+                Err(other) => panic!("{other:?}"),
+            };
+            let jobs = |ids: &[i64]| -> Vec<ProgressReport> {
+                reports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, report)| {
+                        let counts = json!({ "processed": report.processed }).as_object().unwrap().clone();
+                        let failures = (0..report.failures)
+                            .map(|f| ReportedFailure {
+                                code: format!("r{i}.f{f}"),
+                                reason_code: ReasonCode::NotFound,
+                                message: format!("report {i}, failure {f}"),
+                                item: None,
+                            })
+                            .collect();
+                        ProgressReport {
+                            principal: workers[report.worker].clone(),
+                            run_id: RunId(ids[report.run]),
+                            report: RunMove::reported(Transition::Progress, &counts, failures).unwrap(),
+                        }
+                    })
+                    .collect()
+            };
+            let (mut batched, mut one_by_one) = (apps.0.db(), apps.1.db());
+            let (batched_ids, lone_ids) = (seed_hot_runs(&mut batched), seed_hot_runs(&mut one_by_one));
+            let answers = progress_batch(&mut batched, jobs(&batched_ids)).unwrap();
+            let lone: Vec<u16> = jobs(&lone_ids)
+                .iter()
+                .map(|job| verdict(&move_run(&mut one_by_one, &job.principal, job.run_id, &job.report)))
+                .collect();
+            prop_assert_eq!(answers.iter().map(verdict).collect::<Vec<_>>(), lone);
+            for run in 0..4 {
+                let (batched_state, batched_events) = progress_state(&mut batched, batched_ids[run]);
+                let (lone_state, lone_events) = progress_state(&mut one_by_one, lone_ids[run]);
+                prop_assert_eq!((&batched_state, &batched_events), (&lone_state, &lone_events), "run {}", run);
+                // Every report accepted in the batch is answered with the run as it left it.
+                for (report, answer) in reports.iter().zip(&answers) {
+                    if let (true, Ok(moved)) = (report.run == run, answer) {
+                        let counts = serde_json::from_str::<Value>(moved.summary_counts.as_str()).unwrap();
+                        prop_assert_eq!(&counts, &batched_state["counts"]);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Thirty-two workers reporting on one hot run at once: their reports go as batches, each
+/// batch one update of the run, and nothing is lost: every increment is in the counters,
+/// every report has its event, every worker its `200`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_progress_reports_on_one_run_are_summed_in_batches_and_lose_nothing() {
+    let app = TestApp::spawn().await;
+    let run = started_run(&app).await;
+    let lock = lock_runs(&app, "EXCLUSIVE");
+    let reports: Vec<_> = (1..=32)
+        .map(|i| {
+            let app = app.clone_client();
+            tokio::spawn(async move {
+                let body = json!({ "counts": { "processed": i } });
+                app.post(&format!("/v1/runs/{run}/progress"), &worker_token(), body).await.status().as_u16()
+            })
+        })
+        .collect();
+    until_arrived(&app, "progress", 32).await;
+    drop(lock);
+    for report in reports {
+        assert_eq!(report.await.unwrap(), 200);
+    }
+    assert!(mean_batch(&app, "progress").await > 2.0, "the queued reports went as batches");
+    let view: Value = app.get(&format!("/v1/runs/{run}"), &admin_token()).await.json().await.unwrap();
+    assert_eq!(view["summary_counts"]["processed"], (1..=32).sum::<i64>(), "{view}");
+    let events = sql_query(format!(
+        "SELECT count(*) AS n FROM operation_run_events WHERE run_id = {run} AND kind = 'progressed'"
+    ))
+    .get_result::<Count>(&mut app.db())
+    .unwrap()
+    .n;
+    assert_eq!(events, 32);
 }

@@ -11,12 +11,12 @@ use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::failures::ReportedFailure;
 use crate::domain::ids::RunId;
-use crate::domain::status::{FinalOutcome, Transition};
+use crate::domain::status::{EventKind, FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
 use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
 use crate::use_cases::idempotency::KeyedRequest;
-use crate::use_cases::moves::{move_run, RunMove};
+use crate::use_cases::moves::{move_run, ProgressBatches, ProgressReport, RunMove};
 use crate::use_cases::RunError;
 
 /// A progress report.
@@ -107,6 +107,8 @@ pub async fn start_run_work(
 ///
 /// Counters are increments, added atomically in SQL: concurrent reports lose nothing.
 /// Failures are sanitized and appended; a run keeps the first 100 and counts the rest.
+/// Reports sent at the same moment may be applied together, so the run in the answer
+/// can include other workers' reports of that moment.
 ///
 /// **Needs** `operations.execute`.
 #[utoipa::path(
@@ -131,6 +133,7 @@ pub async fn start_run_work(
 #[post("/v1/runs/{id}/progress")]
 pub async fn report_progress(
     db: web::Data<Database>,
+    batches: web::Data<ProgressBatches>,
     metrics: web::Data<Metrics>,
     principal: Principal,
     http: HttpRequest,
@@ -140,7 +143,13 @@ pub async fn report_progress(
     let request = request.into_inner();
     let keyed = keyed_request(&http, &principal, &request)?;
     let requested = RunMove::reported(Transition::Progress, &request.counts, request.failures)?;
-    respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, requested).await
+    if keyed.is_some() {
+        return respond_with_move(&db, &metrics, principal, id.into_inner(), keyed, requested).await;
+    }
+    let report = ProgressReport { principal, run_id: RunId(id.into_inner()), report: requested };
+    let moved = batches.report(report).await?;
+    metrics.transitions.with_label_values(&[EventKind::Progressed.as_str()]).inc();
+    Ok(HttpResponse::Ok().json(RunView::from(moved)))
 }
 
 /// Complete a run with its final outcome.
