@@ -93,10 +93,10 @@ ORDER BY updated_at ASC LIMIT 500 FOR UPDATE SKIP LOCKED;
 -- A filter with an index of its own is written `column BETWEEN v AND v` and leads the
 -- ORDER BY: with `column = v` the planner may walk the workspace's newest-first index and
 -- filter (it assumes matches are spread evenly), reading every newer run that does not
--- match. The first query shows that walk; the rest are the shapes opsrun sends. They are
+-- match (tests/api/pagination.rs saw it). The first query is that shape; the rest are the shapes opsrun sends. They are
 -- prepared and planned generically, as a pooled connection's cached statements end up,
 -- so the plan cannot depend on the values.
-\echo '== skewed: status=completed written as an equality (not what opsrun sends): the walk'
+\echo '== skewed: status=completed written as an equality (not what opsrun sends): the planner picks either index'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
 FROM operation_runs WHERE workspace_id = 1 AND status = 'completed'

@@ -171,14 +171,14 @@ for size in sizes:
     if indexed:
         print("\n### What the filter indexes cost a start\n")
         print("This build's start (new identity), measured with every index, then with one of the skewed filters' "
-              "indexes dropped, then with all four dropped.\n")
+              "indexes dropped, then with all of them dropped.\n")
         print("| indexes | start req/s | vs all indexes | p99 ms |")
         print("|---|---:|---:|---:|")
         print(f"| all | {num(indexed['rps']):,.0f} | | {indexed['p99_ms']} |")
         for r in rows:
             if int(r["size"]) == size and r["operation"].startswith("start_without_"):
                 what = r["operation"].removeprefix("start_without_")
-                label = "none of the four" if what == "filter_indexes" else f"without `{what}`"
+                label = "none of them" if what == "filter_indexes" else f"without `{what}`"
                 print(f"| {label} | {num(r['rps']):,.0f} | {ratio(num(r['rps']), num(indexed['rps']))} | {r['p99_ms']} |")
     print()
 
