@@ -50,14 +50,20 @@ impl Lab {
     /// itself (as a standby does for a database it has not replayed yet), so whoever
     /// connects must wait until the `CREATE DATABASE` has reached every server.
     fn database(&self, name: &str) -> String {
+        // After a failover test the node killed last may still be rejoining.
+        self.whole();
         let mut admin = PgConnection::establish(&self.url("DATABASE_URL", "postgres")).unwrap();
         sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).unwrap();
         sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
-        let created = database_oid(&mut admin, name);
+        let created = database_oid(&mut admin, name).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         for server in self.servers("postgres") {
-            let mut conn = PgConnection::establish(&server).unwrap();
-            while database_oid(&mut conn, name) != created {
+            // A server still starting refuses connections: that is "not yet" too.
+            let replayed = || {
+                PgConnection::establish(&server)
+                    .is_ok_and(|mut conn| database_oid(&mut conn, name).is_ok_and(|oid| oid == created))
+            };
+            while !replayed() {
                 assert!(Instant::now() < deadline, "{server} has not replayed CREATE DATABASE {name}");
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -83,14 +89,14 @@ impl Lab {
 }
 
 /// The oid of the database called `name` on `conn`'s server, if it holds one.
-fn database_oid(conn: &mut PgConnection, name: &str) -> Option<i64> {
+fn database_oid(conn: &mut PgConnection, name: &str) -> diesel::QueryResult<Option<i64>> {
     #[derive(QueryableByName)]
     struct Oid {
         #[diesel(sql_type = BigInt)]
         oid: i64,
     }
     let query = sql_query("SELECT oid::bigint AS oid FROM pg_database WHERE datname = $1").bind::<Text, _>(name);
-    query.get_result::<Oid>(conn).optional().unwrap().map(|row| row.oid)
+    Ok(query.get_result::<Oid>(conn).optional()?.map(|row| row.oid))
 }
 
 fn click() -> Value {
