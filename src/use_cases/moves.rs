@@ -17,7 +17,7 @@ use crate::domain::access::{Action, Principal};
 use crate::domain::counts::{Counts, CountsError};
 use crate::domain::failures::{Failure, FailureError, ReportedFailure};
 use crate::domain::ids::{RunId, WorkspaceId};
-use crate::domain::status::{self, EventKind, RunStatus, Transition, TransitionError};
+use crate::domain::status::{self, EventKind, Transition, TransitionError};
 
 /// The most failure entries one report may carry.
 pub const MAX_FAILURES_PER_REPORT: usize = 1000;
@@ -202,8 +202,7 @@ pub fn progress_runs(
         let mut accepted = Vec::new();
         for index in reports {
             match visible(&batch[index].principal, found.clone(), Action::Execute) {
-                Ok(run) if run.status == RunStatus::Running => accepted.push(index),
-                Ok(_) => alone.push(index),
+                Ok(_) => accepted.push(index),
                 Err(refusal) => answers[index] = Some(Err(refusal)),
             }
         }
