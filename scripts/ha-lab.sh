@@ -22,7 +22,9 @@
 set -euo pipefail
 
 LAB="${OPSRUN_HA_LAB_DIR:-/tmp/opsrun-ha-lab}"
-BASE_PORT="${OPSRUN_HA_LAB_PORT:-56100}"
+# Below the kernel's ephemeral range (32768-60999 by default): no outgoing connection of
+# the tests or of the lab itself can hold a lab port at the moment its server binds it.
+BASE_PORT="${OPSRUN_HA_LAB_PORT:-26100}"
 MONITOR_PORT=$BASE_PORT
 NODE_PORTS=($((BASE_PORT + 1)) $((BASE_PORT + 2)))
 REPLICA_PORT=$((BASE_PORT + 3))
@@ -65,14 +67,26 @@ psql_at() {
   as_owner "$PG_BIN/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U postgres "$@"
 }
 
-# Waits for `test` (a shell snippet) to succeed, at most `seconds`.
+# Waits for `test` (a shell snippet) to succeed, at most `seconds`; on giving up, shows the
+# end of `log` (optional), since `down` removes the lab and its logs with it.
 wait_for() {
-  local seconds=$1 what=$2 test=$3
+  local seconds=$1 what=$2 test=$3 log=${4:-}
   local deadline=$((SECONDS + seconds))
   until eval "$test" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "gave up after ${seconds}s waiting for $what"
+    if [ $SECONDS -ge $deadline ]; then
+      if [ -n "$log" ] && [ -f "$log" ]; then
+        log "the end of $log:"
+        tail -n 30 "$log" >&2
+      fi
+      die "gave up after ${seconds}s waiting for $what"
+    fi
     sleep 0.2
   done
+}
+
+# Something already answers on 127.0.0.1:port.
+port_taken() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 monitor_url="postgres://autoctl_node@127.0.0.1:$MONITOR_PORT/pg_auto_failover?sslmode=disable"
@@ -127,6 +141,9 @@ up() {
   [ ! -e "$LAB" ] || die "$LAB exists: run \`$0 down\` first"
   command -v pg_autoctl >/dev/null || die "pg_autoctl is missing (Debian: postgresql-15-auto-failover pg-auto-failover-cli)"
   command -v pgbouncer >/dev/null || die "pgbouncer is missing (Debian: pgbouncer)"
+  for port in "$MONITOR_PORT" "${NODE_PORTS[@]}" "$REPLICA_PORT" "$POOLER_PORT"; do
+    ! port_taken "$port" || die "port $port is taken: stop what listens there, or set OPSRUN_HA_LAB_PORT"
+  done
   mkdir -p "$LAB/xdg/config" "$LAB/xdg/data" "$LAB/xdg/run"
   chmod 700 "$LAB/xdg/run"
   [ "$(id -u)" != 0 ] || chown -R postgres "$LAB"
@@ -135,7 +152,7 @@ up() {
   autoctl create monitor --pgdata "$LAB/monitor" --pgport "$MONITOR_PORT" --pgctl "$PG_BIN/pg_ctl" \
     --hostname 127.0.0.1 --auth trust --no-ssl >>"$LAB/monitor.log" 2>&1
   run_keeper "$LAB/monitor" monitor
-  wait_for 60 "the monitor" "psql_at $MONITOR_PORT -d pg_auto_failover -c 'SELECT 1'"
+  wait_for 60 "the monitor" "psql_at $MONITOR_PORT -d pg_auto_failover -c 'SELECT 1'" "$LAB/monitor.log"
   # Detect a dead primary in about three seconds instead of twenty: the lab's failovers
   # are measured, and production keeps the defaults unless it knows better.
   psql_at "$MONITOR_PORT" -d pg_auto_failover \
@@ -155,10 +172,10 @@ shared_buffers = 256MB
 shared_preload_libraries = 'pg_stat_statements'
 EOF
   create_node node1 "${NODE_PORTS[0]}"
-  wait_for 90 "node1 to be the primary" "node_states | grep -q 'node1:single'"
+  wait_for 90 "node1 to be the primary" "node_states | grep -q 'node1:single'" "$LAB/node1.log"
   log "secondary node2 on ${NODE_PORTS[1]}"
   create_node node2 "${NODE_PORTS[1]}"
-  wait_for 120 "node2 to be a secondary" "node_states | grep -q 'node2:secondary'"
+  wait_for 120 "node2 to be a secondary" "node_states | grep -q 'node2:secondary'" "$LAB/node2.log"
   log "read replica node3 on $REPLICA_PORT"
   create_node node3 "$REPLICA_PORT" --candidate-priority 0 --replication-quorum false
   wait_for 120 "the formation" formation_ready
@@ -189,7 +206,9 @@ EOF
   echo '"postgres" ""' >"$LAB/userlist.txt"
   [ "$(id -u)" != 0 ] || chown postgres "$LAB/pgbouncer.ini" "$LAB/userlist.txt"
   as_owner pgbouncer -d "$LAB/pgbouncer.ini" 2>>"$LAB/pgbouncer.start.log"
-  wait_for 30 "PgBouncer" "psql_at $POOLER_PORT -d $DB -c 'SELECT 1'"
+  # PgBouncer starts even when its TCP port cannot be bound (it warns in its log and
+  # serves its Unix socket only): the log is where such a failure shows.
+  wait_for 30 "PgBouncer" "psql_at $POOLER_PORT -d $DB -c 'SELECT 1'" "$LAB/pgbouncer.log"
   log "ready"
   print_urls
 }
