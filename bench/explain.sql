@@ -39,22 +39,22 @@ FROM operation_runs
 WHERE workspace_id = 1 AND tenant_id BETWEEN 1005 AND 1005
 ORDER BY tenant_id, created_at DESC, id DESC LIMIT 51;
 
-\echo '== list, a caller restricted to tenants 1005 and 1006 (GET /v1/runs): one range per tenant, then the workspace-scoped runs'
-EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
-FROM operation_runs
-WHERE workspace_id = 1 AND tenant_id BETWEEN 1006 AND 1006
-ORDER BY tenant_id, created_at DESC, id DESC LIMIT 51;
+\echo '== list, a caller restricted to some tenants (GET /v1/runs): the workspace-scoped runs, then one statement over every tenant (below)'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
 FROM operation_runs
 WHERE workspace_id = 1 AND tenant_id IS NULL
 ORDER BY created_at DESC, id DESC LIMIT 51;
 
-\echo '== the same as one query, which the service uses only for callers with more than 16 tenants'
+\echo '== list, a caller restricted to 20 tenants (1005-1024): a page of each tenant'\''s range, in one statement'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-SELECT id FROM operation_runs
-WHERE workspace_id = 1 AND (tenant_id IS NULL OR tenant_id = ANY('{1005,1006}'))
+SELECT page.* FROM unnest('{1005,1006,1007,1008,1009,1010,1011,1012,1013,1014,1015,1016,1017,1018,1019,1020,1021,1022,1023,1024}'::bigint[]) AS each_tenant(tenant)
+CROSS JOIN LATERAL (
+    SELECT id, workspace_id, tenant_id, user_id, initiator_name, type, status, outcome, summary_counts, failure_summary, context, started_at, completed_at, created_at, updated_at
+    FROM operation_runs
+    WHERE workspace_id = 1 AND tenant_id BETWEEN each_tenant.tenant AND each_tenant.tenant
+    ORDER BY tenant_id, created_at DESC, id DESC LIMIT 51
+) AS page
 ORDER BY created_at DESC, id DESC LIMIT 51;
 
 \echo '== list, everything the caller sees (GET /v1/runs)'

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::{now, sql};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{json, Value};
 
 use std::sync::LazyLock;
@@ -229,12 +230,6 @@ impl RunQuery {
     }
 }
 
-/// Callers limited to at most this many tenants get one index range per tenant.
-const TENANTS_READ_ONE_BY_ONE: usize = 16;
-
-/// A list reads at most this many index ranges; past it, one query with `IN` lists.
-const MOST_RANGES: usize = 48;
-
 impl RunQuery {
     /// Where `row` stands in this list's order: what a cursor after it holds.
     pub fn position(&self, row: &OperationRunRow) -> (DateTime<Utc>, i64) {
@@ -249,21 +244,22 @@ impl RunQuery {
     /// An `IN` list cannot be read from a btree in the order of the columns after it (not
     /// before PostgreSQL 17), so a filter with several values would sort every match.
     /// Instead each value is a range of its own, read `limit` rows deep, and the ranges
-    /// are merged: a caller limited to a few tenants reads each tenant and the
-    /// workspace-scoped runs; `status=active` reads the queued and the running runs;
-    /// several outcomes read one each. "What changed since" is ordered by `updated_at`,
-    /// which only its own index serves, so it is never split.
+    /// are merged: a caller limited to some tenants reads each of its tenants (all in one
+    /// statement, [`EachTenantPage`]) and the workspace-scoped runs; `status=active` reads
+    /// the queued and the running runs; several outcomes read one each. That is at most
+    /// 2 × 2 × (the number of outcomes) statements. "What changed since" is ordered by
+    /// `updated_at`, which only its own index serves, so it is never split.
     fn ranges(&self) -> Vec<Range<'_>> {
         let tenants: Vec<TenantFilter> = match (&self.visible_tenants, self.tenant_id) {
             (Some(visible), Some(tenant)) if !visible.contains(&tenant) => return Vec::new(),
-            (Some(visible), None) if visible.len() <= TENANTS_READ_ONE_BY_ONE => {
-                visible.iter().copied().map(TenantFilter::One).chain([TenantFilter::WorkspaceScoped]).collect()
+            // A user's or a schedule's own index range is narrower than the tenants'.
+            (Some(visible), None) if self.user_id.is_some() || self.backup_schedule_id.is_some() => {
+                vec![TenantFilter::Visible(visible)]
             }
-            (Some(visible), None) => vec![TenantFilter::Visible(visible)],
+            (Some(visible), None) => vec![TenantFilter::EachOf(visible), TenantFilter::WorkspaceScoped],
             (_, Some(tenant)) => vec![TenantFilter::One(tenant)],
             (None, None) => vec![TenantFilter::Any],
         };
-        let whole = |tenants| Range { tenants, status: self.status, outcomes: &self.outcomes[..] };
         let split = self.updated_after.is_none();
         let statuses: Vec<Option<StatusFilter>> = match self.status {
             Some(StatusFilter::Active) if split => {
@@ -275,9 +271,6 @@ impl RunQuery {
             2.. if split => self.outcomes.chunks(1).collect(),
             _ => vec![&self.outcomes[..]],
         };
-        if tenants.len() * statuses.len() * outcomes.len() > MOST_RANGES {
-            return tenants.into_iter().map(whole).collect();
-        }
         let mut ranges = Vec::new();
         for tenant in &tenants {
             for wanted in &statuses {
@@ -316,6 +309,8 @@ enum TenantFilter<'a> {
     WorkspaceScoped,
     /// These tenants' runs and the workspace-scoped ones.
     Visible(&'a [TenantId]),
+    /// These tenants' runs, one index range each, read in one statement ([`EachTenantPage`]).
+    EachOf(&'a [TenantId]),
 }
 
 /// One index range of a list: the query's other filters, with these in place of its own.
@@ -341,6 +336,8 @@ enum Lead {
     Schedule(i64),
     User(i64),
     Tenant(TenantId),
+    /// The tenant of [`EachTenantPage`]'s current range.
+    EachTenant,
     Outcome(Outcome),
     Status(RunStatus),
     Type(RunType),
@@ -365,6 +362,7 @@ impl Range<'_> {
         }
         let tenant = match self.tenants {
             TenantFilter::One(tenant) => Some(Lead::Tenant(tenant)),
+            TenantFilter::EachOf(_) => Some(Lead::EachTenant),
             _ => None,
         };
         let one_type = match query.types[..] {
@@ -393,6 +391,8 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
         TenantFilter::Visible(visible) => {
             select = select.filter(tenant_id.is_null().or(tenant_id.eq_any(visible.to_vec())))
         }
+        // Always the lead: `ranges` uses it only without a user or schedule filter.
+        TenantFilter::EachOf(_) => {}
     }
     if let Some(user) = query.user_id.filter(|_| !matches!(lead, Some(Lead::User(_)))) {
         select = select.filter(user_id.eq(user));
@@ -423,6 +423,10 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
         Some(Lead::Schedule(v)) => select.filter(backup_schedule_id.between(v, v)).order(backup_schedule_id),
         Some(Lead::User(v)) => select.filter(user_id.between(v, v)).order(user_id),
         Some(Lead::Tenant(v)) => select.filter(tenant_id.between(v, v)).order(tenant_id),
+        Some(Lead::EachTenant) => {
+            let each = || sql::<Nullable<BigInt>>(EACH_TENANT);
+            select.filter(tenant_id.between(each(), each())).order(tenant_id)
+        }
         Some(Lead::Outcome(v)) => select.filter(outcome.between(v, v)).order(outcome),
         Some(Lead::Status(v)) => select.filter(status.between(v, v)).order(status),
         Some(Lead::Type(v)) => select.filter(type_.between(v, v)).order(type_),
@@ -436,19 +440,74 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
     if let Some(before) = &query.scheduled_before {
         select = select.filter(sql::<Bool>("context ->> 'scheduled_for' < ").bind::<Text, _>(before.clone()));
     }
-    if let Some(since) = query.updated_after {
+    let (select, order) = if let Some(since) = query.updated_after {
         // Served by (workspace_id, updated_at, id), oldest change first.
         select = select.filter(updated_at.ge(since));
         if let Some(cursor) = query.after {
             select = select.filter(past_cursor("(updated_at, id) > (", cursor));
         }
-        return select.order((updated_at.asc(), id.asc())).limit(query.limit).load(conn);
+        (select.then_order_by((updated_at.asc(), id.asc())), "updated_at ASC, id ASC")
+    } else {
+        if let Some(cursor) = query.after {
+            select = select.filter(past_cursor("(created_at, id) < (", cursor));
+        }
+        (select.then_order_by((created_at.desc(), id.desc())), "created_at DESC, id DESC")
+    };
+    let select = select.limit(query.limit);
+    match range.tenants {
+        TenantFilter::EachOf(tenants) => {
+            let tenants = tenants.iter().map(|tenant| tenant.get()).collect();
+            EachTenantPage { tenants, page: select, order, limit: query.limit }.load(conn)
+        }
+        _ => select.load(conn),
     }
-    if let Some(cursor) = query.after {
-        select = select.filter(past_cursor("(created_at, id) < (", cursor));
-    }
-    select.then_order_by((created_at.desc(), id.desc())).limit(query.limit).load(conn)
 }
+
+/// The tenant of an [`EachTenantPage`]'s current range, as its `page` names it.
+const EACH_TENANT: &str = "each_tenant.tenant";
+
+/// `page` (a range whose lead is [`EACH_TENANT`]) once for each tenant, in one
+/// statement, then the newest `limit` of them all:
+///
+/// ```sql
+/// SELECT page.* FROM unnest($tenants) AS each_tenant(tenant)
+/// CROSS JOIN LATERAL (<page>) AS page ORDER BY <order> LIMIT $limit
+/// ```
+///
+/// A caller with many tenants then reads at most `limit` rows of each tenant's index
+/// range, however rare its tenants' runs are in the workspace; one query with
+/// `tenant_id = ANY(…)` walks the workspace past every other tenant's run.
+struct EachTenantPage<Q> {
+    tenants: Vec<i64>,
+    page: Q,
+    /// The page's order, by the output's column names.
+    order: &'static str,
+    limit: i64,
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for EachTenantPage<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT page.* FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.tenants)?;
+        out.push_sql(") AS each_tenant(tenant) CROSS JOIN LATERAL (");
+        self.page.walk_ast(out.reborrow())?;
+        out.push_sql(") AS page ORDER BY ");
+        out.push_sql(self.order);
+        out.push_sql(" LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)
+    }
+}
+
+impl<Q: Query> Query for EachTenantPage<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> QueryId for EachTenantPage<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> RunQueryDsl<PgConnection> for EachTenantPage<Q> {}
 
 /// The rows past a keyset cursor, `row_comparison` being `"(column, id) < ("` or `> (`:
 /// a row comparison, so the (…, column, id) indexes bound the scan.
