@@ -14,7 +14,7 @@ rows = list(csv.DictReader(open(path), delimiter="\t"))
 sizes = sorted({int(r["size"]) for r in rows})
 has_before = any(r["client"] == "opsrun-before" for r in rows)
 ops = ["start", "start_keyed", "refused", "view", "list_first", "list_first_browser", "list_first_br", "list_deep",
-       "history", "progress"]
+       "list_random", "history", "progress"]
 skewed = ["list_status", "list_outcome", "list_user", "list_window", "history_status"]
 names = {
     "start": "start (new identity, 201)",
@@ -25,6 +25,7 @@ names = {
     "list_first_browser": "list, first page, as Chromium asks (gzip)",
     "list_first_br": "list, first page, brotli (Accept-Encoding: br)",
     "list_deep": "list, deep page via cursor",
+    "list_random": "list, a page before a random instant (no two alike)",
     "history": "backup-schedule history",
     "progress": "progress on one hot run",
     "list_all": "list, first page, no filter",

@@ -25,7 +25,7 @@ concurrency=${BENCH_CONCURRENCY:-32}
 fixed_seconds=${BENCH_FIXED_SECONDS:-10}
 sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
-operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep history progress
+operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep list_random history progress
             list_all list_status list_outcome list_user list_window history_status)
 # At a fixed rate, half of the older (else this) build's saturation throughput.
 fixed_operations=(view list_first start)

@@ -44,8 +44,9 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     counter
 }
 
-/// The kinds of requests the service answers in batches.
-pub const BATCH_KINDS: [&str; 3] = ["view", "start", "progress"];
+/// The kinds of requests the service answers in batches (`list`: identical pages that
+/// share one execution).
+pub const BATCH_KINDS: [&str; 4] = ["view", "start", "progress", "list"];
 
 impl Default for Metrics {
     fn default() -> Metrics {

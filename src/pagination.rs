@@ -28,6 +28,7 @@ struct CursorBody {
 }
 
 /// The filters of one list request, as sent, for fingerprinting and next links.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListRequest {
     path: String,
     filter_pairs: Vec<(String, String)>,

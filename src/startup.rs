@@ -165,6 +165,7 @@ impl Application {
         let app_database = web::Data::new(database.clone());
         let start_batches = web::Data::new(StartBatches::new(&database));
         let progress_batches = web::Data::new(ProgressBatches::new(&database));
+        let list_pages = web::Data::new(routes::listing::list_pages());
         let app_metrics = metrics.clone();
         let live = config.live;
         let hub = Hub::new(live, metrics.streams_dropped_slow.clone());
@@ -191,6 +192,7 @@ impl Application {
                 .app_data(app_database.clone())
                 .app_data(start_batches.clone())
                 .app_data(progress_batches.clone())
+                .app_data(list_pages.clone())
                 .app_data(reads.clone())
                 .app_data(app_metrics.clone())
                 .app_data(app_hub.clone())

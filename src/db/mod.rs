@@ -11,6 +11,7 @@ pub mod models;
 pub mod replica;
 pub mod runs;
 pub mod schema;
+pub mod shared_reads;
 mod sql_types;
 
 pub use error::DbError;

@@ -153,7 +153,7 @@ pub fn update(
 }
 
 /// Which statuses a list asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatusFilter {
     Is(RunStatus),
     /// Queued or running.
@@ -175,8 +175,9 @@ impl StatusFilter {
     }
 }
 
-/// A page request over runs of one workspace, newest first.
-#[derive(Clone, Debug)]
+/// A page request over runs of one workspace, newest first. Equal queries read equal
+/// pages (they share one execution: [`super::shared_reads`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RunQuery {
     pub workspace_id: WorkspaceId,
     /// Only these types; the caller's viewable types intersected with any type filter.

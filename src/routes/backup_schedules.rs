@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::listing::{
-    parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query,
+    parse_outcomes, parse_query, parse_status, parse_time, parse_types, respond_with_page, visible_query, ListPages,
 };
 use super::runs::RunPage;
 use crate::domain::access::Principal;
@@ -79,6 +79,7 @@ fn schedule_run_types() -> utoipa::openapi::schema::Array {
 #[get("/v1/backup-schedules/{schedule_id}/runs")]
 pub async fn list_backup_schedule_runs(
     db: Reader,
+    pages: web::Data<ListPages>,
     principal: Principal,
     schedule_id: web::Path<i64>,
     request: HttpRequest,
@@ -117,5 +118,5 @@ pub async fn list_backup_schedule_runs(
     query.scheduled_before = parse_time("scheduled_before", params.scheduled_before.as_deref())?
         .map(|at| format_minute(crate::domain::inputs::ceil_minute(at)));
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&db, &pages, query, list, params.cursor.as_deref(), params.limit).await
 }

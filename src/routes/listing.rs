@@ -2,12 +2,18 @@
 //! parsing with a 400 for every mistake, the caller's visibility, keyset pages and the
 //! `Link` header.
 
-use actix_web::{http::header, HttpRequest, HttpResponse};
+use std::sync::Arc;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::runs::{RunPage, RunView};
+use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, RunQuery, StatusFilter};
+use crate::db::shared_reads::SharedReads;
 use crate::db::DbError;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
@@ -116,9 +122,32 @@ pub fn visible_query(principal: &Principal, requested: &[RunType]) -> RunQuery {
     query
 }
 
+/// One page as a list request asks for it: the rows it reads and how its cursor and
+/// `Link` are spelled. Equal keys are answered with one rendered page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    query: RunQuery,
+    list: ListRequest,
+}
+
+/// A page rendered once, served to every request that asked for it at the same moment.
+pub struct Page {
+    body: Bytes,
+    link: Option<String>,
+}
+
+/// The pages of `GET /v1/runs` and the schedules' histories: concurrent identical
+/// requests share one statement and one rendering ([`SharedReads`]).
+pub type ListPages = SharedReads<PageKey, Page>;
+
+pub fn list_pages() -> ListPages {
+    SharedReads::new(|conn, key: &PageKey| render_page(runs::list(conn, &key.query)?, key))
+}
+
 /// Runs one page of `query` and answers with the page and its `Link` header.
 pub async fn respond_with_page(
     db: &Reader,
+    pages: &ListPages,
     mut query: RunQuery,
     list: ListRequest,
     cursor: Option<&str>,
@@ -127,26 +156,35 @@ pub async fn respond_with_page(
     let limit = pagination::limit(limit)?;
     query.after = cursor.map(|c| list.decode_cursor(c)).transpose()?;
     query.limit = limit + 1;
-    let ordering = query.clone();
-    let query_position = move |row: &_| ordering.position(row);
-    let mut rows = if query.types.is_empty() {
-        Vec::new()
+    let key = PageKey { query, list };
+    let page = if key.query.types.is_empty() {
+        Arc::new(render_page(Vec::new(), &key)?)
     } else {
-        db.run(move |conn| runs::list(conn, &query).map_err(DbError::from)).await?
+        db.read_shared(pages, key).await?
     };
+    let mut response = HttpResponse::Ok();
+    response.content_type(ContentType::json());
+    if let Some(link) = &page.link {
+        response.insert_header((header::LINK, link.as_str()));
+    }
+    Ok(response.body(page.body.clone()))
+}
+
+/// The page of `rows` (read one past the page size, to know whether more follow).
+fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Result<Page, DbError> {
+    let limit = key.query.limit - 1;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| {
-            let (at, id) = query_position(last);
-            list.encode_cursor(at, id)
+            let (at, id) = key.query.position(last);
+            key.list.encode_cursor(at, id)
         })
     } else {
         None
     };
-    let mut response = HttpResponse::Ok();
-    if let Some(cursor) = &next_cursor {
-        response.insert_header((header::LINK, list.next_link(cursor, limit)));
-    }
+    let link = next_cursor.as_ref().map(|cursor| key.list.next_link(cursor, limit));
     let items = rows.into_iter().map(RunView::from).collect();
-    Ok(response.json(RunPage { items, next_cursor }))
+    let body = serde_json::to_vec(&RunPage { items, next_cursor })
+        .map_err(|e| DbError::internal(&format!("a page did not serialize: {e}")))?;
+    Ok(Page { body: body.into(), link })
 }

@@ -7,6 +7,7 @@ use actix_web::{get, web, HttpResponse};
 
 use crate::db::Database;
 use crate::metrics::Metrics;
+use crate::routes::listing::ListPages;
 use crate::use_cases::moves::ProgressBatches;
 use crate::use_cases::start::StartBatches;
 
@@ -24,9 +25,15 @@ pub async fn export_metrics(
     db: web::Data<Database>,
     starts: web::Data<StartBatches>,
     reports: web::Data<ProgressBatches>,
+    pages: web::Data<ListPages>,
     hub: web::Data<Arc<Hub>>,
 ) -> HttpResponse {
-    let batches = [("view", db.view_batches()), ("start", starts.stats()), ("progress", reports.stats())];
+    let batches = [
+        ("view", db.view_batches()),
+        ("start", starts.stats()),
+        ("progress", reports.stats()),
+        ("list", pages.stats()),
+    ];
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics.render(&db, &batches, &hub))

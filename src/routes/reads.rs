@@ -7,6 +7,8 @@
 //! as well, so following a `201`'s `Location` never answers 404, token or not.
 
 use std::future::{ready, Ready};
+use std::hash::Hash;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::body::MessageBody;
@@ -20,6 +22,7 @@ use diesel::PgConnection;
 
 use crate::db::models::OperationRunRow;
 use crate::db::replica::{ReadTarget, Reads};
+use crate::db::shared_reads::SharedReads;
 use crate::db::{Database, DbError};
 use crate::domain::ids::{RunId, WorkspaceId};
 use crate::error::{ApiError, ProblemCode};
@@ -127,6 +130,22 @@ impl Reader {
         }
         match self.target.db.find_run(workspace, run).await {
             Ok(None) | Err(DbError::Unavailable) => self.primary.find_run(workspace, run).await,
+            answered => answered,
+        }
+    }
+
+    /// `key`'s answer from `reads` ([`SharedReads::read`]: shared with the identical
+    /// reads of the same moment); on the replica, an outage is asked of the primary.
+    pub async fn read_shared<K, V>(&self, reads: &SharedReads<K, V>, key: K) -> Result<Arc<V>, DbError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        if self.target.replica_holds.is_none() {
+            return reads.read(&self.primary, key).await;
+        }
+        match reads.read(&self.target.db, key.clone()).await {
+            Err(error) if error.ask_primary() => reads.read(&self.primary, key).await,
             answered => answered,
         }
     }

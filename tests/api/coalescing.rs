@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, claims, inventory_sync, mint, spawn_all, started_run, worker_token, TestApp};
+use crate::helpers::{
+    admin_token, claims, ids, inventory_sync, mint, spawn_all, started_run, token, worker_token, TestApp,
+};
 
 /// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
 async fn metric(app: &TestApp, series: &str) -> f64 {
@@ -550,4 +552,113 @@ async fn concurrent_progress_reports_on_one_run_are_summed_in_batches_and_lose_n
     .unwrap()
     .n;
     assert_eq!(events, 32);
+}
+
+/// Sends `count` GETs of `path` with `token` at once (before the returned future is
+/// polled); the answers, in order.
+fn get_all(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    count: usize,
+) -> impl std::future::Future<Output = Vec<(u16, Value)>> {
+    let handles: Vec<_> = (0..count)
+        .map(|_| {
+            let (app, path, token) = (app.clone_client(), path.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                let response = app.get(&path, &token).await;
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    async move {
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.unwrap());
+        }
+        answers
+    }
+}
+
+async fn list_executions(app: &TestApp) -> f64 {
+    metric(app, "opsrun_db_batches_total{kind=\"list\"}").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_list_requests_that_wait_together_share_one_execution_and_each_gets_the_whole_page() {
+    let app = TestApp::spawn().await;
+    for i in 0..30 {
+        app.start(&admin_token(), inventory_sync(1 + i % 3, &format!("page-{i}"))).await;
+    }
+    let path = "/v1/runs?type=inventory_sync&limit=20";
+    let alone = app.get(path, &admin_token()).await.json::<Value>().await.unwrap();
+    let executions_before = list_executions(&app).await;
+
+    // The first request's execution blocks on the lock; the other 31 wait for the next one.
+    let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
+    let racing = get_all(&app, path, &admin_token(), 32);
+    until_arrived(&app, "list", 33).await;
+    drop(lock);
+    let answers = racing.await;
+
+    for (status, page) in &answers {
+        assert_eq!((*status, page), (200, &alone));
+    }
+    assert_eq!(ids(&alone).len(), 20);
+    assert!(alone["next_cursor"].is_string());
+    assert_eq!(list_executions(&app).await - executions_before, 2.0, "one execution, then one for the 31 that waited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lists_of_callers_who_see_different_runs_never_share_an_answer() {
+    let app = TestApp::spawn().await;
+    let mut of_tenant: [Vec<i64>; 2] = Default::default();
+    for i in 0..12 {
+        let tenant = 1 + i % 2;
+        let id = app.start(&admin_token(), inventory_sync(tenant, &format!("seen-{i}"))).await;
+        of_tenant[tenant as usize - 1].insert(0, id);
+    }
+    let tokens = [token(json!([1]), &["inventory.sync"]), token(json!([2]), &["inventory.sync"])];
+
+    let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
+    let racing = [0, 1].map(|t| get_all(&app, "/v1/runs?limit=50", &tokens[t], 16));
+    until_arrived(&app, "list", 32).await;
+    drop(lock);
+    let [first, second] = racing;
+    for (tenant, answers) in [(0, first.await), (1, second.await)] {
+        for (status, page) in answers {
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(ids(&page), of_tenant[tenant], "tenant {}'s caller sees its runs only", tenant + 1);
+        }
+    }
+    assert!(list_executions(&app).await <= 4.0, "each caller's lists still shared among themselves");
+}
+
+/// Read-your-writes under sharing: each client starts a run and at once lists the page
+/// every client is polling. An answer from an execution that began before the client's
+/// start committed would miss its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_list_always_includes_the_callers_own_start_even_while_identical_lists_are_shared() {
+    let app = TestApp::spawn().await;
+    let path = "/v1/runs?type=inventory_sync&limit=50";
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let app = app.clone_client();
+            async move {
+                for round in 0..25 {
+                    let created = app.start(&admin_token(), inventory_sync(1, &format!("{client}-{round}"))).await;
+                    // Other clients poll the same page meanwhile, so lists overlap and share.
+                    let polls = get_all(&app, path, &admin_token(), 3);
+                    let page = app.get(path, &admin_token()).await.json::<Value>().await.unwrap();
+                    assert!(ids(&page).contains(&created), "client {client} round {round}: run {created} missing");
+                    polls.await;
+                }
+            }
+        })
+        .collect();
+    spawn_all(clients).await;
+    let shared = metric(&app, "opsrun_db_batched_requests_total{kind=\"list\"}").await;
+    let executions = list_executions(&app).await;
+    assert_eq!(shared, 8.0 * 25.0 * 4.0, "every list was answered");
+    assert!(executions < shared, "some lists shared an execution ({executions} for {shared})");
 }

@@ -1,6 +1,6 @@
 //! `GET /v1/runs`: every run the caller may view, filtered and paginated.
 
-use actix_web::{get, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -13,6 +13,7 @@ use crate::error::{ApiError, Problem};
 use crate::pagination::ListRequest;
 use crate::routes::listing::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, positive_id, respond_with_page, visible_query,
+    ListPages,
 };
 use crate::routes::reads::{ReadAfterHeader, Reader};
 
@@ -75,7 +76,12 @@ pub struct ListRunsParams {
     )
 )]
 #[get("/v1/runs")]
-pub async fn list_runs(db: Reader, principal: Principal, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list_runs(
+    db: Reader,
+    pages: web::Data<ListPages>,
+    principal: Principal,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let (params, pairs): (ListRunsParams, _) = parse_query(&request)?;
     let mut query = visible_query(&principal, &parse_types(&params.r#type)?);
     query.status = parse_status(params.status.as_deref())?;
@@ -87,5 +93,5 @@ pub async fn list_runs(db: Reader, principal: Principal, request: HttpRequest) -
     query.backup_schedule_id = positive_id("backup_schedule_id", params.backup_schedule_id)?;
     query.updated_after = parse_time("updated_after", params.updated_after.as_deref())?;
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&db, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&db, &pages, query, list, params.cursor.as_deref(), params.limit).await
 }
