@@ -46,7 +46,7 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 
 /// The kinds of requests the service answers in batches (`list`: identical pages that
 /// share one execution).
-pub const BATCH_KINDS: [&str; 4] = ["view", "start", "progress", "list"];
+pub const BATCH_KINDS: [&str; 5] = ["view", "start", "keyed_start", "progress", "list"];
 
 impl Default for Metrics {
     fn default() -> Metrics {

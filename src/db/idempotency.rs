@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use diesel::dsl::now;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double, Interval, Nullable, SmallInt, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Interval, Nullable, SmallInt, Text};
 
 use super::schema::idempotency_keys;
 use crate::domain::ids::WorkspaceId;
@@ -58,6 +58,55 @@ pub fn claim(
         .bind::<Text, _>(given)
         .bind::<Interval, _>(interval(kept))
         .get_result(conn)
+}
+
+/// One key to claim: its advisory lock, and whose key it is.
+pub struct KeyClaim<'a> {
+    pub lock: i64,
+    pub workspace: WorkspaceId,
+    pub caller: &'a str,
+    pub given: &'a str,
+}
+
+/// [`claim`] for several keys in one statement, in their order. The keys must differ:
+/// a transaction that holds a key's lock takes it again, so a key claimed twice in one
+/// transaction would be fresh twice.
+pub fn claim_each(conn: &mut PgConnection, keys: &[KeyClaim], kept: Duration) -> QueryResult<Vec<Claimed>> {
+    diesel::sql_query(
+        "SELECT claimed.* FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY
+                AS k(lock, ws, caller, given, n)
+         CROSS JOIN LATERAL opsrun_claim_idempotency_key(k.lock, k.ws, k.caller, k.given, $5) AS claimed
+         ORDER BY k.n",
+    )
+    .bind::<Array<BigInt>, _>(keys.iter().map(|k| k.lock).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(keys.iter().map(|k| k.workspace.get()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.caller).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.given).collect::<Vec<_>>())
+    .bind::<Interval, _>(interval(kept))
+    .load(conn)
+}
+
+/// [`save`] for several answers, in one statement.
+pub fn save_each(conn: &mut PgConnection, answers: &[StoredAnswer]) -> QueryResult<()> {
+    use super::schema::idempotency_keys::dsl::*;
+    use diesel::upsert::excluded;
+    if answers.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(idempotency_keys)
+        .values(answers)
+        .on_conflict((workspace_id, subject, key))
+        .do_update()
+        .set((
+            request_hash.eq(excluded(request_hash)),
+            response_status.eq(excluded(response_status)),
+            response_type.eq(excluded(response_type)),
+            response_location.eq(excluded(response_location)),
+            response_body.eq(excluded(response_body)),
+            created_at.eq(now),
+        ))
+        .execute(conn)
+        .map(drop)
 }
 
 /// Stores an answer, replacing an expired one under the same key.

@@ -93,7 +93,17 @@ where
         let answer = db.run(effect).await?;
         return Ok(respond(Answered { answer, replayed: false }));
     };
-    match db.run(move |conn| once(conn, &keyed, effect)).await {
+    let answered = db.run(move |conn| once(conn, &keyed, effect)).await;
+    counted(metrics, kind, answered)
+}
+
+/// Counts a keyed write's replay or key conflict, and answers it.
+pub fn counted(
+    metrics: &Metrics,
+    kind: EventKind,
+    answered: Result<Answered, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    match answered {
         Ok(answered) => {
             if answered.replayed {
                 metrics.idempotent_replays.with_label_values(&[kind.as_str()]).inc();

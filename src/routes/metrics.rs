@@ -8,6 +8,7 @@ use actix_web::{get, web, HttpResponse};
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::routes::listing::ListPages;
+use crate::routes::runs::start::KeyedStarts;
 use crate::use_cases::moves::ProgressBatches;
 use crate::use_cases::start::StartBatches;
 
@@ -25,12 +26,14 @@ pub async fn export_metrics(
     db: web::Data<Database>,
     starts: web::Data<StartBatches>,
     reports: web::Data<ProgressBatches>,
+    keyed_starts: web::Data<KeyedStarts>,
     pages: web::Data<ListPages>,
     hub: web::Data<Arc<Hub>>,
 ) -> HttpResponse {
     let batches = [
         ("view", db.view_batches()),
         ("start", starts.stats()),
+        ("keyed_start", keyed_starts.stats()),
         ("progress", reports.stats()),
         ("list", pages.stats()),
     ];

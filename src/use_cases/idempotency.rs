@@ -5,13 +5,14 @@
 //! is told so at once (an advisory lock, held by the first request's transaction, on any
 //! instance); the same key on a different request is refused.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use diesel::{Connection, PgConnection, QueryResult};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::idempotency::{self, StoredAnswer};
+use crate::db::idempotency::{self, Claimed, KeyClaim, StoredAnswer};
 use crate::domain::access::Principal;
 use crate::domain::ids::WorkspaceId;
 
@@ -93,6 +94,25 @@ impl KeyedRequest {
         }
     }
 
+    /// Whose key this is, and the key: requests with one name share a stored answer.
+    fn name(&self) -> (WorkspaceId, &str, &str) {
+        (self.workspace_id, &self.subject, &self.key.0)
+    }
+
+    /// `answer` as stored for this request.
+    fn storing(&self, answer: &Answer) -> StoredAnswer {
+        StoredAnswer {
+            workspace_id: self.workspace_id,
+            subject: self.subject.clone(),
+            key: self.key.0.clone(),
+            request_hash: self.request_hash.clone(),
+            response_status: i16::try_from(answer.status).unwrap_or(i16::MAX),
+            response_type: answer.content_type.clone(),
+            response_location: answer.location.clone(),
+            response_body: answer.body.clone(),
+        }
+    }
+
     /// The advisory lock that marks this key's request as in flight.
     fn lock(&self) -> i64 {
         let mut hasher = Sha256::new();
@@ -129,9 +149,7 @@ pub enum KeyConflict {
 }
 
 /// Runs `effect` at most once for `keyed`: the first time, in one transaction with the
-/// storing of its answer; after that, the stored answer. An `Err` from `effect` is not
-/// stored (nothing took effect, or it is rolled back): the request may be retried with
-/// the same key.
+/// storing of its answer; after that, the stored answer.
 pub fn once<E>(
     conn: &mut PgConnection,
     keyed: &KeyedRequest,
@@ -141,39 +159,88 @@ where
     E: From<diesel::result::Error> + From<KeyConflict>,
 {
     conn.transaction(|conn| {
-        let key = &keyed.key.0;
-        let claimed = idempotency::claim(conn, keyed.lock(), keyed.workspace_id, &keyed.subject, key, KEPT)?;
-        if !claimed.locked {
-            return Err(KeyConflict::InFlight.into());
-        }
-        if let Some(stored_hash) = claimed.request_hash {
-            if stored_hash != keyed.request_hash {
-                return Err(KeyConflict::Reused.into());
-            }
-            let answer = Answer {
-                status: claimed.response_status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
-                content_type: claimed.response_type.unwrap_or_default(),
-                location: claimed.response_location,
-                body: claimed.response_body.unwrap_or_default(),
-            };
-            return Ok(Answered { answer, replayed: true });
+        let claimed = idempotency::claim(conn, keyed.lock(), keyed.workspace_id, &keyed.subject, &keyed.key.0, KEPT)?;
+        if let Some(stored) = stored_answer(keyed, claimed)? {
+            return Ok(stored);
         }
         let answer = effect(conn)?;
-        idempotency::save(
-            conn,
-            &StoredAnswer {
-                workspace_id: keyed.workspace_id,
-                subject: keyed.subject.clone(),
-                key: key.clone(),
-                request_hash: keyed.request_hash.clone(),
-                response_status: i16::try_from(answer.status).unwrap_or(i16::MAX),
-                response_type: answer.content_type.clone(),
-                response_location: answer.location.clone(),
-                response_body: answer.body.clone(),
-            },
-        )?;
+        idempotency::save(conn, &keyed.storing(&answer))?;
         Ok(Answered { answer, replayed: false })
     })
+}
+
+/// [`once`] for a batch of keyed requests in one transaction, as if made one after the
+/// other: one statement claims every key, `effect` makes the effects of those whose key
+/// is fresh (one answer each, in their order), and one statement stores their answers.
+/// A key sent twice in the batch is claimed by its first request; the second arrived
+/// while the first was in flight, and is told so. An `Err` from `effect` rolls back the
+/// batch: nothing took effect, and nothing is stored.
+pub fn once_each<J, E>(
+    conn: &mut PgConnection,
+    batch: &[(KeyedRequest, J)],
+    effect: impl FnOnce(&mut PgConnection, Vec<&J>) -> Result<Vec<Answer>, E>,
+) -> Result<Vec<Result<Answered, KeyConflict>>, E>
+where
+    E: From<diesel::result::Error>,
+{
+    conn.transaction(|conn| {
+        let mut seen = HashSet::new();
+        let first: Vec<bool> = batch.iter().map(|(keyed, _)| seen.insert(keyed.name())).collect();
+        let claims: Vec<KeyClaim> = batch
+            .iter()
+            .zip(&first)
+            .filter(|(_, first)| **first)
+            .map(|((keyed, _), _)| KeyClaim {
+                lock: keyed.lock(),
+                workspace: keyed.workspace_id,
+                caller: &keyed.subject,
+                given: &keyed.key.0,
+            })
+            .collect();
+        let mut claimed = idempotency::claim_each(conn, &claims, KEPT)?.into_iter();
+        // Per request: decided (a replay or a conflict), or `None` while its effect is due.
+        let mut outcomes: Vec<Option<Result<Answered, KeyConflict>>> = Vec::with_capacity(batch.len());
+        for ((keyed, _), first) in batch.iter().zip(&first) {
+            let outcome = match first {
+                false => Some(Err(KeyConflict::InFlight)),
+                true => {
+                    let claim = claimed.next().ok_or(diesel::result::Error::NotFound)?;
+                    stored_answer(keyed, claim).transpose()
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let due: Vec<usize> = (0..batch.len()).filter(|i| outcomes[*i].is_none()).collect();
+        let answers = effect(conn, due.iter().map(|i| &batch[*i].1).collect())?;
+        if answers.len() != due.len() {
+            return Err(diesel::result::Error::QueryBuilderError("an effect lost answers".into()).into());
+        }
+        let storing: Vec<StoredAnswer> = due.iter().zip(&answers).map(|(i, a)| batch[*i].0.storing(a)).collect();
+        idempotency::save_each(conn, &storing)?;
+        for (i, answer) in due.into_iter().zip(answers) {
+            outcomes[i] = Some(Ok(Answered { answer, replayed: false }));
+        }
+        Ok(outcomes.into_iter().map(|outcome| outcome.expect("every request is decided or answered")).collect())
+    })
+}
+
+/// What a claim found: the stored answer to replay (`None`: the key is fresh), or why
+/// the request may not go on.
+fn stored_answer(keyed: &KeyedRequest, claimed: Claimed) -> Result<Option<Answered>, KeyConflict> {
+    if !claimed.locked {
+        return Err(KeyConflict::InFlight);
+    }
+    let Some(stored_hash) = claimed.request_hash else { return Ok(None) };
+    if stored_hash != keyed.request_hash {
+        return Err(KeyConflict::Reused);
+    }
+    let answer = Answer {
+        status: claimed.response_status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+        content_type: claimed.response_type.unwrap_or_default(),
+        location: claimed.response_location,
+        body: claimed.response_body.unwrap_or_default(),
+    };
+    Ok(Some(Answered { answer, replayed: true }))
 }
 
 /// Deletes every answer past its 24 hours, a batch per statement; returns how many.

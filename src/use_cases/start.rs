@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use crate::db::coalesce::{BatchStats, Coalescer};
@@ -182,8 +183,8 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
 
 /// Starts arriving together, each answered as [`start_run`] would answer it alone, by
 /// one transaction per batch: one multi-row insert, one insert of their events, one
-/// commit (group commit). Keyed starts are not batched: each shares its transaction
-/// with its idempotency key.
+/// commit (group commit). Keyed starts batch apart, with their keys
+/// (`routes::runs::start::KeyedStarts`).
 pub struct StartBatches {
     batches: Coalescer<PlannedStart, Result<Started, DbError>>,
 }
@@ -225,15 +226,16 @@ pub fn start_batch(
 /// one after another in the batch's order: of two starts of one identity the first
 /// creates the run and the second is refused naming it (or, for `use_existing`, answered
 /// with it).
-pub fn start_runs(conn: &mut PgConnection, batch: &[PlannedStart]) -> QueryResult<Vec<Started>> {
+pub fn start_runs<P: Borrow<PlannedStart>>(conn: &mut PgConnection, batch: &[P]) -> QueryResult<Vec<Started>> {
+    let batch: Vec<&PlannedStart> = batch.iter().map(Borrow::borrow).collect();
     let mut firsts: HashMap<&str, &PlannedStart> = HashMap::new();
-    for planned in batch {
+    for planned in &batch {
         firsts.entry(planned.run.run_identity_hash.as_str()).or_insert(planned);
     }
     // In the batch's order, so that ids follow arrival as they do for lone starts.
     let distinct: Vec<(String, NewOperationRun)> = batch
         .iter()
-        .filter(|planned| std::ptr::eq(firsts[planned.run.run_identity_hash.as_str()], *planned))
+        .filter(|planned| std::ptr::eq(firsts[planned.run.run_identity_hash.as_str()], **planned))
         .map(|planned| (planned.run.run_identity_hash.clone(), planned.run.clone()))
         .collect();
     let created = create_runs(
@@ -248,7 +250,7 @@ pub fn start_runs(conn: &mut PgConnection, batch: &[PlannedStart]) -> QueryResul
         .iter()
         .map(|planned| {
             let hash = planned.run.run_identity_hash.as_str();
-            let first = std::ptr::eq(firsts[hash], planned);
+            let first = std::ptr::eq(firsts[hash], *planned);
             let holder = match &created[hash] {
                 Created::Run(run) if first => return Ok(Started::Created(run.clone())),
                 Created::Run(run) => run.id,

@@ -16,7 +16,8 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, claims, ids, inventory_sync, mint, spawn_all, started_run, token, worker_token, TestApp,
+    admin_token, claims, ids, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run, token, worker_token,
+    TestApp,
 };
 
 /// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
@@ -661,4 +662,88 @@ async fn a_list_always_includes_the_callers_own_start_even_while_identical_lists
     let executions = list_executions(&app).await;
     assert_eq!(shared, 8.0 * 25.0 * 4.0, "every list was answered");
     assert!(executions < shared, "some lists shared an execution ({executions} for {shared})");
+}
+
+/// Keyed starts batched: each in a savepoint with its key, so a row the database refuses
+/// fails alone, a held identity is refused naming its holder, one key sent twice takes
+/// effect once, and every stored answer replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refused_row() {
+    let app = TestApp::spawn().await;
+    app.db()
+        .batch_execute(
+            "ALTER TABLE operation_runs ADD CONSTRAINT refuses_poison CHECK (NOT context ? 'poison') NOT VALID",
+        )
+        .unwrap();
+    let mut requests: Vec<(String, Value)> =
+        (0..28).map(|i| (format!("key-{i}"), inventory_sync(1 + i % 3, &format!("keyed-{i}")))).collect();
+    let mut poisoned = inventory_sync(2, "poisoned");
+    poisoned["context"] = json!({ "poison": true });
+    requests.push(("key-poisoned".into(), poisoned));
+    requests.push(("key-twice".into(), inventory_sync(1, "twice")));
+    requests.push(("key-twice".into(), inventory_sync(1, "twice")));
+    requests.push(("key-same-identity".into(), inventory_sync(1, "keyed-0")));
+
+    let lock = lock_runs(&app, "EXCLUSIVE");
+    let handles: Vec<_> = requests
+        .iter()
+        .cloned()
+        .map(|(key, body)| {
+            let app = app.clone_client();
+            tokio::spawn(async move {
+                let response = post_keyed(&app, "/v1/runs", &admin_token(), &body, &key).await;
+                let replayed = replayed(&response);
+                (response.status().as_u16(), replayed, response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    until_arrived(&app, "keyed_start", 32).await;
+    drop(lock);
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    assert!(mean_batch(&app, "keyed_start").await > 2.0, "the keyed starts went as batches");
+
+    for (i, (status, _, body)) in answers[1..28].iter().enumerate() {
+        assert_eq!(*status, 201, "start {}: {body}", i + 1);
+    }
+    assert_eq!((answers[28].0, &answers[28].2["code"]), (500, &json!("internal_error")), "the refused row");
+    let twice: Vec<_> = answers[29..31].iter().collect();
+    let fresh = twice.iter().filter(|(status, replayed, _)| *status == 201 && !replayed).count();
+    assert_eq!(fresh, 1, "one key twice takes effect once: {twice:?}");
+    for (status, replayed, body) in &twice {
+        assert!(
+            (*status == 201 && (*replayed || body["id"] == twice[0].2["id"] || body["id"] == twice[1].2["id"]))
+                || (*status == 409 && body["code"] == "idempotency_key_in_flight"),
+            "{status} {body}"
+        );
+    }
+    // Two keys, one identity: whichever came first created the run, the other names it.
+    let mut same_identity = [&answers[0], &answers[31]];
+    same_identity.sort_by_key(|(status, _, _)| *status);
+    let [(created, _, run), (refused, _, holder)] = same_identity;
+    assert_eq!((*created, *refused, &holder["code"]), (201, 409, &json!("duplicate_run")), "{run} {holder}");
+    assert_eq!(holder["existing_run_id"], run["id"]);
+
+    // 28 + 1 runs, each with its `created` event; every stored answer replays as given.
+    let runs = sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut app.db()).unwrap().n;
+    assert_eq!(runs, 29);
+    let fresh_twice = twice.iter().find(|(status, replayed, _)| *status == 201 && !replayed).unwrap();
+    for (i, (key, body)) in requests.iter().enumerate().filter(|(i, _)| *i != 28) {
+        let first = if key == "key-twice" { fresh_twice } else { &answers[i] };
+        let retry = post_keyed(&app, "/v1/runs", &admin_token(), body, key).await;
+        assert!(replayed(&retry), "{key}");
+        let status = retry.status().as_u16();
+        // A problem body carries each request's own id; the rest is the stored answer.
+        let without_request_id = |mut body: Value| {
+            body.as_object_mut().unwrap().remove("request_id");
+            body
+        };
+        let replay = without_request_id(retry.json::<Value>().await.unwrap());
+        assert_eq!((status, replay), (first.0, without_request_id(first.2.clone())), "{key}");
+    }
+    // The refused row stored nothing: its key is free to try again.
+    let again = post_keyed(&app, "/v1/runs", &admin_token(), &requests[28].1, "key-poisoned").await;
+    assert!(!replayed(&again));
 }

@@ -386,6 +386,23 @@ pub async fn problem_without_request_id(response: Response) -> (u16, String) {
     (status, text.replacen(&field, "", 1))
 }
 
+/// POSTs `body` to `path` with an `Idempotency-Key`.
+pub async fn post_keyed(app: &TestApp, path: &str, token: &str, body: &Value, key: &str) -> Response {
+    app.client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+/// Whether an answer is the stored answer of an earlier request with the same key.
+pub fn replayed(response: &Response) -> bool {
+    response.headers().get("idempotent-replayed").is_some_and(|v| v == "true")
+}
+
 /// The run ids of a list page, in order.
 pub fn ids(page: &Value) -> Vec<i64> {
     page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()

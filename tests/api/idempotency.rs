@@ -6,31 +6,16 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use diesel::{sql_query, Connection, RunQueryDsl};
-use reqwest::Response;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, assert_problem, claims, inventory_sync, mint, spawn_all, started_run, token, worker_token, TestApp,
+    admin_token, assert_problem, claims, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run, token,
+    worker_token, TestApp,
 };
 
 /// A backup run fired by hand: without a key every start creates a run.
 fn click() -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 3, "trigger": "run_now"}})
-}
-
-async fn post_keyed(app: &TestApp, path: &str, token: &str, body: &Value, key: &str) -> Response {
-    app.client
-        .post(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("the server answers")
-}
-
-fn replayed(response: &Response) -> bool {
-    response.headers().get("idempotent-replayed").is_some_and(|v| v == "true")
 }
 
 fn count(app: &TestApp, sql: &str) -> i64 {

@@ -2,21 +2,24 @@
 //! policy enforced by the database.
 
 use actix_web::{http::header, post, web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use diesel::PgConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::RunView;
+use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::OperationRunRow;
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::domain::access::Principal;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::status::EventKind;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
-use crate::use_cases::start::{self, plan_start, OnConflict, StartBatches, StartRequest, Started};
+use crate::routes::idempotent::{answer, counted, keyed_request, IdempotencyKeyHeader};
+use crate::use_cases::idempotency::{self, Answered, KeyedRequest};
+use crate::use_cases::start::{self, plan_start, OnConflict, PlannedStart, StartBatches, StartRequest, Started};
 
 /// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
 #[derive(Deserialize, Serialize)]
@@ -113,8 +116,8 @@ impl From<StartRunRequest> for StartRequest {
 )]
 #[post("/v1/runs")]
 pub async fn start_run(
-    db: web::Data<Database>,
     batches: web::Data<StartBatches>,
+    keyed_starts: web::Data<KeyedStarts>,
     metrics: web::Data<Metrics>,
     principal: Principal,
     http: HttpRequest,
@@ -128,12 +131,57 @@ pub async fn start_run(
         let started = batches.start(planned).await?;
         return Ok(started_answer(&metrics, run_type, policy, started));
     };
-    let counters = metrics.clone();
-    answer_write(&db, &metrics, EventKind::Created, Some(keyed), move |conn| {
-        let started = start::start_run(conn, &planned)?;
-        Ok(answer(started_answer(&counters, run_type, policy, started)))
-    })
-    .await
+    let answered = keyed_starts.batches.submit((keyed, planned)).await.map_err(ApiError::from);
+    counted(&metrics, EventKind::Created, answered.and_then(|answered| answered))
+}
+
+/// Keyed starts arriving together share one transaction and one commit (group commit):
+/// one statement claims their keys, one creates their runs ([`start::start_runs`]), one
+/// stores their answers ([`idempotency::once_each`]); each is answered as if made alone,
+/// one after the other. A batch the database refuses (one row it will not take, a
+/// deadlock with another batch) is made again one start at a time, so only the start at
+/// fault fails. Keyed moves are not batched: a batch would hold each moved run's row lock
+/// until all of it commits.
+pub struct KeyedStarts {
+    batches: Coalescer<(KeyedRequest, PlannedStart), Result<Answered, ApiError>>,
+}
+
+/// Executors committing batches of keyed starts.
+const KEYED_EXECUTORS: usize = 2;
+
+impl KeyedStarts {
+    pub fn new(db: &Database, metrics: web::Data<Metrics>) -> KeyedStarts {
+        let batches = db.coalescer(KEYED_EXECUTORS, move |conn, batch| keyed_batch(conn, &metrics, batch));
+        KeyedStarts { batches }
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.batches.stats()
+    }
+}
+
+fn keyed_batch(
+    conn: &mut PgConnection,
+    metrics: &Metrics,
+    batch: Vec<(KeyedRequest, PlannedStart)>,
+) -> Result<Vec<Result<Answered, ApiError>>, DbError> {
+    let render = |planned: &PlannedStart, started| {
+        answer(started_answer(metrics, planned.run.run_type, planned.run.identity_policy, started))
+    };
+    let together = idempotency::once_each(conn, &batch, |conn, due: Vec<&PlannedStart>| {
+        let started = start::start_runs(conn, &due).map_err(DbError::from)?;
+        Ok::<_, DbError>(due.iter().zip(started).map(|(planned, started)| render(planned, started)).collect())
+    });
+    match together {
+        Ok(answers) => Ok(answers.into_iter().map(|answered| answered.map_err(ApiError::from)).collect()),
+        Err(DbError::Query(_)) => Ok(batch
+            .iter()
+            .map(|(keyed, planned)| {
+                idempotency::once(conn, keyed, |conn| Ok(render(planned, start::start_run(conn, planned)?)))
+            })
+            .collect()),
+        Err(error) => Err(error),
+    }
 }
 
 /// The answer to a start, counted.
