@@ -78,6 +78,15 @@ async fn mean_batch(app: &TestApp, kind: &str) -> f64 {
     requests / batches
 }
 
+/// The answers of requests already sent, in the order they were sent.
+async fn in_order<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut answers = Vec::with_capacity(handles.len());
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    answers
+}
+
 /// Sends the starts at once, spread over `apps`; the answers, in `bodies`' order.
 fn post_all(apps: &[&TestApp], bodies: Vec<Value>) -> impl std::future::Future<Output = Vec<(u16, Value)>> + 'static {
     let handles: Vec<_> = bodies
@@ -91,13 +100,7 @@ fn post_all(apps: &[&TestApp], bodies: Vec<Value>) -> impl std::future::Future<O
             })
         })
         .collect();
-    async move {
-        let mut answers = Vec::new();
-        for handle in handles {
-            answers.push(handle.await.unwrap());
-        }
-        answers
-    }
+    in_order(handles)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -572,13 +575,7 @@ fn get_all(
             })
         })
         .collect();
-    async move {
-        let mut answers = Vec::new();
-        for handle in handles {
-            answers.push(handle.await.unwrap());
-        }
-        answers
-    }
+    in_order(handles)
 }
 
 async fn list_executions(app: &TestApp) -> f64 {
@@ -699,10 +696,7 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
         .collect();
     until_arrived(&app, "keyed_start", 32).await;
     drop(lock);
-    let mut answers = Vec::new();
-    for handle in handles {
-        answers.push(handle.await.unwrap());
-    }
+    let answers = in_order(handles).await;
     assert!(mean_batch(&app, "keyed_start").await > 2.0, "the keyed starts went as batches");
 
     for (i, (status, _, body)) in answers[1..28].iter().enumerate() {
