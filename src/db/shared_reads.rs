@@ -39,7 +39,7 @@ struct Shared<K, V> {
     answered: AtomicU64,
 }
 
-/// One key's reads while an execution of it is under way: who waits for the next one.
+/// One key's reads while its executor runs: who waits for the next execution.
 struct Read<V> {
     waiting: Vec<oneshot::Sender<Answer<V>>>,
 }
@@ -70,7 +70,8 @@ where
         let start = {
             let mut reads = self.shared.lock();
             match reads.entry(slot.clone()) {
-                // An execution is running or about to: wait for the one after it.
+                // An executor for this key is running or queued: its next execution,
+                // which starts after this request arrived, answers it too.
                 Entry::Occupied(mut read) => {
                     read.get_mut().waiting.push(answer);
                     false
