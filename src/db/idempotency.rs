@@ -86,7 +86,7 @@ pub fn claim_each(conn: &mut PgConnection, keys: &[KeyClaim], kept: Duration) ->
     .load(conn)
 }
 
-/// [`save`] for several answers, in one statement.
+/// Stores answers in one statement, each replacing an expired one under the same key.
 pub fn save_each(conn: &mut PgConnection, answers: &[StoredAnswer]) -> QueryResult<()> {
     use super::schema::idempotency_keys::dsl::*;
     use diesel::upsert::excluded;
@@ -103,25 +103,6 @@ pub fn save_each(conn: &mut PgConnection, answers: &[StoredAnswer]) -> QueryResu
             response_type.eq(excluded(response_type)),
             response_location.eq(excluded(response_location)),
             response_body.eq(excluded(response_body)),
-            created_at.eq(now),
-        ))
-        .execute(conn)
-        .map(drop)
-}
-
-/// Stores an answer, replacing an expired one under the same key.
-pub fn save(conn: &mut PgConnection, answer: &StoredAnswer) -> QueryResult<()> {
-    use super::schema::idempotency_keys::dsl::*;
-    diesel::insert_into(idempotency_keys)
-        .values(answer)
-        .on_conflict((workspace_id, subject, key))
-        .do_update()
-        .set((
-            request_hash.eq(&answer.request_hash),
-            response_status.eq(answer.response_status),
-            response_type.eq(&answer.response_type),
-            response_location.eq(&answer.response_location),
-            response_body.eq(&answer.response_body),
             created_at.eq(now),
         ))
         .execute(conn)

@@ -149,7 +149,9 @@ pub enum KeyConflict {
 }
 
 /// Runs `effect` at most once for `keyed`: the first time, in one transaction with the
-/// storing of its answer; after that, the stored answer.
+/// storing of its answer; after that, the stored answer. An `Err` from `effect` is not
+/// stored (nothing took effect, or it is rolled back): the request may be retried with
+/// the same key.
 pub fn once<E>(
     conn: &mut PgConnection,
     keyed: &KeyedRequest,
@@ -164,7 +166,7 @@ where
             return Ok(stored);
         }
         let answer = effect(conn)?;
-        idempotency::save(conn, &keyed.storing(&answer))?;
+        idempotency::save_each(conn, std::slice::from_ref(&keyed.storing(&answer)))?;
         Ok(Answered { answer, replayed: false })
     })
 }
