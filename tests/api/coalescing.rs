@@ -592,7 +592,8 @@ async fn identical_list_requests_that_wait_together_share_one_execution_and_each
     let alone = app.get(path, &admin_token()).await.json::<Value>().await.unwrap();
     let executions_before = list_executions(&app).await;
 
-    // The first request's execution blocks on the lock; the other 31 wait for the next one.
+    // The first execution blocks on the lock with whichever requests had arrived when it
+    // began (often only the first); the rest wait for the next one.
     let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
     let racing = get_all(&app, path, &admin_token(), 32);
     until_arrived(&app, "list", 33).await;
@@ -604,7 +605,8 @@ async fn identical_list_requests_that_wait_together_share_one_execution_and_each
     }
     assert_eq!(ids(&alone).len(), 20);
     assert!(alone["next_cursor"].is_string());
-    assert_eq!(list_executions(&app).await - executions_before, 2.0, "one execution, then one for the 31 that waited");
+    let executions = list_executions(&app).await - executions_before;
+    assert!((1.0..=2.0).contains(&executions), "32 identical lists took {executions} executions, not one or two");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
