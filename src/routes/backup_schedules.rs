@@ -118,5 +118,5 @@ pub async fn list_backup_schedule_runs(
     query.scheduled_before = parse_time("scheduled_before", params.scheduled_before.as_deref())?
         .map(|at| format_minute(crate::domain::inputs::ceil_minute(at)));
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&db, &pages, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&request, &db, &pages, query, list, params.cursor.as_deref(), params.limit).await
 }

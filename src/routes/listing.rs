@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
@@ -21,6 +20,7 @@ use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, ProblemCode};
 use crate::pagination::{self, ListRequest};
+use crate::routes::encoding::SharedBody;
 use crate::routes::reads::Reader;
 
 /// Parses the query string into `T`; any problem is a 400 naming it.
@@ -132,7 +132,7 @@ pub struct PageKey {
 
 /// A page rendered once, served to every request that asked for it at the same moment.
 pub struct Page {
-    body: Bytes,
+    body: SharedBody,
     link: Option<String>,
 }
 
@@ -144,8 +144,10 @@ pub fn list_pages() -> ListPages {
     SharedReads::new(|conn, key: &PageKey| render_page(runs::list(conn, &key.query)?, key))
 }
 
-/// Runs one page of `query` and answers with the page and its `Link` header.
+/// Runs one page of `query` and answers with the page, in the coding `request` takes,
+/// and its `Link` header.
 pub async fn respond_with_page(
+    request: &HttpRequest,
     db: &Reader,
     pages: &ListPages,
     mut query: RunQuery,
@@ -167,7 +169,7 @@ pub async fn respond_with_page(
     if let Some(link) = &page.link {
         response.insert_header((header::LINK, link.as_str()));
     }
-    Ok(response.body(page.body.clone()))
+    Ok(page.body.respond(request, response))
 }
 
 /// The page of `rows` (read one past the page size, to know whether more follow).
@@ -186,5 +188,5 @@ fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Result<Page, Db
     let items = rows.into_iter().map(RunView::from).collect();
     let body = serde_json::to_vec(&RunPage { items, next_cursor })
         .map_err(|e| DbError::internal(&format!("a page did not serialize: {e}")))?;
-    Ok(Page { body: body.into(), link })
+    Ok(Page { body: SharedBody::new(body.into()), link })
 }

@@ -196,6 +196,7 @@ async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() 
         for encoding in ["br", "gzip"] {
             let response = get_with(&app, path, &admin_token(), ("Accept-Encoding", encoding)).await;
             assert_eq!(header(&response, "content-encoding").as_deref(), Some(encoding), "{path}");
+            assert!(header(&response, "vary").is_some_and(|vary| vary.to_ascii_lowercase().contains("accept-encoding")));
             let body = response.bytes().await.unwrap();
             assert!(body.len() * 2 < plain.len(), "{path} {encoding}: {} of {} bytes", body.len(), plain.len());
             assert_eq!(decoded(encoding, &body), plain, "{path} {encoding}");

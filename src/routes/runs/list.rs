@@ -93,5 +93,5 @@ pub async fn list_runs(
     query.backup_schedule_id = positive_id("backup_schedule_id", params.backup_schedule_id)?;
     query.updated_after = parse_time("updated_after", params.updated_after.as_deref())?;
     let list = ListRequest::new(request.path(), pairs);
-    respond_with_page(&db, &pages, query, list, params.cursor.as_deref(), params.limit).await
+    respond_with_page(&request, &db, &pages, query, list, params.cursor.as_deref(), params.limit).await
 }
