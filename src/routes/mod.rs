@@ -14,6 +14,7 @@ pub mod operation_types;
 pub mod reads;
 pub mod runs;
 pub mod schemas;
+pub mod timestamps;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -17,6 +17,7 @@ use crate::error::{ApiError, Problem};
 use crate::routes::caching::{self, Representation};
 use crate::routes::listing::event_cursor;
 use crate::routes::reads::{ReadAfterHeader, Reader};
+use crate::routes::timestamps;
 use crate::use_cases::timeline;
 
 /// One entry of a run's timeline.
@@ -24,6 +25,7 @@ use crate::use_cases::timeline;
 pub struct RunEventView {
     pub id: i64,
     pub kind: EventKind,
+    #[serde(serialize_with = "timestamps::serialize")]
     pub at: DateTime<Utc>,
     /// Who made the change: the token's `name`, else its `sub`.
     #[schema(example = "inventory-worker")]

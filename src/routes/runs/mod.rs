@@ -17,6 +17,7 @@ use crate::db::JsonText;
 use crate::domain::catalog::RunType;
 use crate::domain::ids::{RunId, TenantId, WorkspaceId};
 use crate::domain::status::{Outcome, RunStatus};
+use crate::routes::timestamps;
 
 /// Where to find a run and what relates to it.
 #[derive(Serialize, ToSchema)]
@@ -70,13 +71,17 @@ pub struct RunView {
     /// Provenance, inputs and target scope.
     #[schema(schema_with = crate::routes::schemas::context_schema)]
     pub context: JsonText,
+    #[serde(serialize_with = "timestamps::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamps::serialize")]
     pub updated_at: DateTime<Utc>,
     /// `null` until a worker starts it.
     #[schema(required = true)]
+    #[serde(serialize_with = "timestamps::optional")]
     pub started_at: Option<DateTime<Utc>>,
     /// `null` until it completes.
     #[schema(required = true)]
+    #[serde(serialize_with = "timestamps::optional")]
     pub completed_at: Option<DateTime<Utc>>,
     /// Seconds from start to completion; null until the run completes (a running run's
     /// elapsed time is `now - started_at`, left to the client so that an unchanged run's
