@@ -34,32 +34,29 @@ fn write<'b>(at: &DateTime<Utc>, buffer: &'b mut [u8; RFC3339_MAX]) -> Option<&'
         return None;
     }
     let mut at_byte = 0;
-    let mut put = |value: u32, digits: u32, then: Option<u8>| {
-        for place in (0..digits).rev() {
-            buffer[at_byte] = b'0' + (value / 10u32.pow(place) % 10) as u8;
-            at_byte += 1;
+    // `value` in `digits` decimal digits, then `then`.
+    let mut put = |mut value: u32, digits: usize, then: u8| {
+        for slot in buffer[at_byte..at_byte + digits].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-        if let Some(byte) = then {
-            buffer[at_byte] = byte;
-            at_byte += 1;
-        }
+        buffer[at_byte + digits] = then;
+        at_byte += digits + 1;
     };
-    put(at.year() as u32, 4, Some(b'-'));
-    put(at.month(), 2, Some(b'-'));
-    put(at.day(), 2, Some(b'T'));
-    put(at.hour(), 2, Some(b':'));
-    put(at.minute(), 2, Some(b':'));
-    let fraction = match nanos {
-        0 => None,
-        n if n % 1_000_000 == 0 => Some((n / 1_000_000, 3)),
-        n if n % 1_000 == 0 => Some((n / 1_000, 6)),
-        n => Some((n, 9)),
-    };
-    match fraction {
-        None => put(at.second(), 2, Some(b'Z')),
-        Some((value, digits)) => {
-            put(at.second(), 2, Some(b'.'));
-            put(value, digits, Some(b'Z'));
+    put(at.year() as u32, 4, b'-');
+    put(at.month(), 2, b'-');
+    put(at.day(), 2, b'T');
+    put(at.hour(), 2, b':');
+    put(at.minute(), 2, b':');
+    match nanos {
+        0 => put(at.second(), 2, b'Z'),
+        n => {
+            put(at.second(), 2, b'.');
+            match n {
+                n if n % 1_000_000 == 0 => put(n / 1_000_000, 3, b'Z'),
+                n if n % 1_000 == 0 => put(n / 1_000, 6, b'Z'),
+                n => put(n, 9, b'Z'),
+            }
         }
     }
     // Only ASCII digits and separators were written.
