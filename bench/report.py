@@ -142,7 +142,12 @@ for size in sizes:
     if fixed:
         base = "before's" if has_before else "its"
         print(f"\n### Latency at a fixed rate\n")
-        print(f"An open loop (`examples/fixed_rate.rs`) at half of {base} saturation throughput above, latency from "
+        if os.environ.get("BENCH_FIXED_RATES") == "half":
+            at = f"at half of {base} saturation throughput above"
+        else:
+            at = ("at the same rates in every run (`BENCH_FIXED_RATES`): half of what `fdec1a1` (main when the "
+                  "performance work began) saturated at on 2026-12-04, a load users live at")
+        print(f"An open loop (`examples/fixed_rate.rs`) {at}; latency from "
               "each request's due time, so a stall counts in full.\n")
         if has_before:
             print("| operation | rate req/s | before p50 ms | before p99 ms | this p50 ms | this p99 ms | this max ms | failed |")

@@ -8,6 +8,7 @@
 #   bench/run.sh 10000 10000000  # other sizes
 #   BENCH_BEFORE=/path/to/older/release/opsrun bench/run.sh   # and an older build, side by side
 #   BENCH_DURATION=20 BENCH_CONCURRENCY=32 bench/run.sh
+#   BENCH_FIXED_RATES=half bench/run.sh   # fixed-rate latency at half of the older build's saturation
 #
 # With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
 # build's schema) and both servers run at once, taking turns per operation, so that the
@@ -27,8 +28,12 @@ sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
 operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep list_random history progress
             list_all list_status list_outcome list_user list_window history_status)
-# At a fixed rate, half of the older (else this) build's saturation throughput.
+# Latency at a fixed rate. By default at the same rates in every run, a load users live
+# at: half of what `fdec1a1` (main when the performance work began) saturated at in the
+# run of 2026-12-04. With BENCH_FIXED_RATES=half, at half of the older (else this)
+# build's saturation in this run.
 fixed_operations=(view list_first start)
+fixed_rates=${BENCH_FIXED_RATES:-view=7850 list_first=2415 start=1205}
 # The indexes that serve the skewed filters: what each costs a start, at the largest size.
 filter_indexes=(operation_runs_workspace_status_created_idx operation_runs_workspace_outcome_created_idx
                 operation_runs_workspace_user_created_idx operation_runs_backup_schedule_status_idx
@@ -165,8 +170,13 @@ for size in "${sizes[@]}"; do
   done
 
   for op in "${fixed_operations[@]}"; do
-    saturated=$(awk -F'\t' -v s="$size" -v o="$op" -v c="$baseline" '$1 == s && $2 == o && $3 == c { print $4 }' "$results")
-    rate=$(awk -v r="$saturated" 'BEGIN { printf "%.0f", r / 2 }')
+    if [ "$fixed_rates" = half ]; then
+      saturated=$(awk -F'\t' -v s="$size" -v o="$op" -v c="$baseline" '$1 == s && $2 == o && $3 == c { print $4 }' "$results")
+      rate=$(awk -v r="$saturated" 'BEGIN { printf "%.0f", r / 2 }')
+    else
+      rate=$(tr ' ' '\n' <<< "$fixed_rates" | sed -n "s/^$op=//p")
+      [ -n "$rate" ] || { echo "BENCH_FIXED_RATES=$fixed_rates names no rate for $op" >&2; exit 1; }
+    fi
     for build in "${builds[@]}"; do
       use "$build"
       line=$("$fixed_rate" "${base[$build]}" "$op" "$rate" "$fixed_seconds")
@@ -230,6 +240,6 @@ print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
 done
 
 cp "$results" bench/results.tsv
-BENCH_BUILDS="${builds[*]}" BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} \
+BENCH_BUILDS="${builds[*]}" BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} BENCH_FIXED_RATES=$fixed_rates \
   python3 bench/report.py bench/results.tsv "$duration" "$concurrency" > bench/RESULTS.md
 echo "wrote bench/RESULTS.md (raw figures in bench/results.tsv; logs in $work)"
