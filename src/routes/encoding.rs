@@ -77,23 +77,23 @@ impl SharedBody {
 /// gzip as `Compress` writes it (flate2's fast level).
 fn gzipped(plain: &[u8]) -> Bytes {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(plain.len() / 4), flate2::Compression::fast());
-    // Writing to a Vec cannot fail.
-    encoder.write_all(plain).and_then(|()| encoder.finish()).map(Bytes::from).unwrap_or_default()
+    encoder.write_all(plain).and_then(|()| encoder.finish()).map(Bytes::from).expect("writing to a Vec cannot fail")
 }
 
 /// brotli as `Compress` writes it (quality 3, a 4 MiB window).
 fn brotli_encoded(plain: &[u8]) -> Bytes {
     let mut encoded = Vec::with_capacity(plain.len() / 4);
     let mut encoder = brotli::CompressorWriter::new(&mut encoded, 32 * 1024, 3, 22);
-    let written = encoder.write_all(plain);
+    encoder.write_all(plain).expect("writing to a Vec cannot fail");
     drop(encoder); // flushes the end of the stream
-    written.map(|()| Bytes::from(encoded)).unwrap_or_default()
+    Bytes::from(encoded)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use actix_web::http::header::Header;
+    use futures_util::FutureExt;
 
     fn parsed(value: &str) -> AcceptEncoding {
         let request = actix_web::test::TestRequest::default().insert_header((header::ACCEPT_ENCODING, value));
@@ -106,6 +106,44 @@ mod tests {
         assert!(accepts_gzip(&parsed("br;q=1, gzip;q=0.2")));
         assert!(!accepts_gzip(&parsed("br")));
         assert!(!accepts_gzip(&parsed("br, gzip;q=0")));
+    }
+
+    /// What a shared body answers a client sending `accept_encoding`: the coding and the
+    /// body, decoded.
+    fn answered(accept_encoding: &str) -> (Option<String>, Vec<u8>) {
+        use std::io::Read;
+        let shared =
+            SharedBody::new(Bytes::from(r#"{"items":[{"id":1,"status":"queued"}],"next_cursor":null}"#.repeat(20)));
+        let request = actix_web::test::TestRequest::default()
+            .insert_header((header::ACCEPT_ENCODING, accept_encoding))
+            .to_http_request();
+        let response = shared.respond(&request, HttpResponse::Ok());
+        let coding = response.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap().to_owned());
+        if coding.is_some() {
+            assert_eq!(response.headers().get(header::VARY).unwrap(), "accept-encoding");
+        }
+        let body = actix_web::body::to_bytes(response.into_body()).now_or_never().unwrap().unwrap();
+        let mut plain = Vec::new();
+        match coding.as_deref() {
+            Some("gzip") => flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain).map(drop).unwrap(),
+            Some("br") => brotli::Decompressor::new(&body[..], 4096).read_to_end(&mut plain).map(drop).unwrap(),
+            _ => plain = body.to_vec(),
+        }
+        (coding, plain)
+    }
+
+    #[test]
+    fn a_shared_body_gets_the_coding_compress_would_choose_and_decodes_to_itself() {
+        let identity = answered("identity").1;
+        for (accepted, coding) in
+            [("gzip", Some("gzip")), ("br", Some("br")), ("gzip;q=0.5, br", Some("br")), ("br;q=0, gzip", Some("gzip"))]
+        {
+            let (chosen, plain) = answered(accepted);
+            assert_eq!(chosen.as_deref(), coding, "{accepted}");
+            assert_eq!(plain, identity, "{accepted}");
+        }
+        // Deflate is not kept: the identity body goes out, for `Compress` to encode.
+        assert_eq!(answered("deflate"), (None, identity));
     }
 
     #[test]
