@@ -297,13 +297,30 @@ where
     }
 }
 
+/// How often a migrate or adopt asks again for the lock another one holds.
+const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
 /// Runs `work` holding the advisory lock that makes migrations (and adopt) one at a time
 /// across every instance.
+///
+/// The lock is asked for again and again rather than queued for: a statement queued on
+/// `pg_advisory_lock` holds a snapshot, and the holder's `CREATE INDEX CONCURRENTLY`
+/// (adopt's last steps, still running in the session of an adopt that was killed) waits
+/// for every older snapshot. PostgreSQL ends that deadlock by failing one of the two.
 pub fn with_migration_lock<T>(
     conn: &mut PgConnection,
     work: impl FnOnce(&mut PgConnection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(conn)?;
+    let try_lock = format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY}) AS locked");
+    while !sql_query(&try_lock).get_result::<Locked>(conn)?.locked {
+        std::thread::sleep(MIGRATION_LOCK_RETRY);
+    }
     let result = work(conn);
     sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn)?;
     result

@@ -291,3 +291,27 @@ fn a_report_piped_into_a_reader_that_leaves_ends_quietly() {
     let output = child.wait_with_output().unwrap();
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
 }
+
+/// An adopt (or migrate) that waits for the lock while a killed adopt's session still
+/// builds an index must wait, not deadlock: `CREATE INDEX CONCURRENTLY` waits for every
+/// older snapshot, and a session queued on `pg_advisory_lock` holds one.
+#[test]
+fn waiting_for_the_migration_lock_never_deadlocks_the_holders_index_build() {
+    let url = empty_database();
+    let mut holder = PgConnection::establish(&url).unwrap();
+    holder.batch_execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) AS g").unwrap();
+    let (held, holding) = std::sync::mpsc::channel();
+    let building = std::thread::spawn(move || {
+        opsrun::db::with_migration_lock(&mut holder, |conn| {
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(500)); // the waiter is waiting by now
+            conn.batch_execute("CREATE INDEX CONCURRENTLY t_id_idx ON t (id)")?;
+            Ok(())
+        })
+    });
+    holding.recv().unwrap();
+    let mut waiter = PgConnection::establish(&url).unwrap();
+    let waited = opsrun::db::with_migration_lock(&mut waiter, |_| Ok(()));
+    let built = building.join().unwrap();
+    assert!(built.is_ok() && waited.is_ok(), "index build: {built:?}; waiter: {waited:?}");
+}
