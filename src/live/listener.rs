@@ -97,8 +97,13 @@ struct Gap {
 /// One connection's life: connect, settle the past, then follow the table.
 fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut conn = PgConnection::establish(database_url.expose_secret())?;
+    // Generic plans: the listener reads "ids above the newest one it has seen" on every
+    // wake-up, and a custom plan for that value (above the statistics' histogram) makes
+    // the planner probe the index's end each time: 0.3-0.5 ms of PostgreSQL per read,
+    // more than the read itself, and a read follows almost every write.
     conn.batch_execute(&format!(
-        "SET application_name = 'opsrun-listener'; SET statement_timeout = 10000; LISTEN {EVENTS_CHANNEL}"
+        "SET application_name = 'opsrun-listener'; SET statement_timeout = 10000; \
+         SET plan_cache_mode = force_generic_plan; LISTEN {EVENTS_CHANNEL}"
     ))?;
     let mut sequencer = if hub.is_caught_up() {
         // Carries on from what this instance has published; the table has the rest.
