@@ -1,5 +1,6 @@
 //! The append-only run timeline. Every change to a run writes exactly one event, and
-//! [`record_each`] is the one place that writes them. It also notes, for
+//! [`record_each`] is the one place that writes them, but for a creation's event, which
+//! is written by the statement creating the run ([`super::runs::create_each`]). Each notes, for
 //! [`super::Database::run`], that the work at hand wrote an event, so that the instances'
 //! listeners are told once it commits (`crate::live`).
 
@@ -17,6 +18,11 @@ use crate::domain::status::{EventKind, RunStatus};
 thread_local! {
     /// Whether the database work running on this thread has written an event.
     static WROTE_EVENTS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks that the work at hand wrote events.
+pub(super) fn note_written() {
+    WROTE_EVENTS.with(|wrote| wrote.set(true));
 }
 
 /// Whether events were written since the last call; clears the mark.
@@ -61,7 +67,7 @@ pub fn record_each<'a>(
         return Ok(());
     }
     diesel::insert_into(operation_run_events).values(&events).execute(conn)?;
-    WROTE_EVENTS.with(|wrote| wrote.set(true));
+    note_written();
     Ok(())
 }
 

@@ -37,28 +37,35 @@ pub struct OperationRunRow {
     pub revision: i64,
 }
 
-/// A run about to be created. An API start sets only what it knows and leaves the
-/// rest (`None`) to the table's defaults: queued, pending, no counts, now. The legacy
-/// backfill carries a legacy row's status, outcome, counts and timestamps over.
-#[derive(Clone, Debug, Insertable)]
-#[diesel(table_name = operation_runs)]
+/// A run about to be created.
+#[derive(Clone, Debug)]
 pub struct NewOperationRun {
     pub workspace_id: WorkspaceId,
     pub tenant_id: Option<TenantId>,
     pub user_id: Option<i64>,
     pub initiator_name: String,
-    #[diesel(column_name = type_)]
     pub run_type: RunType,
     pub run_identity_hash: String,
     pub identity_policy: IdentityPolicy,
     pub context: Value,
-    pub status: Option<RunStatus>,
-    pub outcome: Option<Outcome>,
-    pub summary_counts: Option<Value>,
-    pub failure_summary: Option<Value>,
+    /// `None` for a run started now: the table's defaults make it queued and pending,
+    /// with no counts or failures, created now. The legacy backfill carries a legacy
+    /// row's state over.
+    pub carried: Option<CarriedState>,
+}
+
+/// The state a run carried over from a legacy table is created with.
+#[derive(Clone, Debug)]
+pub struct CarriedState {
+    pub status: RunStatus,
+    pub outcome: Outcome,
+    pub summary_counts: Value,
+    pub failure_summary: Value,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// `None`: now.
     pub created_at: Option<DateTime<Utc>>,
+    /// `None`: now.
     pub updated_at: Option<DateTime<Utc>>,
 }
 

@@ -15,8 +15,7 @@ use sha2::Digest;
 use super::catalog_sql::{OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
 use crate::db::catalog::{column_exists, table_exists};
-use crate::db::models::NewOperationRun;
-use crate::db::models::OperationRunRow;
+use crate::db::models::{CarriedState, NewOperationRun};
 use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::{RunId, WorkspaceId};
@@ -192,14 +191,16 @@ impl Backfill<'_> {
             run_identity_hash: mapped.identity_hash,
             identity_policy: mapped.identity_policy,
             context: mapped.context,
-            status: Some(mapped.status),
-            outcome: Some(mapped.outcome),
-            summary_counts: Some(mapped.summary_counts),
-            failure_summary: Some(mapped.failure_summary),
-            started_at: mapped.started_at,
-            completed_at,
-            created_at: mapped.created_at,
-            updated_at: mapped.updated_at.or(mapped.created_at),
+            carried: Some(CarriedState {
+                status: mapped.status,
+                outcome: mapped.outcome,
+                summary_counts: mapped.summary_counts,
+                failure_summary: mapped.failure_summary,
+                started_at: mapped.started_at,
+                completed_at,
+                created_at: mapped.created_at,
+                updated_at: mapped.updated_at.or(mapped.created_at),
+            }),
         })
     }
 }
@@ -215,12 +216,6 @@ enum Linked {
     KeptApart,
     /// It was linked already (another backfill got there first).
     Before,
-}
-
-/// The legacy row a backfilled run came from (`context.legacy.id`).
-fn legacy_id_of(run: &OperationRunRow) -> Option<i64> {
-    let context: serde_json::Value = serde_json::from_str(run.context.as_str()).ok()?;
-    context.get("legacy")?.get("id")?.as_i64()
 }
 
 /// Inside one transaction, for a batch of legacy rows and their runs: lock the rows still
@@ -248,8 +243,7 @@ fn link_batch(
         create_runs(
             conn,
             batch,
-            |_| BACKFILL_ACTOR,
-            |run, _| legacy_id_of(run),
+            Some(BACKFILL_ACTOR),
             |legacy_id| json!({ "backfilled_from": { "source": table.name(), "id": legacy_id } }),
         )
     };

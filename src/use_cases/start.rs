@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::{NewOperationRun, OperationRunRow};
-use crate::db::{events, in_transaction, runs, Database, DbError};
+use crate::db::{in_transaction, runs, Database, DbError};
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::{RunType, Scope, TypeNameError};
 use crate::domain::context::{validate_context, ContextError};
@@ -20,7 +20,6 @@ use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::ids::{RunId, TenantId};
 use crate::domain::inputs::{parse_inputs, InputError};
 use crate::domain::named_enum;
-use crate::domain::status::EventKind;
 
 named_enum! {
     /// What a start does when a run already holds its identity.
@@ -125,14 +124,7 @@ pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<Planne
         run_identity_hash: identity_hash(scope, run_type, &inputs, nonce.as_deref()),
         identity_policy: policy,
         context: Value::Object(context),
-        status: None,
-        outcome: None,
-        summary_counts: None,
-        failure_summary: None,
-        started_at: None,
-        completed_at: None,
-        created_at: None,
-        updated_at: None,
+        carried: None,
     };
     Ok(PlannedStart { run, on_conflict })
 }
@@ -241,8 +233,7 @@ pub fn start_runs<P: Borrow<PlannedStart>>(conn: &mut PgConnection, batch: &[P])
     let created = create_runs(
         conn,
         distinct,
-        |run| run.initiator_name.as_str(),
-        |_, hash| Some(hash.to_owned()),
+        None,
         |hash| json!({ "identity_policy": firsts[hash.as_str()].run.identity_policy }),
     )?;
     let created: HashMap<String, Created> = created.into_iter().map(|(hash, _, created)| (hash, created)).collect();
@@ -272,62 +263,58 @@ pub fn start_runs<P: Borrow<PlannedStart>>(conn: &mut PgConnection, batch: &[P])
 /// Creates the run and its `created` event in one transaction, or names the run that
 /// holds its identity. Every creation of a run goes through here or [`create_runs`].
 pub fn create_run(conn: &mut PgConnection, new: &NewOperationRun, actor: &str, detail: &Value) -> QueryResult<Created> {
-    in_transaction(conn, |conn| {
-        // Each pass sees freshly committed rows (READ COMMITTED): if the holder completed
-        // between our insert and our look, the next insert succeeds.
-        for _ in 0..5 {
-            if let Some(run) = runs::insert(conn, new)? {
-                events::record(conn, &run, None, actor, EventKind::Created, detail)?;
-                return Ok(Created::Run(Box::new(run)));
-            }
-            if let Some(existing_run_id) = runs::identity_holder(conn, new)? {
-                return Ok(Created::Held { existing_run_id });
-            }
-        }
-        Err(diesel::result::Error::RollbackTransaction)
-    })
+    let mut created = create_runs(conn, vec![((), new.clone())], Some(actor), |_| detail.clone())?;
+    Ok(created.pop().map(|(_, _, created)| created).expect("one answer per run"))
 }
 
 /// Creates a batch of runs, each with its `created` event: every run whose identity is
 /// free in one statement, then again for those whose holder finished meanwhile. Returns,
 /// for each `(key, new)`, what it came to: its run, or the run holding its identity.
-/// `key_of` finds a created run's key from the run and its identity hash; `actor` names who
-/// created it and `detail` is the created event's detail. This is how a bulk writer creates runs at the database's pace;
-/// the identity guarantees are the same as [`create_run`]'s.
-pub fn create_runs<K: Clone + Eq + std::hash::Hash>(
+/// `actor` names who creates the runs (`None`: each run's initiator) and `detail` is a
+/// run's created event's detail. This is how
+/// starts arriving together and a bulk writer create runs at the database's pace; the
+/// identity guarantees are those of one run created alone.
+pub fn create_runs<K>(
     conn: &mut PgConnection,
     batch: Vec<(K, NewOperationRun)>,
-    actor: impl Fn(&OperationRunRow) -> &str,
-    key_of: impl Fn(&OperationRunRow, &str) -> Option<K>,
+    actor: Option<&str>,
     detail: impl Fn(&K) -> Value,
 ) -> QueryResult<Vec<(K, NewOperationRun, Created)>> {
     in_transaction(conn, |conn| {
         let mut done = Vec::with_capacity(batch.len());
         let mut todo = batch;
+        // Each pass sees freshly committed rows (READ COMMITTED): if a holder completed
+        // between our insert and our look, the next insert succeeds.
         for _ in 0..5 {
             if todo.is_empty() {
                 break;
             }
-            let (keys, new): (Vec<K>, Vec<NewOperationRun>) = todo.into_iter().unzip();
-            let created: Vec<(Option<K>, OperationRunRow)> =
-                runs::insert_each(conn, &new)?.into_iter().map(|(run, hash)| (key_of(&run, &hash), run)).collect();
-            let details: Vec<Value> =
-                created.iter().map(|(key, _)| key.as_ref().map_or(Value::Null, &detail)).collect();
-            events::record_each(
-                conn,
-                created.iter().zip(&details).map(|((_, run), d)| (run, None, d, actor(run))),
-                EventKind::Created,
-            )?;
-            let mut created: std::collections::HashMap<K, OperationRunRow> =
-                created.into_iter().filter_map(|(key, run)| Some((key?, run))).collect();
+            let details: Vec<Value> = todo.iter().map(|(key, _)| detail(key)).collect();
+            let creations: Vec<runs::Creation<'_>> = todo
+                .iter()
+                .zip(&details)
+                .map(|((_, new), detail)| runs::Creation {
+                    run: new,
+                    actor: actor.unwrap_or(&new.initiator_name),
+                    detail,
+                })
+                .collect();
+            let mut created: Vec<Option<OperationRunRow>> = vec![None; todo.len()];
+            for (position, run) in runs::create_each(conn, &creations)? {
+                created[position] = Some(run);
+            }
+            let mut held = Vec::new();
+            for ((key, new), run) in todo.into_iter().zip(created) {
+                match run {
+                    Some(run) => done.push((key, new, Created::Run(Box::new(run)))),
+                    None => held.push((key, new)),
+                }
+            }
             todo = Vec::new();
-            for (key, new) in keys.into_iter().zip(new) {
-                if let Some(run) = created.remove(&key) {
-                    done.push((key, new, Created::Run(Box::new(run))));
-                } else if let Some(existing_run_id) = runs::identity_holder(conn, &new)? {
-                    done.push((key, new, Created::Held { existing_run_id }));
-                } else {
-                    todo.push((key, new)); // its holder finished meanwhile: the identity is free
+            for (key, new) in held {
+                match runs::identity_holder(conn, &new)? {
+                    Some(existing_run_id) => done.push((key, new, Created::Held { existing_run_id })),
+                    None => todo.push((key, new)), // its holder finished meanwhile: the identity is free
                 }
             }
         }
