@@ -182,11 +182,56 @@ async fn a_start_the_database_refuses_fails_alone_in_its_batch() {
 
 /// The batch itself, without HTTP's timing: one start the database refuses among 31 it
 /// takes, in one call of the executor's work.
-#[tokio::test]
-async fn a_batch_of_32_with_one_refused_row_creates_the_other_31() {
+/// A start of the two tests below: by `batcher-{i}`, of selection `selection`.
+fn planned_start(i: usize, selection: &str, context: Value) -> opsrun::use_cases::start::PlannedStart {
     use opsrun::domain::access::{Principal, TenantScope};
     use opsrun::domain::ids::WorkspaceId;
-    use opsrun::use_cases::start::{plan_start, start_batch, OnConflict, StartRequest, Started};
+    use opsrun::use_cases::start::{plan_start, OnConflict, StartRequest};
+
+    let principal = Principal {
+        subject: "7".into(),
+        user_id: Some(7),
+        initiator_name: format!("batcher-{i}"),
+        workspace_id: WorkspaceId(1),
+        tenants: TenantScope::All,
+        capabilities: ["inventory.sync".to_owned()].into(),
+        valid_until: i64::MAX,
+    };
+    let request = StartRequest {
+        type_name: "inventory_sync".into(),
+        tenant_id: Some(1),
+        inputs: json!({ "selection_hash": selection }).as_object().unwrap().clone(),
+        context,
+        on_conflict: OnConflict::Reject,
+    };
+    plan_start(&principal, request).unwrap()
+}
+
+fn selection_of(run: &opsrun::db::models::OperationRunRow) -> Value {
+    serde_json::from_str::<Value>(run.context.as_str()).unwrap()["selection_hash"].clone()
+}
+
+/// Created events whose run or content is not their start's: made by its caller, naming
+/// its identity policy; and how many created events there are.
+fn created_events_astray(conn: &mut PgConnection) -> (i64, i64) {
+    let astray = sql_query(
+        "SELECT count(*) AS n FROM operation_runs o JOIN operation_run_events e ON e.run_id = o.id AND e.kind = 'created'
+         WHERE e.actor <> o.initiator_name OR e.actor <> 'batcher-' || substr(o.context ->> 'selection_hash', 3)
+            OR e.detail <> '{\"identity_policy\": \"dedupe_active\"}' OR e.to_status <> o.status",
+    )
+    .get_result::<Count>(conn)
+    .unwrap()
+    .n;
+    let created = sql_query("SELECT count(*) AS n FROM operation_run_events WHERE kind = 'created'")
+        .get_result::<Count>(conn)
+        .unwrap()
+        .n;
+    (astray, created)
+}
+
+#[tokio::test]
+async fn a_batch_of_32_with_one_refused_row_creates_the_other_31() {
+    use opsrun::use_cases::start::{start_batch, Started};
 
     let app = TestApp::spawn().await;
     let mut conn = app.db();
@@ -194,26 +239,10 @@ async fn a_batch_of_32_with_one_refused_row_creates_the_other_31() {
         "ALTER TABLE operation_runs ADD CONSTRAINT refuses_poison CHECK (NOT context ? 'poison') NOT VALID",
     )
     .unwrap();
-    let principal = Principal {
-        subject: "7".into(),
-        user_id: Some(7),
-        initiator_name: "batcher".into(),
-        workspace_id: WorkspaceId(1),
-        tenants: TenantScope::All,
-        capabilities: ["inventory.sync".to_owned()].into(),
-        valid_until: i64::MAX,
-    };
     let batch = (0..32)
         .map(|i| {
             let poison = if i == 13 { json!({ "poison": true }) } else { json!({}) };
-            let request = StartRequest {
-                type_name: "inventory_sync".into(),
-                tenant_id: Some(1),
-                inputs: json!({ "selection_hash": format!("s-{i}") }).as_object().unwrap().clone(),
-                context: poison,
-                on_conflict: OnConflict::Reject,
-            };
-            plan_start(&principal, request).unwrap()
+            planned_start(i, &format!("s-{i}"), poison)
         })
         .collect();
     let answers = start_batch(&mut conn, batch).unwrap();
@@ -222,12 +251,48 @@ async fn a_batch_of_32_with_one_refused_row_creates_the_other_31() {
         match (i, answer) {
             (13, Err(_)) => {}
             (13, other) => panic!("the refused row: {other:?}"),
-            (_, Ok(Started::Created(_))) => {}
+            (i, Ok(Started::Created(run))) => assert_eq!(selection_of(run), format!("s-{i}")),
             (i, other) => panic!("start {i}: {other:?}"),
         }
     }
     let runs = sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut conn).unwrap().n;
     assert_eq!(runs, 31);
+    assert_eq!(created_events_astray(&mut conn), (0, 31));
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_start_with_its_own_run_or_the_run_holding_its_identity() {
+    use opsrun::use_cases::start::{start_batch, Started};
+
+    let app = TestApp::spawn().await;
+    let mut conn = app.db();
+    let Ok(Started::Created(held)) =
+        start_batch(&mut conn, vec![planned_start(0, "s-0", json!({}))]).unwrap().remove(0)
+    else {
+        panic!("the first start creates its run")
+    };
+    // Start 7 repeats the run started before; start 21 repeats start 20 of this batch.
+    let selection = |i: usize| match i {
+        7 => "s-0".to_owned(),
+        21 => "s-20".to_owned(),
+        i => format!("s-{i}"),
+    };
+    let batch = (1..=32).map(|i| planned_start(i, &selection(i), json!({}))).collect();
+    let answers = start_batch(&mut conn, batch).unwrap();
+    let mut created = HashSet::new();
+    for (i, answer) in (1..=32).zip(answers) {
+        match (i, answer.unwrap()) {
+            (7, Started::Held { existing_run_id }) => assert_eq!(existing_run_id, held.id),
+            (21, Started::Held { existing_run_id }) => assert!(created.contains(&existing_run_id)),
+            (i, Started::Created(run)) if i != 7 && i != 21 => {
+                assert_eq!(selection_of(&run), format!("s-{i}"), "start {i} is answered with its own run");
+                created.insert(run.id);
+            }
+            (i, other) => panic!("start {i}: {other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 30);
+    assert_eq!(created_events_astray(&mut conn), (0, 31));
 }
 
 /// A principal of the property below: its workspace, tenants (`None`: all) and the

@@ -190,6 +190,22 @@ fn backfill_maps_every_status_as_the_report_says_and_a_second_run_changes_nothin
     }
     assert_eq!(link_of(&mut conn, "inventory_sync_runs", 3), run_of(&runs, "inventory_sync_runs", 3)["id"].as_i64());
 
+    // Every backfilled run's `created` event names the legacy row it came from.
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let misnamed = sql_query(
+        "SELECT count(*) AS n FROM operation_runs o
+         LEFT JOIN operation_run_events e ON e.run_id = o.id AND e.kind = 'created' AND e.actor = 'opsrun legacy backfill'
+             AND e.detail -> 'backfilled_from' = jsonb_build_object('source', o.context -> 'legacy' ->> 'source', 'id', (o.context -> 'legacy' ->> 'id')::bigint)
+         WHERE o.context ? 'legacy' AND e.id IS NULL",
+    )
+    .get_result::<Count>(&mut conn)
+    .unwrap();
+    assert_eq!(misnamed.n, 0, "backfilled runs whose created event does not name their legacy row");
+
     // References are re-pointed wherever the legacy run they name is linked.
     #[derive(QueryableByName)]
     struct Refs {
