@@ -174,7 +174,7 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
 }
 
 /// Starts arriving together, each answered as [`start_run`] would answer it alone, by
-/// one transaction per batch: one multi-row insert, one insert of their events, one
+/// one transaction per batch: one statement creating the runs and their events, one
 /// commit (group commit). Keyed starts batch apart, with their keys
 /// (`routes::runs::start::KeyedStarts`).
 pub struct StartBatches {
