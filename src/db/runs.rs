@@ -55,19 +55,26 @@ pub struct Creation<'a> {
 pub fn create_each(conn: &mut PgConnection, batch: &[Creation<'_>]) -> QueryResult<Vec<(usize, OperationRunRow)>> {
     let (carried, started): (Vec<usize>, Vec<usize>) =
         (0..batch.len()).partition(|&position| batch[position].run.carried.is_some());
-    let mut created = Vec::with_capacity(batch.len());
-    if !started.is_empty() {
-        let rows: Vec<(OperationRunRow, i64)> = CreateEach::<false>::new(batch, &started).load(conn)?;
-        created.extend(rows.into_iter().map(|(run, ordinal)| (started[ordinal as usize - 1], run)));
-    }
-    if !carried.is_empty() {
-        let rows: Vec<(OperationRunRow, i64)> = CreateEach::<true>::new(batch, &carried).load(conn)?;
-        created.extend(rows.into_iter().map(|(run, ordinal)| (carried[ordinal as usize - 1], run)));
-    }
+    let mut created = create_at::<false>(conn, batch, &started)?;
+    created.extend(create_at::<true>(conn, batch, &carried)?);
     if !created.is_empty() {
         super::events::note_written();
     }
     Ok(created)
+}
+
+/// [`create_each`] for the runs of `batch` at `positions`, all of one shape.
+fn create_at<const CARRIED: bool>(
+    conn: &mut PgConnection,
+    batch: &[Creation<'_>],
+    positions: &[usize],
+) -> QueryResult<Vec<(usize, OperationRunRow)>> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(OperationRunRow, i64)> = CreateEach::<CARRIED>::new(batch, positions).load(conn)?;
+    // `position` is the run's 1-based ordinal among `positions`.
+    Ok(rows.into_iter().map(|(run, ordinal)| (positions[ordinal as usize - 1], run)).collect())
 }
 
 /// One statement that creates runs and their `created` events: the runs' columns arrive
