@@ -126,9 +126,11 @@ pub struct PoolState {
     pub waiting: i64,
 }
 
-/// Executors answering batches of views at once: enough to overlap one batch's round
-/// trip with the next batch's, few enough that batches form under load.
-const VIEW_EXECUTORS: usize = 2;
+/// Executors answering batches of views at once. One: a view's batch has no commit to
+/// wait for, so a second executor overlaps little and halves the batches (4.4 views a
+/// batch at saturation against 12 with one; bench/ANALYSIS.md). Starts keep two, to
+/// overlap their commits' flushes.
+const VIEW_EXECUTORS: usize = 1;
 /// The most requests one batch answers.
 pub const MAX_BATCH: usize = 64;
 
