@@ -93,6 +93,40 @@ def measured_table(size, operations):
                   f"{p['p50_ms']} | {p['p99_ms']} | {ratio(num(o['rps']), num(p['rps']))} | {o['errors']} |")
 
 
+# The issue's targets for opsrun ÷ pgbench: faster than pgbench on view and start.
+targets = {"start": 1.0, "start_keyed": 1.0, "refused": 1.0, "view": 1.0}
+
+
+def cpu_table(size, operations):
+    """Where the two cores went per request, and what the server may spend to reach its
+    target: the machine time of a pgbench transaction ÷ the target, less what PostgreSQL
+    and the rest (the load tool) spent per opsrun request. Below zero: out of reach even
+    for a server that costs nothing."""
+    measured = []
+    for op in operations:
+        o, p = get(size, op, "opsrun"), get(size, same_sql.get(op, op), "pgbench")
+        if o and p and num(o.get("cpu_server_us")) is not None and num(p.get("cpu_postgres_us")) is not None:
+            measured.append((op, o, p))
+    if not measured:
+        return
+    print("\n### Where the two cores go, per request (this build)\n")
+    print("CPU time per request in µs, from `/proc` before and after each measurement above: the opsrun server, "
+          "its PostgreSQL (every backend), the rest (the load tool, and the kernel's threads that write the WAL to "
+          "disk), and the cores' idle time. "
+          "**Server budget**: what the server may spend per request for this build to reach the target ratio, "
+          "PostgreSQL's and the rest's costs per request as measured; below zero, not even a server costing "
+          "nothing would reach it.\n")
+    print("| operation | opsrun: server | PostgreSQL | rest | idle | pgbench: PostgreSQL | rest | idle "
+          "| target ÷ pgbench | server budget |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for op, o, p in measured:
+        target = targets.get(op, 0.8)
+        pgbench_machine = sum(num(p[k]) for k in ("cpu_server_us", "cpu_postgres_us", "cpu_rest_us", "idle_us"))
+        budget = pgbench_machine / target - num(o["cpu_postgres_us"]) - num(o["cpu_rest_us"])
+        print(f"| {names[op]} | {o['cpu_server_us']} | {o['cpu_postgres_us']} | {o['cpu_rest_us']} | {o['idle_us']} "
+              f"| {p['cpu_postgres_us']} | {p['cpu_rest_us']} | {p['idle_us']} | {target:.1f} | **{budget:.1f}** |")
+
+
 print("# opsrun benchmark results\n")
 command = "bench/run.sh" + ("" if sizes == [10000, 1000000] else " " + " ".join(map(str, sizes)))
 if has_before:
@@ -124,6 +158,8 @@ for size in sizes:
         print(f"\nIdempotency-Key on start, side by side: opsrun {num(keyed['rps']):,.0f} against {num(plain['rps']):,.0f} "
               f"req/s without, {cost:.0%} less throughput (p99 {keyed['p99_ms']} against {plain['p99_ms']} ms); "
               f"the same statements in pgbench cost {sql_cost:.0%}.")
+
+    cpu_table(size, ops)
 
     print("\n### Skewed filters\n")
     print("Each filter must reach past the 50,000 newest runs, which do not match it. Held to the unfiltered first "

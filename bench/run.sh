@@ -63,8 +63,11 @@ baseline=${builds[0]}
 work=$(mktemp -d /tmp/opsrun-bench.XXXXXX)
 chmod 755 "$work"
 results="$work/results.tsv"
-printf 'size\toperation\tclient\trps\tp50_ms\tp99_ms\terrors\tbytes_per_response\n' > "$results"
-declare -A server base pg_port token hot held cursor max_k window_after window_before
+# The cpu_* columns: CPU time per request (µs) of the opsrun server, of its PostgreSQL
+# cluster and of everything else that ran (the load tool; the kernel threads writing the
+# WAL), and the cores' idle time per request: where the two cores went meanwhile.
+printf 'size\toperation\tclient\trps\tp50_ms\tp99_ms\terrors\tbytes_per_response\tcpu_server_us\tcpu_postgres_us\tcpu_rest_us\tidle_us\n' > "$results"
+declare -A server base pg_port token hot held cursor max_k window_after window_before data_dir
 cleanup() {
   for build in "${!server[@]}"; do kill -INT "${server[$build]}" 2>/dev/null && wait "${server[$build]}" 2>/dev/null; done
   true
@@ -90,9 +93,38 @@ sample_threads() {
   local n; n=$(awk '/^Threads/ { print $2 }' "/proc/${server[$1]}/status")
   [ "${peak_threads[$1]:-0}" -ge "$n" ] || peak_threads[$1]=$n
 }
+# CPU time in clock ticks, read before and after a measurement (`cpu_split`).
+clock_ticks=$(getconf CLK_TCK)
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; } # busy, idle
+own_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# A cluster's postmaster, its live backends, and (in the postmaster's cutime and cstime)
+# every backend that ended: pgbench's connections come and go.
+cluster_ticks() {
+  local postmaster total
+  postmaster=$(head -1 "${data_dir[$1]}/pg/postmaster.pid")
+  total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postmaster/stat")
+  for backend in $(pgrep -P "$postmaster"); do total=$((total + $(own_ticks "$backend"))); done
+  echo "$total"
+}
+cpu_sample() { # build: busy idle server postgres
+  echo "$(machine_ticks) $(own_ticks "${server[$1]:-0}") $(cluster_ticks "$1")"
+}
+cpu_split() { # build, sample before, sample after, requests: µs per request, tab-separated
+  python3 -c '
+import sys
+hz, requests = int(sys.argv[1]), float(sys.argv[2])
+before, after = map(int, sys.argv[3].split()), map(int, sys.argv[4].split())
+busy, idle, server, postgres = (b - a for a, b in zip(before, after))
+us = lambda ticks: f"{ticks / hz * 1e6 / requests:.1f}" if requests else ""
+print("\t".join([us(server), us(postgres), us(busy - server - postgres), us(idle)]))' \
+    "$clock_ticks" "$4" "$2" "$3"
+}
 wrk_row() { # size, operation, client, script
-  local out="$work/wrk-$1-$2-$3.txt"
+  local out="$work/wrk-$1-$2-$3.txt" before after cpu
+  before=$(cpu_sample "$3")
   wrk -t2 -c"$concurrency" -d"${duration}s" --latency -s "bench/wrk/$4.lua" "${base[$3]}" > "$out"
+  after=$(cpu_sample "$3")
+  cpu=$(cpu_split "$3" "$before" "$after" "$(awk '/ requests in / { print $1 }' "$out")")
   local rps p50 p99 errors socket bytes
   rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
@@ -101,14 +133,16 @@ wrk_row() { # size, operation, client, script
   socket=$(awk '/Socket errors/ { s = 0; for (i = 4; i <= NF; i += 2) s += $i; print s }' "$out"); errors=$((errors + ${socket:-0}))
   # Bytes on the wire per answer, headers included: transfer rate over request rate.
   bytes=$(awk -v t="$(to_bytes "$(awk '/^Transfer\/sec/ { print $2 }' "$out")")" -v r="$rps" 'BEGIN { printf "%.0f", t / r }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$p50" "$p99" "$errors" "$bytes" >> "$results"
-  printf '   %-14s %-20s %9s req/s, p50 %s ms, p99 %s ms, non-2xx/errors %s\n' "$3" "$2" "$rps" "$p50" "$p99" "$errors"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$p50" "$p99" "$errors" "$bytes" "$cpu" >> "$results"
+  printf '   %-14s %-20s %9s req/s, p50 %s ms, p99 %s ms, non-2xx/errors %s; CPU µs/request opsrun, PostgreSQL, rest, idle: %s\n' \
+    "$3" "$2" "$rps" "$p50" "$p99" "$errors" "$(echo "$cpu" | tr '\t' ' ')"
 }
 
 for size in "${sizes[@]}"; do
   echo "== $size runs"
   for build in "${builds[@]}"; do
     data="$work/data-$size-$build"
+    data_dir[$build]=$data
     mkdir -p "$data" && chmod 755 "$data"
     OPSRUN_DATA_DIR="$data" "${binary[$build]}" seed --runs "$size"
     OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
@@ -218,11 +252,14 @@ for size in "${sizes[@]}"; do
   for op in "${operations[@]}"; do
     [ -f "bench/pgbench/$op.sql" ] || continue # an HTTP-only variant (compression): no SQL of its own
     rm -f "$work"/pgbench_log.*
+    before=$(cpu_sample "$this")
     (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
         -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \
         -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
         -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
         -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
+    after=$(cpu_sample "$this")
+    cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
     stats=$(cat "$work"/pgbench_log.* | python3 -c '
 import sys
 lat = sorted(int(line.split()[2]) for line in sys.stdin if line.strip())
@@ -230,8 +267,9 @@ pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
 print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
     tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
     failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$size-$op.txt"); failed=${failed:-0}
-    printf '%s\t%s\tpgbench\t%s\t%s\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" >> "$results"
-    printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s\n' pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed"
+    printf '%s\t%s\tpgbench\t%s\t%s\t%s\t\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" "$cpu" >> "$results"
+    printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s; CPU µs/transaction opsrun, PostgreSQL, rest, idle: %s\n' \
+      pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed" "$(echo "$cpu" | tr '\t' ' ')"
   done
 
   for build in "${builds[@]}"; do
