@@ -80,13 +80,21 @@ fn gzipped(plain: &[u8]) -> Bytes {
     encoder.write_all(plain).and_then(|()| encoder.finish()).map(Bytes::from).expect("writing to a Vec cannot fail")
 }
 
-/// brotli as `Compress` writes it (quality 3, a 4 MiB window).
+/// brotli at `Compress`'s quality (3), in a window just large enough for the body rather
+/// than `Compress`'s 4 MiB: the encoder's setup grows with its window, and on a 26 KB list
+/// page a 4 MiB window cost 390 µs where a 32 KiB one costs 60, for the same bytes out.
 fn brotli_encoded(plain: &[u8]) -> Bytes {
     let mut encoded = Vec::with_capacity(plain.len() / 4);
-    let mut encoder = brotli::CompressorWriter::new(&mut encoded, 32 * 1024, 3, 22);
+    let mut encoder = brotli::CompressorWriter::new(&mut encoded, 32 * 1024, 3, window_bits(plain.len()));
     encoder.write_all(plain).expect("writing to a Vec cannot fail");
     drop(encoder); // flushes the end of the stream
     Bytes::from(encoded)
+}
+
+/// The smallest brotli window (2^bits − 16 bytes) that holds `len` bytes, within
+/// brotli's 10 to `Compress`'s 22 bits.
+fn window_bits(len: usize) -> u32 {
+    len.saturating_add(16).next_power_of_two().trailing_zeros().clamp(10, 22)
 }
 
 #[cfg(test)]
@@ -144,6 +152,36 @@ mod tests {
         }
         // Deflate is not kept: the identity body goes out, for `Compress` to encode.
         assert_eq!(answered("deflate"), (None, identity));
+    }
+
+    #[test]
+    fn the_brotli_window_is_the_smallest_that_holds_the_body() {
+        for len in [0, 1, 1008, 1009, 26_000, 4_194_288, 4_194_289, 50_000_000] {
+            let bits = window_bits(len);
+            assert!((10..=22).contains(&bits), "{len}");
+            let holds = |bits: u32| (1usize << bits) - 16 >= len;
+            assert!(holds(bits) || bits == 22, "{len}: {bits} bits is too small");
+            assert!(bits == 10 || !holds(bits - 1), "{len}: {bits} bits is larger than needed");
+        }
+    }
+
+    #[test]
+    fn brotli_in_a_window_sized_to_the_body_decodes_to_it_whatever_its_size() {
+        use std::io::Read;
+        let mut seed = 7u64;
+        for len in [0, 1, 1009, 40_000, 300_000] {
+            // A JSON page's alphabet at random: matches at any distance, up to the whole body.
+            let plain: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    b"{}\":,0123456789abcdef"[(seed >> 59) as usize % 20]
+                })
+                .collect();
+            let encoded = brotli_encoded(&plain);
+            let mut decoded = Vec::new();
+            brotli::Decompressor::new(&encoded[..], 4096).read_to_end(&mut decoded).unwrap();
+            assert_eq!(decoded, plain, "{len} bytes");
+        }
     }
 
     #[test]
