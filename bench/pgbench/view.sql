@@ -1,3 +1,3 @@
 -- GET /v1/runs/{id}
 \set id 10 * random(1, :max_k)
-SELECT "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at" FROM "operation_runs" WHERE (("workspace_id" = 1) AND ("id" = :id)) LIMIT 1;
+SELECT "id", "workspace_id", "tenant_id", "user_id", "initiator_name", "type", "status", "outcome", "summary_counts", "failure_summary", "context", "started_at", "completed_at", "created_at", "updated_at", "backup_schedule_id", "revision" FROM "operation_runs" WHERE (("workspace_id" = 1) AND ("id" = :id)) LIMIT 1;
