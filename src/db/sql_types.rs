@@ -26,10 +26,10 @@ macro_rules! text_enum {
 
         impl FromSql<Text, Pg> for $type {
             fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-                let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+                // Read in place: a page of runs decodes several of these per row.
+                let text = std::str::from_utf8(bytes.as_bytes())?;
                 let parse: fn(&str) -> Option<$type> = $parse;
-                parse(&text)
-                    .ok_or_else(|| format!("unrecognized {} `{text}` in the database", stringify!($type)).into())
+                parse(text).ok_or_else(|| format!("unrecognized {} `{text}` in the database", stringify!($type)).into())
             }
         }
     };

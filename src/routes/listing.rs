@@ -185,8 +185,10 @@ fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Result<Page, Db
         None
     };
     let link = next_cursor.as_ref().map(|cursor| key.list.next_link(cursor, limit));
+    // A run renders to about 500 bytes: one allocation for the page, not a dozen regrowths.
+    let mut body = Vec::with_capacity(512 * (rows.len() + 1));
     let items = rows.into_iter().map(RunView::from).collect();
-    let body = serde_json::to_vec(&RunPage { items, next_cursor })
+    serde_json::to_writer(&mut body, &RunPage { items, next_cursor })
         .map_err(|e| DbError::internal(&format!("a page did not serialize: {e}")))?;
     Ok(Page { body: SharedBody::new(body.into()), link })
 }

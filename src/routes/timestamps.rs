@@ -29,6 +29,8 @@ const RFC3339_MAX: usize = 30;
 
 /// `at` in `buffer`; `None` for what only chrono spells (a year outside 0000-9999, a leap second).
 fn write<'b>(at: &DateTime<Utc>, buffer: &'b mut [u8; RFC3339_MAX]) -> Option<&'b str> {
+    // Each field of a `DateTime` converts to local time first; UTC's is the naive one.
+    let at = at.naive_utc();
     let nanos = at.nanosecond();
     if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
         return None;
