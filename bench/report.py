@@ -139,7 +139,7 @@ print(f"- machine: {platform.machine()}, {subprocess.run(['nproc'], capture_outp
       f"shared by the load tool, opsrun and PostgreSQL")
 print(f"- {version(['psql', '--version'])}; {version(['wrk', '--version'])}; opsrun release build")
 print(f"- each measurement: {duration} s at {concurrency} concurrent connections (wrk -t2; pgbench -j2 -M prepared), "
-      "opsrun with 2 HTTP workers and its default pool of 10 connections")
+      "opsrun with 2 HTTP workers and its default connection pool (its size is in \"The server under this load\")")
 if has_before:
     before = os.environ.get("BENCH_BEFORE_COMMIT") or "an older commit"
     print(f"- **before** is the release build of `{before}`, **this** the build of `{commit}`: each on its own database "
@@ -201,13 +201,13 @@ for size in sizes:
                 print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['bytes_per_response']} | {o['errors']} |")
 
     print("\n### The server under this load\n")
-    print("| build | peak RSS | peak threads |")
-    print("|---|---:|---:|")
+    print("| build | connection pool | peak RSS | peak threads |")
+    print("|---|---:|---:|---:|")
     for client in (["opsrun-before", "opsrun"] if has_before else ["opsrun"]):
-        rss, threads = get(size, "rss", client), get(size, "threads", client)
+        rss, threads, pool = get(size, "rss", client), get(size, "threads", client), get(size, "pool", client)
         if rss and threads:
             label = "before" if client == "opsrun-before" else "this"
-            print(f"| {label} | {int(rss['rps']) / 1024:.0f} MiB | {threads['rps']} |")
+            print(f"| {label} | {pool['rps'] if pool else '?'} | {int(rss['rps']) / 1024:.0f} MiB | {threads['rps']} |")
 
     indexed = get(size, "start_indexed", "opsrun")
     if indexed:

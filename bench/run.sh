@@ -224,6 +224,8 @@ for size in "${sizes[@]}"; do
     rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/${server[$build]}/status")
     printf '%s\trss\t%s\t%s\t\t\t\t\n' "$size" "$build" "$rss_kib" >> "$results"
     printf '%s\tthreads\t%s\t%s\t\t\t\t\n' "$size" "$build" "${peak_threads[$build]}" >> "$results"
+    pool_max=$(curl -s "${base[$build]}/metrics" | awk '/^opsrun_db_pool_connections\{state="max"\}/ { print $2 }')
+    printf '%s\tpool\t%s\t%s\t\t\t\t\n' "$size" "$build" "${pool_max:-?}" >> "$results"
     echo "   $build peak RSS: $((rss_kib / 1024)) MiB, peak threads: ${peak_threads[$build]}"
     unset "peak_threads[$build]"
   done
