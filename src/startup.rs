@@ -210,8 +210,9 @@ impl Application {
         })
         .on_connect(move |connection, _| live::drop_stalled_clients(connection, live.stalled_client_timeout))
         .workers(config.workers)
-        // Every database call runs on a worker's blocking pool; threads beyond the
-        // connections they share would only queue on the pool and cost context switches.
+        // A request's database work runs on its worker's blocking threads (executors of
+        // batches have threads of their own); threads beyond the connections they share
+        // would only queue on the pool and cost context switches.
         .worker_max_blocking_threads(blocking_threads_per_worker(config.pool.size, config.workers))
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         // `run_until_stopped` decides when to stop: actix treats SIGINT as a forced stop.

@@ -3,7 +3,7 @@
 //! request, and wakes one blocking thread per batch instead of one per request.
 //!
 //! A request joins the queue; when fewer than `drainers` executors are running, it starts
-//! one on the blocking pool. An executor takes everything queued (at most `max_batch`),
+//! one, on a thread of the executors' own (`executor_threads`). An executor takes everything queued (at most `max_batch`),
 //! answers it with one call of the work, and goes on while work is queued. Nothing ever
 //! waits for a batch to fill: an idle service answers each request as it comes, and
 //! requests only share a batch when they arrived while the previous one ran.
@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use diesel::PgConnection;
 use tokio::sync::oneshot;
@@ -97,7 +97,7 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
         if start_drainer {
             let shared = Arc::clone(&self.shared);
             // Not awaited: the executor answers through the queue's senders.
-            drop(actix_web::rt::task::spawn_blocking(move || shared.drain()));
+            drop(executor_threads().spawn_blocking(move || shared.drain()));
         }
         match tokio::time::timeout(self.shared.connections.work_timeout, answered).await {
             Ok(Ok(answer)) => answer,
@@ -106,6 +106,22 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
             Err(_elapsed) => Err(DbError::Timeout),
         }
     }
+}
+
+/// The threads executors run on: their own, not the HTTP workers' blocking threads. A
+/// worker has as many blocking threads as its share of the connection pool, for the
+/// requests it serves. An executor stays on its thread for as long as work keeps
+/// coming; had it taken one of those, a busy one or two would leave that worker's other
+/// requests waiting for a thread while connections sat free. Idle threads end after 10 s
+/// (tokio's blocking pool); the process shares them, as it shares the executors' work.
+fn executor_threads() -> &'static tokio::runtime::Runtime {
+    static THREADS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    THREADS.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("opsrun-executor")
+            .build()
+            .expect("a runtime without drivers only allocates")
+    })
 }
 
 impl<J, A> Shared<J, A> {

@@ -10,14 +10,14 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::{sql_query, PgConnection, RunQueryDsl};
+use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, claims, ids, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run, token, worker_token,
-    TestApp,
+    admin_token, claims, fresh_database, ids, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run,
+    token, worker_token, TestApp,
 };
 
 /// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
@@ -807,4 +807,63 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
     // The refused row stored nothing: its key is free to try again.
     let again = post_keyed(&app, "/v1/runs", &admin_token(), &requests[28].1, "key-poisoned").await;
     assert!(!replayed(&again));
+}
+
+/// Backends of the database at `url` waiting for an advisory lock.
+fn advisory_waiters(url: &str) -> i64 {
+    sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'",
+    )
+    .get_result::<Count>(&mut PgConnection::establish(url).unwrap())
+    .unwrap()
+    .n
+}
+
+async fn until_advisory_waiters(url: &str, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while advisory_waiters(url) < count {
+        assert!(Instant::now() < deadline, "the executors never reached the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An executor stays on its thread for as long as work keeps coming. An HTTP worker's
+/// request work must still find a thread: here a runtime with two blocking threads (as a
+/// worker gets with two workers on a pool of four), while both executors of a coalescer
+/// are busy, blocked on a lock. Were the executors on the worker's blocking threads, the
+/// request would wait for one until its budget ran out, with two connections free.
+#[test]
+fn busy_executors_leave_a_workers_request_threads_free() {
+    use opsrun::db::{Database, DbError, PoolConfig};
+    let url = fresh_database();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build().unwrap();
+    runtime.block_on(async {
+        let config = PoolConfig {
+            size: 4,
+            checkout_timeout: Duration::from_secs(10),
+            work_timeout: Duration::from_secs(5),
+            statement_cache: true,
+        };
+        let db = Database::connect(&url, "opsrun-test", &config);
+        let blocked = std::sync::Arc::new(db.coalescer(2, |conn, jobs: Vec<()>| {
+            sql_query("SELECT pg_advisory_xact_lock(4242)").execute(conn)?;
+            Ok(vec![(); jobs.len()])
+        }));
+        let mut holder = PgConnection::establish(&url).unwrap();
+        sql_query("SELECT pg_advisory_lock(4242)").execute(&mut holder).unwrap();
+        let mut submitted = Vec::new();
+        for executors in 1..=2 {
+            let blocked = std::sync::Arc::clone(&blocked);
+            submitted.push(tokio::spawn(async move { blocked.submit(()).await }));
+            until_advisory_waiters(&url, executors).await;
+        }
+
+        let answered = db.run(|conn| sql_query("SELECT 1").execute(conn).map_err(DbError::from)).await;
+        assert_eq!(answered.map_err(|e| e.to_string()), Ok(1), "a request found no thread while executors were busy");
+
+        sql_query("SELECT pg_advisory_unlock(4242)").execute(&mut holder).unwrap();
+        for submission in submitted {
+            assert!(submission.await.unwrap().is_ok());
+        }
+    });
 }
