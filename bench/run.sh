@@ -12,7 +12,8 @@
 #
 # With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
 # build's schema) and both servers run at once, taking turns per operation, so that the
-# machine's drift over the run falls on both alike. pgbench runs on this build's database.
+# machine's drift over the run falls on both alike. pgbench runs on this build's database,
+# right after the servers' turns at the same operation.
 #
 # Each table has a burst of 50,000 newest runs that are queued, belong to another user
 # (9999) and include schedule 42's newest runs: the skewed filters (`list_status`,
@@ -87,6 +88,31 @@ use() {
   export OPSRUN_TOKEN=${token[$1]} BENCH_HOT_ID=${hot[$1]} BENCH_MAX_K=${max_k[$1]} BENCH_CURSOR=${cursor[$1]}
   export BENCH_WINDOW_AFTER=${window_after[$1]} BENCH_WINDOW_BEFORE=${window_before[$1]}
 }
+# pgbench on this build's database: the operation's script, as many clients as wrk.
+pgbench_row() { # size, operation
+  local size=$1 op=$2 before after cpu stats tps failed
+  [ -f "bench/pgbench/$op.sql" ] || return 0 # an HTTP-only variant (compression): no SQL of its own
+  rm -f "$work"/pgbench_log.*
+  before=$(cpu_sample "$this")
+  (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
+      -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \
+      -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
+      -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
+      -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
+  after=$(cpu_sample "$this")
+  cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
+  stats=$(cat "$work"/pgbench_log.* | python3 -c '
+import sys
+lat = sorted(int(line.split()[2]) for line in sys.stdin if line.strip())
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
+print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
+  tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
+  failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$size-$op.txt"); failed=${failed:-0}
+  printf '%s\t%s\tpgbench\t%s\t%s\t%s\t\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" "$cpu" >> "$results"
+  printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s; CPU µs/transaction opsrun, PostgreSQL, rest, idle: %s\n' \
+    pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed" "$(echo "$cpu" | tr '\t' ' ')"
+}
+
 # Peak threads of each build's server, sampled after every measurement.
 declare -A peak_threads
 sample_threads() {
@@ -195,12 +221,15 @@ for size in "${sizes[@]}"; do
   cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "${cursor[$this]}")
   cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "${cursor[$this]}")
 
+  # Each operation's turns are back to back, pgbench's too: this machine's speed drifts
+  # by minutes, and a ratio is only as good as the moments it compares.
   for op in "${operations[@]}"; do
     for build in "${builds[@]}"; do
       use "$build"
       wrk_row "$size" "$op" "$build" "$op"
       sample_threads "$build"
     done
+    pgbench_row "$size" "$op"
   done
 
   for op in "${fixed_operations[@]}"; do
@@ -250,29 +279,6 @@ for size in "${sizes[@]}"; do
     psql -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -d opsrun -q -f bench/explain.sql > "bench/explain-$((size / 1000000))m.txt" 2>&1 \
       || echo "   explain.sql failed: see bench/explain-$((size / 1000000))m.txt" >&2
   fi
-
-  for op in "${operations[@]}"; do
-    [ -f "bench/pgbench/$op.sql" ] || continue # an HTTP-only variant (compression): no SQL of its own
-    rm -f "$work"/pgbench_log.*
-    before=$(cpu_sample "$this")
-    (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
-        -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \
-        -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
-        -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
-        -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
-    after=$(cpu_sample "$this")
-    cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
-    stats=$(cat "$work"/pgbench_log.* | python3 -c '
-import sys
-lat = sorted(int(line.split()[2]) for line in sys.stdin if line.strip())
-pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
-print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
-    tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
-    failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$size-$op.txt"); failed=${failed:-0}
-    printf '%s\t%s\tpgbench\t%s\t%s\t%s\t\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" "$cpu" >> "$results"
-    printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s; CPU µs/transaction opsrun, PostgreSQL, rest, idle: %s\n' \
-      pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed" "$(echo "$cpu" | tr '\t' ' ')"
-  done
 
   for build in "${builds[@]}"; do
     kill -INT "${server[$build]}"; wait "${server[$build]}" || true; unset "server[$build]"
