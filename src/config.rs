@@ -169,9 +169,10 @@ pub const SETTINGS: [SettingDoc; 22] = [
 /// 10 cut the p99 of pages no two requests share from 32-36 to 8-16 ms at the same
 /// throughput (bench/ANALYSIS.md). A database of its own keeps 10.
 fn default_pool_size(embedded: bool, cpus: usize) -> u32 {
-    match embedded {
-        true => (2 * cpus).clamp(4, 10) as u32,
-        false => 10,
+    if embedded {
+        (2 * cpus).clamp(4, 10) as u32
+    } else {
+        10
     }
 }
 

@@ -3,10 +3,11 @@
 //! request, and wakes one blocking thread per batch instead of one per request.
 //!
 //! A request joins the queue; when fewer than `drainers` executors are running, it starts
-//! one, on a thread of the executors' own (`executor_threads`). An executor takes everything queued (at most `max_batch`),
-//! answers it with one call of the work, and goes on while work is queued. Nothing ever
-//! waits for a batch to fill: an idle service answers each request as it comes, and
-//! requests only share a batch when they arrived while the previous one ran.
+//! one, on a thread of the executors' own (`executor_threads`). An executor takes
+//! everything queued (at most `max_batch`), answers it with one call of the work, and
+//! goes on while work is queued. Nothing ever waits for a batch to fill: an idle
+//! service answers each request as it comes, and requests only share a batch when they
+//! arrived while the previous one ran.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
