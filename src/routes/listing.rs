@@ -9,11 +9,10 @@ use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use super::runs::{RunPage, RunView};
+use super::runs::json;
 use crate::db::models::OperationRunRow;
 use crate::db::runs::{self, RunQuery, StatusFilter};
 use crate::db::shared_reads::SharedReads;
-use crate::db::DbError;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
 use crate::domain::one_of;
@@ -141,7 +140,7 @@ pub struct Page {
 pub type ListPages = SharedReads<PageKey, Page>;
 
 pub fn list_pages() -> ListPages {
-    SharedReads::new(|conn, key: &PageKey| render_page(runs::list(conn, &key.query)?, key))
+    SharedReads::new(|conn, key: &PageKey| Ok(render_page(runs::list(conn, &key.query)?, key)))
 }
 
 /// Runs one page of `query` and answers with the page, in the coding `request` takes,
@@ -160,7 +159,7 @@ pub async fn respond_with_page(
     query.limit = limit + 1;
     let key = PageKey { query, list };
     let page = if key.query.types.is_empty() {
-        Arc::new(render_page(Vec::new(), &key)?)
+        Arc::new(render_page(Vec::new(), &key))
     } else {
         db.read_shared(pages, key).await?
     };
@@ -173,7 +172,7 @@ pub async fn respond_with_page(
 }
 
 /// The page of `rows` (read one past the page size, to know whether more follow).
-fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Result<Page, DbError> {
+fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Page {
     let limit = key.query.limit - 1;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
@@ -185,10 +184,6 @@ fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Result<Page, Db
         None
     };
     let link = next_cursor.as_ref().map(|cursor| key.list.next_link(cursor, limit));
-    // A run renders to about 500 bytes: one allocation for the page, not a dozen regrowths.
-    let mut body = Vec::with_capacity(512 * (rows.len() + 1));
-    let items = rows.into_iter().map(RunView::from).collect();
-    serde_json::to_writer(&mut body, &RunPage { items, next_cursor })
-        .map_err(|e| DbError::internal(&format!("a page did not serialize: {e}")))?;
-    Ok(Page { body: SharedBody::new(body.into()), link })
+    let body = json::page(&rows, next_cursor.as_deref());
+    Page { body: SharedBody::new(body.into()), link }
 }

@@ -17,6 +17,20 @@ pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::
     }
 }
 
+/// `at` as a JSON string, appended to `out`: the same text as [`serialize`].
+pub fn push(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    let mut buffer = [0u8; RFC3339_MAX];
+    match write(at, &mut buffer) {
+        Some(text) => {
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        }
+        // Writing into a `Vec` cannot fail, and chrono always spells an instant.
+        None => serde_json::to_writer(out, at).expect("a timestamp serializes"),
+    }
+}
+
 pub fn optional<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => serialize(at, serializer),

@@ -2,6 +2,7 @@
 //! they share.
 
 pub mod events;
+pub mod json;
 pub mod list;
 pub mod start;
 pub mod stream;
@@ -93,10 +94,7 @@ pub struct RunView {
 
 impl From<OperationRunRow> for RunView {
     fn from(run: OperationRunRow) -> RunView {
-        let duration_seconds = run
-            .started_at
-            .zip(run.completed_at)
-            .map(|(start, end)| (end - start).num_milliseconds().max(0) as f64 / 1000.0);
+        let duration_seconds = duration_seconds(&run);
         let backup_schedule_runs =
             run.backup_schedule_id.map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
         RunView {
@@ -124,6 +122,11 @@ impl From<OperationRunRow> for RunView {
             duration_seconds,
         }
     }
+}
+
+/// Seconds from start to completion, to the millisecond.
+fn duration_seconds(run: &OperationRunRow) -> Option<f64> {
+    run.started_at.zip(run.completed_at).map(|(start, end)| (end - start).num_milliseconds().max(0) as f64 / 1000.0)
 }
 
 /// A page of runs.

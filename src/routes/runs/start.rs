@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::RunView;
+use super::{json, RunView};
 use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::OperationRunRow;
 use crate::db::{Database, DbError};
@@ -198,7 +198,6 @@ fn started_answer(metrics: &Metrics, run_type: RunType, policy: IdentityPolicy, 
 }
 
 fn started_response(mut response: HttpResponseBuilder, run: OperationRunRow, created: bool) -> HttpResponse {
-    response
-        .insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)))
-        .json(StartedRun { run: RunView::from(run), created })
+    response.insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)));
+    json::respond(response, json::started(&run, created))
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::RunView;
+use super::{json, RunView};
 use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::failures::ReportedFailure;
@@ -64,7 +64,7 @@ async fn respond_with_move(
     answer_write(db, metrics, kind, keyed, move |conn| match move_run(conn, &principal, RunId(run_id), &requested) {
         Ok(moved) => {
             counters.transitions.with_label_values(&[kind.as_str()]).inc();
-            Ok(answer(HttpResponse::Ok().json(RunView::from(moved))))
+            Ok(answer(json::respond(HttpResponse::Ok(), json::run(&moved))))
         }
         Err(refused @ RunError::Refused { .. }) => Ok(answer(ApiError::from(refused).error_response())),
         Err(other) => Err(other.into()),
@@ -149,7 +149,7 @@ pub async fn report_progress(
     let report = ProgressReport { principal, run_id: RunId(id.into_inner()), report: requested };
     let moved = batches.report(report).await?;
     metrics.transitions.with_label_values(&[EventKind::Progressed.as_str()]).inc();
-    Ok(HttpResponse::Ok().json(RunView::from(moved)))
+    Ok(json::respond(HttpResponse::Ok(), json::run(&moved)))
 }
 
 /// Complete a run with its final outcome.

@@ -10,7 +10,7 @@ use actix_web::{get, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::RunView;
+use super::{json, RunView};
 use crate::domain::access::{Action, Principal};
 use crate::domain::ids::RunId;
 use crate::error::{ApiError, Problem, ProblemCode};
@@ -116,7 +116,9 @@ pub async fn view_run(
         let run = visible(&principal, found.map_err(RunError::from)?, Action::View)?;
         let etag = caching::etag(Representation::Run, &run);
         if !caching::client_has(if_none_match.as_ref(), &etag) {
-            return Ok(HttpResponse::Ok().insert_header(ETag(etag)).json(RunView::from(run)));
+            let mut response = HttpResponse::Ok();
+            response.insert_header(ETag(etag));
+            return Ok(json::respond(response, json::run(&run)));
         }
         let (Some(subscription), Some(until)) = (subscription.as_mut(), until) else {
             return Ok(caching::not_modified(etag));
