@@ -45,8 +45,8 @@ text_enum!(RunType, RunType::parse);
 /// without building a `serde_json::Value` tree in between.
 ///
 /// The text is not parsed again on the way in. PostgreSQL parsed it when it stored the
-/// jsonb and spells it back as valid JSON, and checking that cost a page of runs as much
-/// as decoding the rest of its rows. Serde's path (the live stream, tests) still checks it.
+/// jsonb and spells it back as valid JSON, and checking that cost a page of runs more
+/// than decoding the rest of its rows. Serde's path (the live stream, tests) still checks it.
 #[derive(Debug, Clone, diesel::deserialize::FromSqlRow)]
 pub struct JsonText(Box<str>);
 

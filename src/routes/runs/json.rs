@@ -1,4 +1,4 @@
-//! A run's JSON, written straight into a buffer. serde's derive of [`RunView`] is the
+//! A run's JSON, written straight into a buffer. serde's derive of [`super::RunView`] is the
 //! specification (and the OpenAPI schema's twin); these writers give the same bytes, as
 //! the property test below holds, at a fraction of the cost. serde escapes each of a run's
 //! 21 keys and copies every fragment on its own: on a page of 50 runs nobody shares, that

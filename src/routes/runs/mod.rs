@@ -44,6 +44,8 @@ pub struct FailureSummary {
     pub dropped: i64,
 }
 
+// This derive is the specification of a run's JSON; answers are written by `json`,
+// whose tests hold it byte for byte equal to this.
 /// An operation run.
 #[derive(Serialize, ToSchema)]
 pub struct RunView {
