@@ -184,21 +184,28 @@ for size in sizes:
             at = ("at the same rates in every run (`BENCH_FIXED_RATES`): half of what `fdec1a1` (main when the "
                   "performance work began) saturated at on 2026-12-04, a load users live at")
         print(f"An open loop (`examples/fixed_rate.rs`) {at}; latency from "
-              "each request's due time, so a stall counts in full.\n")
+              "each request's due time, so a stall counts in full. **pgbench** is the database alone at the same "
+              "rate (`pgbench -R`, the operation's statements, latency from each transaction's scheduled start too): "
+              "what the disk and PostgreSQL leave for any service on this machine.\n")
+        def pgbench_cells(op):
+            p = get(size, f"fixed_{op}", "pgbench")
+            return f"{p['p50_ms']} | {p['p99_ms']}" if p else " | "
         if has_before:
-            print("| operation | rate req/s | before p50 ms | before p99 ms | this p50 ms | this p99 ms | this max ms | failed |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            print("| operation | rate req/s | before p50 ms | before p99 ms | this p50 ms | this p99 ms | this max ms "
+                  "| pgbench p50 ms | pgbench p99 ms | failed |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
-            print("| operation | rate req/s | p50 ms | p99 ms | max ms | failed |")
-            print("|---|---:|---:|---:|---:|---:|")
+            print("| operation | rate req/s | p50 ms | p99 ms | max ms | pgbench p50 ms | pgbench p99 ms | failed |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for op in fixed:
             o = get(size, f"fixed_{op}", "opsrun")
             if has_before:
                 b = get(size, f"fixed_{op}", "opsrun-before")
                 print(f"| {names[op]} | {num(o['rps']):,.0f} | {b['p50_ms']} | {b['p99_ms']} | {o['p50_ms']} | **{o['p99_ms']}** "
-                      f"| {o['bytes_per_response']} | {o['errors']} |")
+                      f"| {o['bytes_per_response']} | {pgbench_cells(op)} | {o['errors']} |")
             else:
-                print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['bytes_per_response']} | {o['errors']} |")
+                print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['bytes_per_response']} "
+                      f"| {pgbench_cells(op)} | {o['errors']} |")
 
     print("\n### The server under this load\n")
     print("| build | connection pool | peak RSS | peak threads |")

@@ -88,26 +88,40 @@ use() {
   export OPSRUN_TOKEN=${token[$1]} BENCH_HOT_ID=${hot[$1]} BENCH_MAX_K=${max_k[$1]} BENCH_CURSOR=${cursor[$1]}
   export BENCH_WINDOW_AFTER=${window_after[$1]} BENCH_WINDOW_BEFORE=${window_before[$1]}
 }
-# pgbench on this build's database: the operation's script, as many clients as wrk.
-pgbench_row() { # size, operation
-  local size=$1 op=$2 before after cpu stats tps failed
-  [ -f "bench/pgbench/$op.sql" ] || return 0 # an HTTP-only variant (compression): no SQL of its own
+# pgbench on this build's database: the operation's script, as many clients as wrk, for
+# SECONDS; further options (a rate) follow. Leaves its report in $work/pgbench-SIZE-OP.txt
+# and one line per transaction in $work/pgbench_log.*.
+pgbench_run() { # size, operation, seconds, options…
+  local size=$1 op=$2 seconds=$3; shift 3
   rm -f "$work"/pgbench_log.*
-  before=$(cpu_sample "$this")
   (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
-      -c "$concurrency" -j 2 -T "$duration" -l --log-prefix=pgbench_log \
+      -c "$concurrency" -j 2 -T "$seconds" -l --log-prefix=pgbench_log "$@" \
       -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
       -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
       -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
-  after=$(cpu_sample "$this")
-  cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
-  stats=$(cat "$work"/pgbench_log.* | python3 -c '
+}
+# p50, p99 and max latency in ms of the last pgbench_run, tab-separated. At a rate (-R),
+# pgbench counts a transaction's latency from its scheduled start, as fixed_rate does.
+pgbench_latency() {
+  cat "$work"/pgbench_log.* | python3 -c '
 import sys
 lat = sorted(int(line.split()[2]) for line in sys.stdin if line.strip())
 pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
-print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}")')
+print(f"{pct(0.50):.3f}\t{pct(0.99):.3f}\t{lat[-1] / 1000:.3f}")'
+}
+pgbench_failed() { # size, operation
+  local failed; failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$1-$2.txt"); echo "${failed:-0}"
+}
+pgbench_row() { # size, operation
+  local size=$1 op=$2 before after cpu stats tps failed
+  [ -f "bench/pgbench/$op.sql" ] || return 0 # an HTTP-only variant (compression): no SQL of its own
+  before=$(cpu_sample "$this")
+  pgbench_run "$size" "$op" "$duration"
+  after=$(cpu_sample "$this")
+  cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
+  stats=$(pgbench_latency | cut -f1,2)
   tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
-  failed=$(awk '/number of failed transactions/ { print $5 }' "$work/pgbench-$size-$op.txt"); failed=${failed:-0}
+  failed=$(pgbench_failed "$size" "$op")
   printf '%s\t%s\tpgbench\t%s\t%s\t%s\t\t%s\n' "$size" "$op" "$tps" "$stats" "$failed" "$cpu" >> "$results"
   printf '   %-14s %-20s %9s tps, p50/p99 ms %s, failed %s; CPU µs/transaction opsrun, PostgreSQL, rest, idle: %s\n' \
     pgbench "$op" "$tps" "$(echo "$stats" | tr '\t' '/')" "$failed" "$(echo "$cpu" | tr '\t' ' ')"
@@ -248,6 +262,12 @@ for size in "${sizes[@]}"; do
       printf '   %-14s %-20s %9s req/s fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s of %s\n' "$build" "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed" "$sent"
       sample_threads "$build"
     done
+    # The database alone at the same rate: one statement (or transaction) per request.
+    pgbench_run "$size" "$op" "$fixed_seconds" -R "$rate"
+    read -r p50 p99 max <<< "$(pgbench_latency)"
+    failed=$(pgbench_failed "$size" "$op")
+    printf '%s\tfixed_%s\tpgbench\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
+    printf '   %-14s %-20s %9s tps fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s\n' pgbench "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed"
   done
   for build in "${builds[@]}"; do
     rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/${server[$build]}/status")
