@@ -290,13 +290,17 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
-    use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
-    let open = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some();
-    if open {
+    if transaction_open(conn)? {
         work(conn)
     } else {
         conn.transaction(work)
     }
+}
+
+/// Whether `conn` is inside a transaction that diesel opened.
+pub fn transaction_open(conn: &mut PgConnection) -> diesel::QueryResult<bool> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    Ok(AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some())
 }
 
 /// How often a migrate or adopt asks again for the lock another one holds.
