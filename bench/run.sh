@@ -7,13 +7,16 @@
 #   bench/run.sh                 # 10,000 and 1,000,000 runs
 #   bench/run.sh 10000 10000000  # other sizes
 #   BENCH_BEFORE=/path/to/older/release/opsrun bench/run.sh   # and an older build, side by side
-#   BENCH_DURATION=20 BENCH_CONCURRENCY=32 bench/run.sh
+#   BENCH_DURATION=6 BENCH_ROUNDS=5 BENCH_CONCURRENCY=32 bench/run.sh   # 5 turns of 6 s per operation
 #   BENCH_FIXED_RATES=half bench/run.sh   # fixed-rate latency at half of the older build's saturation
 #
 # With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
 # build's schema) and both servers run at once, taking turns per operation, so that the
 # machine's drift over the run falls on both alike. pgbench runs on this build's database,
-# right after the servers' turns at the same operation.
+# right after the servers' turns at the same operation. Each operation gets BENCH_ROUNDS
+# rounds of turns (before, this, pgbench), and the report reads each one's median turn:
+# this machine's speed can move by a third within a minute, and a stall that hits one
+# turn moves no median.
 #
 # Each table has a burst of 50,000 newest runs that are queued, belong to another user
 # (9999) and include schedule 42's newest runs: the skewed filters (`list_status`,
@@ -22,9 +25,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export BENCH_DIR="$repo/bench"
-duration=${BENCH_DURATION:-10}
+duration=${BENCH_DURATION:-4} # seconds per turn
+rounds=${BENCH_ROUNDS:-3}
 concurrency=${BENCH_CONCURRENCY:-32}
-fixed_seconds=${BENCH_FIXED_SECONDS:-10}
+fixed_seconds=${BENCH_FIXED_SECONDS:-4} # per turn, in rounds as above
 sizes=("${@:-10000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
 operations=(start start_keyed refused view list_first list_first_browser list_first_br list_deep list_random history progress
@@ -159,10 +163,11 @@ us = lambda ticks: f"{ticks / hz * 1e6 / requests:.1f}" if requests else ""
 print("\t".join([us(server), us(postgres), us(busy - server - postgres), us(idle)]))' \
     "$clock_ticks" "$4" "$2" "$3"
 }
-wrk_row() { # size, operation, client, script
-  local out="$work/wrk-$1-$2-$3.txt" before after cpu
+turn=0
+wrk_row() { # size, operation, client, script[, seconds]
+  local out="$work/wrk-$1-$2-$3-$((turn += 1)).txt" before after cpu
   before=$(cpu_sample "$3")
-  wrk -t2 -c"$concurrency" -d"${duration}s" --latency -s "bench/wrk/$4.lua" "${base[$3]}" > "$out"
+  wrk -t2 -c"$concurrency" -d"${5:-$duration}s" --latency -s "bench/wrk/$4.lua" "${base[$3]}" > "$out"
   after=$(cpu_sample "$3")
   cpu=$(cpu_split "$3" "$before" "$after" "$(awk '/ requests in / { print $1 }' "$out")")
   local rps p50 p99 errors socket bytes
@@ -235,39 +240,44 @@ for size in "${sizes[@]}"; do
   cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "${cursor[$this]}")
   cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "${cursor[$this]}")
 
-  # Each operation's turns are back to back, pgbench's too: this machine's speed drifts
-  # by minutes, and a ratio is only as good as the moments it compares.
+  # Each operation's turns are back to back, pgbench's too, round after round: this
+  # machine's speed drifts, and a ratio is only as good as the moments it compares.
   for op in "${operations[@]}"; do
-    for build in "${builds[@]}"; do
-      use "$build"
-      wrk_row "$size" "$op" "$build" "$op"
-      sample_threads "$build"
+    for _ in $(seq 1 "$rounds"); do
+      for build in "${builds[@]}"; do
+        use "$build"
+        wrk_row "$size" "$op" "$build" "$op"
+        sample_threads "$build"
+      done
+      pgbench_row "$size" "$op"
     done
-    pgbench_row "$size" "$op"
   done
 
   for op in "${fixed_operations[@]}"; do
     if [ "$fixed_rates" = half ]; then
-      saturated=$(awk -F'\t' -v s="$size" -v o="$op" -v c="$baseline" '$1 == s && $2 == o && $3 == c { print $4 }' "$results")
+      saturated=$(awk -F'\t' -v s="$size" -v o="$op" -v c="$baseline" '$1 == s && $2 == o && $3 == c { print $4 }' "$results" |
+        sort -g | awk '{ turn[NR] = $1 } END { print turn[int((NR + 1) / 2)] }') # the median turn, as the report reads it
       rate=$(awk -v r="$saturated" 'BEGIN { printf "%.0f", r / 2 }')
     else
       rate=$(tr ' ' '\n' <<< "$fixed_rates" | sed -n "s/^$op=//p")
       [ -n "$rate" ] || { echo "BENCH_FIXED_RATES=$fixed_rates names no rate for $op" >&2; exit 1; }
     fi
-    for build in "${builds[@]}"; do
-      use "$build"
-      line=$("$fixed_rate" "${base[$build]}" "$op" "$rate" "$fixed_seconds")
-      read -r sent ok failed p50 p99 max <<< "$line"
-      printf '%s\tfixed_%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$build" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
-      printf '   %-14s %-20s %9s req/s fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s of %s\n' "$build" "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed" "$sent"
-      sample_threads "$build"
+    for _ in $(seq 1 "$rounds"); do
+      for build in "${builds[@]}"; do
+        use "$build"
+        line=$("$fixed_rate" "${base[$build]}" "$op" "$rate" "$fixed_seconds")
+        read -r sent ok failed p50 p99 max <<< "$line"
+        printf '%s\tfixed_%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$build" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
+        printf '   %-14s %-20s %9s req/s fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s of %s\n' "$build" "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed" "$sent"
+        sample_threads "$build"
+      done
+      # The database alone at the same rate: one statement (or transaction) per request.
+      pgbench_run "$size" "$op" "$fixed_seconds" -R "$rate"
+      read -r p50 p99 max <<< "$(pgbench_latency)"
+      failed=$(pgbench_failed "$size" "$op")
+      printf '%s\tfixed_%s\tpgbench\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
+      printf '   %-14s %-20s %9s tps fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s\n' pgbench "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed"
     done
-    # The database alone at the same rate: one statement (or transaction) per request.
-    pgbench_run "$size" "$op" "$fixed_seconds" -R "$rate"
-    read -r p50 p99 max <<< "$(pgbench_latency)"
-    failed=$(pgbench_failed "$size" "$op")
-    printf '%s\tfixed_%s\tpgbench\t%s\t%s\t%s\t%s\t%s\n' "$size" "$op" "$rate" "$p50" "$p99" "$failed" "$max" >> "$results"
-    printf '   %-14s %-20s %9s tps fixed, p50 %s ms, p99 %s ms, max %s ms, failed %s\n' pgbench "fixed $op" "$rate" "$p50" "$p99" "$max" "$failed"
   done
   for build in "${builds[@]}"; do
     rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/${server[$build]}/status")
@@ -279,21 +289,23 @@ for size in "${sizes[@]}"; do
     unset "peak_threads[$build]"
   done
 
-  # What each filter index costs a start: this build's start without it, then with all.
+  # What each filter index costs a start: this build's start without it, then with all,
+  # each one turn as long as an operation's rounds together.
   if [ "$size" = "${sizes[-1]}" ]; then
+    index_seconds=$((duration * rounds))
     use "$this"
-    wrk_row "$size" "start_indexed" "$this" start
+    wrk_row "$size" "start_indexed" "$this" start "$index_seconds"
     for index in "${filter_indexes[@]}"; do
       definition=$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")
       psql_ "$this" "DROP INDEX $index"
-      wrk_row "$size" "start_without_$index" "$this" start
+      wrk_row "$size" "start_without_$index" "$this" start "$index_seconds"
       psql_ "$this" "$definition"
     done
     for index in "${filter_indexes[@]}"; do
       definitions+=("$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")")
       psql_ "$this" "DROP INDEX $index"
     done
-    wrk_row "$size" "start_without_filter_indexes" "$this" start
+    wrk_row "$size" "start_without_filter_indexes" "$this" start "$index_seconds"
     for definition in "${definitions[@]}"; do psql_ "$this" "$definition"; done
     unset definitions
     psql -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -d opsrun -q -f bench/explain.sql > "bench/explain-$((size / 1000000))m.txt" 2>&1 \
@@ -307,5 +319,5 @@ done
 
 cp "$results" bench/results.tsv
 BENCH_BUILDS="${builds[*]}" BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} BENCH_FIXED_RATES=$fixed_rates \
-  python3 bench/report.py bench/results.tsv "$duration" "$concurrency" > bench/RESULTS.md
+  python3 bench/report.py bench/results.tsv "$duration" "$concurrency" "$rounds" > bench/RESULTS.md
 echo "wrote bench/RESULTS.md (raw figures in bench/results.tsv; logs in $work)"
