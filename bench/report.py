@@ -42,21 +42,16 @@ same_sql = {"list_first_browser": "list_first", "list_first_br": "list_first"}
 
 def get(size, op, client):
     """The row of one client at one operation. When the bench took several turns at it,
-    one row of the turns' medians, each column on its own (errors summed): a turn that a
-    stall of the machine hit moves no median."""
+    the median turn, whole (its figures measured together): by throughput, or at a fixed
+    rate by p99. A turn that a stall of the machine hit decides nothing. Errors are the
+    sum over all turns, so that none is hidden."""
     turns = [r for r in rows if int(r["size"]) == size and r["operation"] == op and r["client"] == client]
     if len(turns) <= 1:
         return turns[0] if turns else None
-    merged = dict(turns[0])
-    for column in merged:
-        values = [r[column] for r in turns if num(r[column]) is not None]
-        if column in ("size", "operation", "client") or len(values) < len(turns):
-            continue
-        if column == "errors":
-            merged[column] = str(sum(int(num(v)) for v in values))
-        else:
-            merged[column] = sorted(values, key=num)[(len(values) - 1) // 2]  # the lower median: a measured value
-    return merged
+    key = "p99_ms" if op.startswith("fixed_") else "rps"
+    median = dict(sorted(turns, key=lambda r: num(r[key]) or 0.0)[(len(turns) - 1) // 2])  # the lower median
+    median["errors"] = str(sum(int(num(r["errors"]) or 0) for r in turns))
+    return median
 
 
 def num(value):
@@ -198,8 +193,8 @@ for size in sizes:
             at = ("at the same rates in every run (`BENCH_FIXED_RATES`): half of what `fdec1a1` (main when the "
                   "performance work began) saturated at on 2026-12-04, a load users live at")
         print(f"An open loop (`examples/fixed_rate.rs`) {at}; latency from "
-              "each request's due time, so a stall counts in full in its turn (each column is the median of the rounds' "
-              "turns, as above). **pgbench** is the database alone at the same "
+              "each request's due time, so a stall counts in full in its turn (each row is the rounds' median turn by "
+              "p99). **pgbench** is the database alone at the same "
               "rate (`pgbench -R`, the operation's statements, latency from each transaction's scheduled start too): "
               "what the disk and PostgreSQL leave for any service on this machine.\n")
         def pgbench_cells(op):
