@@ -809,6 +809,45 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
     assert!(!replayed(&again));
 }
 
+/// A keyed batch whose answers were rendered and then rolled back (the database refused
+/// to store one of them) is made again one start at a time: each start is counted once,
+/// when its answer has committed, and the refused one not at all.
+#[tokio::test]
+async fn a_keyed_batch_made_again_counts_each_start_once() {
+    let app = TestApp::spawn().await;
+    app.db()
+        .batch_execute(
+            "ALTER TABLE idempotency_keys ADD CONSTRAINT refuses_poisoned_answer \
+             CHECK (response_body NOT LIKE '%poisoned-answer%') NOT VALID",
+        )
+        .unwrap();
+    let mut requests: Vec<(String, Value)> =
+        (0..7).map(|i| (format!("key-{i}"), inventory_sync(1 + i % 3, &format!("counted-{i}")))).collect();
+    let mut poisoned = inventory_sync(2, "poisoned");
+    poisoned["context"] = json!({ "note": "poisoned-answer" });
+    requests.push(("key-poisoned".into(), poisoned));
+
+    let lock = lock_runs(&app, "EXCLUSIVE");
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|(key, body)| {
+            let app = app.clone_client();
+            tokio::spawn(
+                async move { post_keyed(&app, "/v1/runs", &admin_token(), &body, &key).await.status().as_u16() },
+            )
+        })
+        .collect();
+    until_arrived(&app, "keyed_start", 8).await;
+    drop(lock);
+    let statuses = in_order(handles).await;
+    assert!(mean_batch(&app, "keyed_start").await > 1.0, "the keyed starts went as batches");
+
+    assert_eq!(statuses, [201, 201, 201, 201, 201, 201, 201, 500]);
+    let runs = sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut app.db()).unwrap().n;
+    assert_eq!(runs, 7, "the refused start's run was rolled back with its answer");
+    assert_eq!(metric(&app, "opsrun_runs_started_total").await, 7.0, "each created run counted once");
+}
+
 /// Backends of the database at `url` waiting for an advisory lock.
 fn advisory_waiters(url: &str) -> i64 {
     sql_query(

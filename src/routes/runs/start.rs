@@ -128,8 +128,9 @@ pub async fn start_run(
     let planned = plan_start(&principal, request.into())?;
     let (run_type, policy) = (planned.run.run_type, planned.run.identity_policy);
     let Some(keyed) = keyed else {
-        let started = batches.start(planned).await?;
-        return Ok(started_answer(&metrics, run_type, policy, started));
+        let (outcome, response) = started_answer(run_type, policy, batches.start(planned).await?);
+        outcome.count(&metrics, run_type);
+        return Ok(response);
     };
     let answered = keyed_starts.batches.submit((keyed, planned)).await.map_err(ApiError::from);
     counted(&metrics, EventKind::Created, answered.and_then(|answered| answered))
@@ -160,41 +161,77 @@ impl KeyedStarts {
     }
 }
 
+/// Outcomes are counted once their transaction has committed: a batch the database
+/// refuses is rolled back and made again, and its starts must not count twice.
 fn keyed_batch(
     conn: &mut PgConnection,
     metrics: &Metrics,
     batch: Vec<(KeyedRequest, PlannedStart)>,
 ) -> Result<Vec<Result<Answered, ApiError>>, DbError> {
     let render = |planned: &PlannedStart, started| {
-        answer(started_answer(metrics, planned.run.run_type, planned.run.identity_policy, started))
+        let (outcome, response) = started_answer(planned.run.run_type, planned.run.identity_policy, started);
+        ((outcome, planned.run.run_type), answer(response))
     };
+    let mut outcomes = Vec::with_capacity(batch.len());
     let together = idempotency::once_each(conn, &batch, |conn, due: Vec<&PlannedStart>| {
         let started = start::start_runs(conn, &due).map_err(DbError::from)?;
-        Ok::<_, DbError>(due.iter().zip(started).map(|(planned, started)| render(planned, started)).collect())
+        let (counted, answers): (Vec<_>, Vec<_>) =
+            due.iter().zip(started).map(|(planned, started)| render(planned, started)).unzip();
+        outcomes = counted;
+        Ok::<_, DbError>(answers)
     });
     match together {
-        Ok(answers) => Ok(answers.into_iter().map(|answered| answered.map_err(ApiError::from)).collect()),
+        Ok(answers) => {
+            outcomes.into_iter().for_each(|(outcome, run_type)| outcome.count(metrics, run_type));
+            Ok(answers.into_iter().map(|answered| answered.map_err(ApiError::from)).collect())
+        }
         Err(DbError::Query(_)) => Ok(batch
             .iter()
             .map(|(keyed, planned)| {
-                idempotency::once(conn, keyed, |conn| Ok(render(planned, start::start_run(conn, planned)?)))
+                let mut outcome = None;
+                let answered = idempotency::once(conn, keyed, |conn| {
+                    let (counted, answer) = render(planned, start::start_run(conn, planned)?);
+                    outcome = Some(counted);
+                    Ok(answer)
+                });
+                if let (Ok(_), Some((outcome, run_type))) = (&answered, outcome) {
+                    outcome.count(metrics, run_type);
+                }
+                answered
             })
             .collect()),
         Err(error) => Err(error),
     }
 }
 
-/// The answer to a start, counted.
-fn started_answer(metrics: &Metrics, run_type: RunType, policy: IdentityPolicy, started: Started) -> HttpResponse {
-    let (counter, response) = match started {
-        Started::Created(run) => (&metrics.runs_started, started_response(HttpResponse::Created(), *run, true)),
-        Started::Existing(run) => (&metrics.existing_runs_answered, started_response(HttpResponse::Ok(), *run, false)),
+/// What a start came to, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+enum StartOutcome {
+    Created,
+    Existing,
+    Refused,
+}
+
+impl StartOutcome {
+    fn count(self, metrics: &Metrics, run_type: RunType) {
+        let counter = match self {
+            StartOutcome::Created => &metrics.runs_started,
+            StartOutcome::Existing => &metrics.existing_runs_answered,
+            StartOutcome::Refused => &metrics.duplicate_refusals,
+        };
+        counter.with_label_values(&[run_type.as_str()]).inc();
+    }
+}
+
+/// The answer to a start, and what it came to (counted by the caller once it is final).
+fn started_answer(run_type: RunType, policy: IdentityPolicy, started: Started) -> (StartOutcome, HttpResponse) {
+    match started {
+        Started::Created(run) => (StartOutcome::Created, started_response(HttpResponse::Created(), *run, true)),
+        Started::Existing(run) => (StartOutcome::Existing, started_response(HttpResponse::Ok(), *run, false)),
         Started::Held { existing_run_id } => {
-            (&metrics.duplicate_refusals, ApiError::duplicate_run(run_type, policy, existing_run_id).error_response())
+            (StartOutcome::Refused, ApiError::duplicate_run(run_type, policy, existing_run_id).error_response())
         }
-    };
-    counter.with_label_values(&[run_type.as_str()]).inc();
-    response
+    }
 }
 
 fn started_response(mut response: HttpResponseBuilder, run: OperationRunRow, created: bool) -> HttpResponse {
