@@ -20,23 +20,14 @@ use crate::helpers::{
     token, worker_token, TestApp,
 };
 
-/// A metric's value in the instance's `/metrics`, summed over series that contain `series`.
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(series))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Requests of `kind` the instance has taken so far: answered or in a batch, or queued.
 async fn arrived(app: &TestApp, kind: &str) -> usize {
-    let taken = metric(app, &format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
+    let taken = app.metric(&format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
     (taken + queued(app, kind).await as f64) as usize
 }
 
 async fn queued(app: &TestApp, kind: &str) -> usize {
-    metric(app, &format!("opsrun_db_queued_requests{{kind=\"{kind}\"}}")).await as usize
+    app.metric(&format!("opsrun_db_queued_requests{{kind=\"{kind}\"}}")).await as usize
 }
 
 /// Backends of the test's database waiting for a lock.
@@ -73,8 +64,8 @@ fn lock_runs(app: &TestApp, mode: &str) -> PgConnection {
 
 /// Mean size of the batches of `kind` run so far.
 async fn mean_batch(app: &TestApp, kind: &str) -> f64 {
-    let requests = metric(app, &format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
-    let batches = metric(app, &format!("opsrun_db_batches_total{{kind=\"{kind}\"}}")).await;
+    let requests = app.metric(&format!("opsrun_db_batched_requests_total{{kind=\"{kind}\"}}")).await;
+    let batches = app.metric(&format!("opsrun_db_batches_total{{kind=\"{kind}\"}}")).await;
     requests / batches
 }
 
@@ -644,7 +635,7 @@ fn get_all(
 }
 
 async fn list_executions(app: &TestApp) -> f64 {
-    metric(app, "opsrun_db_batches_total{kind=\"list\"}").await
+    app.metric("opsrun_db_batches_total{kind=\"list\"}").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -722,7 +713,7 @@ async fn a_list_always_includes_the_callers_own_start_even_while_identical_lists
         })
         .collect();
     spawn_all(clients).await;
-    let shared = metric(&app, "opsrun_db_batched_requests_total{kind=\"list\"}").await;
+    let shared = app.metric("opsrun_db_batched_requests_total{kind=\"list\"}").await;
     let executions = list_executions(&app).await;
     assert_eq!(shared, 8.0 * 25.0 * 4.0, "every list was answered");
     assert!(executions < shared, "some lists shared an execution ({executions} for {shared})");
@@ -845,7 +836,7 @@ async fn a_keyed_batch_made_again_counts_each_start_once() {
     assert_eq!(statuses, [201, 201, 201, 201, 201, 201, 201, 500]);
     let runs = sql_query("SELECT count(*) AS n FROM operation_runs").get_result::<Count>(&mut app.db()).unwrap().n;
     assert_eq!(runs, 7, "the refused start's run was rolled back with its answer");
-    assert_eq!(metric(&app, "opsrun_runs_started_total").await, 7.0, "each created run counted once");
+    assert_eq!(app.metric("opsrun_runs_started_total").await, 7.0, "each created run counted once");
 }
 
 /// Backends of the database at `url` waiting for an advisory lock.

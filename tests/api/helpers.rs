@@ -254,6 +254,13 @@ impl TestApp {
         TestApp::spawn_on(self.database_url.clone(), test_auth()).await
     }
 
+    /// A metric's value in this instance's `/metrics`, summed over the series that start
+    /// with `series` (a family's name, or a name and its first labels).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap();
+        metric_sum(&text, series)
+    }
+
     /// The `/metrics` text, fetched without an async runtime of the caller's.
     pub fn metrics_text_blocking(&self) -> String {
         let address = self.address.clone();
@@ -406,4 +413,12 @@ pub fn replayed(response: &Response) -> bool {
 /// The run ids of a list page, in order.
 pub fn ids(page: &Value) -> Vec<i64> {
     page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}
+
+/// The sum of the series in a `/metrics` text that start with `series`.
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(series) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -177,6 +177,37 @@ async fn fifty_concurrent_progress_retries_with_one_key_count_once() {
     assert_eq!(count(&app, &progressed), 1);
 }
 
+/// A keyed move whose answer the database refuses to store is rolled back whole: the run
+/// did not move, and `/metrics` does not count it. A keyed move that commits counts once,
+/// and its replay not again.
+#[tokio::test]
+async fn a_keyed_move_counts_once_it_commits_and_never_for_a_replay() {
+    let app = TestApp::spawn().await;
+    let mut poisoned = inventory_sync(1, "poisoned");
+    poisoned["context"] = json!({ "note": "poisoned-answer" });
+    let poisoned = app.start(&admin_token(), poisoned).await;
+    let plain = app.start(&admin_token(), inventory_sync(1, "plain")).await;
+    sql_query(
+        "ALTER TABLE idempotency_keys ADD CONSTRAINT refuses_poisoned_answer \
+         CHECK (response_body NOT LIKE '%poisoned-answer%') NOT VALID",
+    )
+    .execute(&mut app.db())
+    .unwrap();
+    let moves = || app.metric("opsrun_transitions_total{kind=\"started\"}");
+
+    let refused = post_keyed(&app, &format!("/v1/runs/{poisoned}/start"), &worker_token(), &json!({}), "move").await;
+    assert_problem(refused, 500, "internal_error").await;
+    let run: Value = app.get(&format!("/v1/runs/{poisoned}"), &admin_token()).await.json().await.unwrap();
+    assert_eq!(run["status"], "queued", "rolled back with its answer");
+    assert_eq!(moves().await, 0.0);
+
+    for attempt in 0..2 {
+        let moved = post_keyed(&app, &format!("/v1/runs/{plain}/start"), &worker_token(), &json!({}), "move").await;
+        assert_eq!((moved.status().as_u16(), replayed(&moved)), (200, attempt == 1));
+    }
+    assert_eq!(moves().await, 1.0);
+}
+
 /// While the first request with a key is still running (here: waiting on a row another
 /// session holds), a retry is told at once to come back later, then gets the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,9 @@ use opsrun::domain::staleness::StaleLimits;
 use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, fresh_database, inventory_sync, spawn_all, worker_token, TestApp};
+use crate::helpers::{
+    admin_token, assert_problem, fresh_database, inventory_sync, metric_sum, spawn_all, worker_token, TestApp,
+};
 use crate::stream::SseReader;
 
 fn click() -> Value {
@@ -209,13 +211,6 @@ async fn four_instances_reap_each_stale_run_once_count_it_once_and_stream_it_to_
         assert_eq!(seen, expected, "the stream on instance {instance}");
         stream.assert_quiet().await;
     }
-}
-
-fn metric_sum(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(family) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

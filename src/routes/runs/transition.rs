@@ -1,7 +1,7 @@
 //! Worker moves: `start`, `progress`, `complete`, `cancel`. Each parses its report and
 //! calls [`move_run`], which loads, authorizes and moves the run in one transaction.
 
-use actix_web::{post, web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader};
+use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader, IDEMPOTENT_REPLAYED};
 use crate::use_cases::idempotency::KeyedRequest;
 use crate::use_cases::moves::{move_run, ProgressBatches, ProgressReport, RunMove};
 use crate::use_cases::RunError;
@@ -60,16 +60,20 @@ async fn respond_with_move(
     requested: RunMove,
 ) -> Result<HttpResponse, ApiError> {
     let kind = requested.transition.event_kind();
-    let counters = metrics.clone();
-    answer_write(db, metrics, kind, keyed, move |conn| match move_run(conn, &principal, RunId(run_id), &requested) {
-        Ok(moved) => {
-            counters.transitions.with_label_values(&[kind.as_str()]).inc();
-            Ok(answer(json::respond(HttpResponse::Ok(), json::run(&moved))))
+    let response = answer_write(db, metrics, kind, keyed, move |conn| {
+        match move_run(conn, &principal, RunId(run_id), &requested) {
+            Ok(moved) => Ok(answer(json::respond(HttpResponse::Ok(), json::run(&moved)))),
+            Err(refused @ RunError::Refused { .. }) => Ok(answer(ApiError::from(refused).error_response())),
+            Err(other) => Err(other.into()),
         }
-        Err(refused @ RunError::Refused { .. }) => Ok(answer(ApiError::from(refused).error_response())),
-        Err(other) => Err(other.into()),
     })
-    .await
+    .await?;
+    // Counted once committed: a keyed move whose answer could not be stored was rolled
+    // back whole. Only a move answers 200, and a replayed answer moved nothing now.
+    if response.status() == StatusCode::OK && !response.headers().contains_key(IDEMPOTENT_REPLAYED) {
+        metrics.transitions.with_label_values(&[kind.as_str()]).inc();
+    }
+    Ok(response)
 }
 
 /// Mark a queued run as running.
