@@ -152,8 +152,9 @@ print(f"- each measurement: {turns} at {concurrency} concurrent connections (wrk
 if has_before:
     before = os.environ.get("BENCH_BEFORE_COMMIT") or "an older commit"
     print(f"- **before** is the release build of `{before}`, **this** the build of `{commit}`: each on its own database "
-          "seeded alike, both servers up at once, taking turns per operation, round after round; pgbench runs on this "
-          "build's database, which has this build's indexes, right after the servers' turns in each round")
+          "seeded alike, both servers up at once, taking turns per operation, round after round; pgbench runs on a "
+          "third database seeded alike by this build (this build's indexes), right after the servers' turns in each "
+          "round, so that its writes grow neither build's tables")
 print("- every table holds a burst of 50,000 newest runs: queued, of user 9999, one in ten of backup schedule 42\n")
 
 for size in sizes:

@@ -12,8 +12,9 @@
 #
 # With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
 # build's schema) and both servers run at once, taking turns per operation, so that the
-# machine's drift over the run falls on both alike. pgbench runs on this build's database,
-# right after the servers' turns at the same operation. Each operation gets BENCH_ROUNDS
+# machine's drift over the run falls on both alike. pgbench gets a database of its own,
+# seeded alike by this build (its writes would otherwise grow one build's tables and WAL
+# and not the other's), and takes its turn right after the servers' at each operation. Each operation gets BENCH_ROUNDS
 # rounds of turns (before, this, pgbench), and the report reads each one's median turn:
 # this machine's speed can move by a third within a minute, and a stall that hits one
 # turn moves no median.
@@ -65,6 +66,9 @@ if [ -n "${BENCH_BEFORE:-}" ]; then
   builds=(opsrun-before opsrun)
 fi
 baseline=${builds[0]}
+# The database pgbench runs on: this build's schema, a server of its own that takes no load.
+sql=opsrun-sql
+binary[$sql]=${binary[opsrun]}
 work=$(mktemp -d /tmp/opsrun-bench.XXXXXX)
 chmod 755 "$work"
 results="$work/results.tsv"
@@ -98,10 +102,10 @@ use() {
 pgbench_run() { # size, operation, seconds, options…
   local size=$1 op=$2 seconds=$3; shift 3
   rm -f "$work"/pgbench_log.*
-  (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -n -M prepared \
+  (cd "$work" && PGPASSWORD= "$pgbench" -h 127.0.0.1 -p "${pg_port[$sql]}" -U opsrun -n -M prepared \
       -c "$concurrency" -j 2 -T "$seconds" -l --log-prefix=pgbench_log "$@" \
-      -D max_k="${max_k[$this]}" -D hot="${hot[$this]}" -D held="${held[$this]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
-      -D window_after="${window_after[$this]}" -D window_before="${window_before[$this]}" \
+      -D max_k="${max_k[$sql]}" -D hot="${hot[$sql]}" -D held="${held[$sql]}" -D cursor_at="$cursor_at" -D cursor_id="$cursor_id" \
+      -D window_after="${window_after[$sql]}" -D window_before="${window_before[$sql]}" \
       -f "$repo/bench/pgbench/$op.sql" opsrun > "$work/pgbench-$size-$op.txt" 2>&1)
 }
 # p50, p99 and max latency in ms of the last pgbench_run, tab-separated. At a rate (-R),
@@ -119,10 +123,10 @@ pgbench_failed() { # size, operation
 pgbench_row() { # size, operation
   local size=$1 op=$2 before after cpu stats tps failed
   [ -f "bench/pgbench/$op.sql" ] || return 0 # an HTTP-only variant (compression): no SQL of its own
-  before=$(cpu_sample "$this")
+  before=$(cpu_sample "$sql")
   pgbench_run "$size" "$op" "$duration"
-  after=$(cpu_sample "$this")
-  cpu=$(cpu_split "$this" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
+  after=$(cpu_sample "$sql")
+  cpu=$(cpu_split "$sql" "$before" "$after" "$(awk '/number of transactions actually processed/ { split($6, n, "/"); print n[1]; exit }' "$work/pgbench-$size-$op.txt")")
   stats=$(pgbench_latency | cut -f1,2)
   tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$size-$op.txt")
   failed=$(pgbench_failed "$size" "$op")
@@ -185,7 +189,7 @@ wrk_row() { # size, operation, client, script[, seconds]
 
 for size in "${sizes[@]}"; do
   echo "== $size runs"
-  for build in "${builds[@]}"; do
+  for build in "${builds[@]}" "$sql"; do
     data="$work/data-$size-$build"
     data_dir[$build]=$data
     mkdir -p "$data" && chmod 755 "$data"
@@ -237,8 +241,8 @@ for size in "${sizes[@]}"; do
     cursor[$build]=$page_cursor
   done
   this=opsrun
-  cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "${cursor[$this]}")
-  cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "${cursor[$this]}")
+  cursor_at=$(python3 -c "import base64,json,sys,datetime; c=json.loads(base64.urlsafe_b64decode(sys.argv[1] + '==')); print(datetime.datetime.fromtimestamp(c['t']/1e6, datetime.timezone.utc).isoformat())" "${cursor[$sql]}")
+  cursor_id=$(python3 -c "import base64,json,sys; print(json.loads(base64.urlsafe_b64decode(sys.argv[1] + '=='))['i'])" "${cursor[$sql]}")
 
   # Each operation's turns are back to back, pgbench's too, round after round: this
   # machine's speed drifts, and a ratio is only as good as the moments it compares.
@@ -312,7 +316,7 @@ for size in "${sizes[@]}"; do
       || echo "   explain.sql failed: see bench/explain-$((size / 1000000))m.txt" >&2
   fi
 
-  for build in "${builds[@]}"; do
+  for build in "${builds[@]}" "$sql"; do
     kill -INT "${server[$build]}"; wait "${server[$build]}" || true; unset "server[$build]"
   done
 done
