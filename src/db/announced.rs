@@ -4,7 +4,7 @@
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::{Bool, Integer, Text};
 
 use super::models::RunEventRow;
 use super::schema::{operation_run_events as events, operation_runs as runs};
@@ -48,9 +48,22 @@ pub fn with_ids(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<Announc
     load_in_order(conn, events_with_runs().filter(events::id.eq_any(ids)), ids.len() as i64)
 }
 
-/// The committed events with ids in `(after, through]`, in id order, at most `limit`.
+/// The committed events with ids in `(after, through]`, in id order, at most `limit`:
+/// what the listener reads after nearly every write. Not boxed, so diesel keeps its
+/// statement by type instead of writing its SQL again on each read to look it up.
+///
+/// The listener's plans are generic, and the upper bound keeps them cheap even when it is
+/// `i64::MAX`: for `id > $1` alone the planner guesses a third of the timeline matches and
+/// plans a parallel scan (9 ms on a million events), for a range it guesses a sliver and
+/// walks the index (0.04 ms).
 pub fn between(conn: &mut PgConnection, after: i64, through: i64, limit: i64) -> QueryResult<Vec<AnnouncedEvent>> {
-    load_in_order(conn, events_with_runs().filter(events::id.gt(after).and(events::id.le(through))), limit)
+    events::table
+        .inner_join(runs::table)
+        .filter(events::id.gt(after).and(events::id.le(through)))
+        .order(events::id.asc())
+        .limit(limit)
+        .select((RunEventRow::as_select(), RunGlance::as_select()))
+        .load(conn)
 }
 
 /// What a stream's catch-up asks for, besides its workspace and window.
@@ -91,6 +104,11 @@ pub fn catch_up(
 /// The highest committed event id (0 for an empty timeline).
 pub fn latest_id(conn: &mut PgConnection) -> QueryResult<i64> {
     events::table.select(diesel::dsl::max(events::id)).first::<Option<i64>>(conn).map(|id| id.unwrap_or(0))
+}
+
+/// This session's server process: the sender its own `NOTIFY`s arrive from.
+pub fn backend_pid(conn: &mut PgConnection) -> QueryResult<i32> {
+    diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()")).get_result(conn)
 }
 
 #[derive(QueryableByName)]

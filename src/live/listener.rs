@@ -11,8 +11,9 @@
 //! losing its connection the listener reconnects and carries on from its watermark.
 //!
 //! diesel reads notifications without blocking and offers no socket to wait on, so the
-//! thread checks every millisecond while events flow and backs off to every 16 ms when
-//! idle. A check reads the socket; it is not a query.
+//! thread checks every millisecond while other instances' events flow and backs off to
+//! every 16 ms when they stop. A check reads the socket; it is not a query. This
+//! instance's writes wake the thread directly and cost no checks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -123,6 +124,7 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
         hub.set_caught_up(true);
         Sequencer::new(latest)
     };
+    let own_pid = announced::backend_pid(&mut conn)?;
     tracing::info!(released = sequencer.released(), "live updates: listening");
 
     let mut gap: Option<Gap> = None;
@@ -132,16 +134,17 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
     let mut read_through = sequencer.released();
     while !stop.load(Ordering::Relaxed) {
         // This instance's writes: announced to every instance, read at once.
-        let mut announced_any = hub.take_local_writes();
-        if announced_any {
+        let written_here = hub.take_local_writes();
+        if written_here {
             conn.batch_execute(&format!("NOTIFY {EVENTS_CHANNEL}"))?;
         }
+        // Its own announcements come back too; they say nothing it does not know.
+        let mut written_elsewhere = false;
         for notification in conn.notifications_iter() {
-            notification?;
-            announced_any = true;
+            written_elsewhere |= notification?.process_id != own_pid;
         }
         let mut more = false;
-        if announced_any || gap.is_some() || last_read.elapsed() >= UNANNOUNCED_CHECK {
+        if written_here || written_elsewhere || gap.is_some() || last_read.elapsed() >= UNANNOUNCED_CHECK {
             last_read = Instant::now();
             // What is new, then whether any hole below it has committed since: each row
             // is read once, however long a gap holds it.
@@ -168,8 +171,9 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
         if more {
             continue;
         }
-        pause = if announced_any || gap.is_some() { BUSY_CHECK } else { (pause * 2).min(IDLE_CHECK) };
-        // Woken early by this instance's writers (`Hub::events_written`).
+        // Only other instances' events are found by checking; this instance's writers wake
+        // the thread themselves (`Hub::events_written`), so their writes need no checks.
+        pause = if written_elsewhere || gap.is_some() { BUSY_CHECK } else { (pause * 2).min(IDLE_CHECK) };
         std::thread::park_timeout(pause);
     }
     Ok(())
