@@ -122,15 +122,15 @@ def cpu_table(size, operations):
           "its PostgreSQL (every backend), the rest (the load tool, and the kernel's threads that write the WAL to "
           "disk), and the cores' idle time. "
           "**Server budget**: what the server may spend per request for this build to reach the target ratio, "
-          "PostgreSQL's and the rest's costs per request as measured; below zero, not even a server costing "
-          "nothing would reach it.\n")
+          "PostgreSQL's and the rest's costs and the idle time per request as measured (idle time counts: "
+          "a core that waits serves no one); below zero, not even a server costing nothing would reach it.\n")
     print("| operation | opsrun: server | PostgreSQL | rest | idle | pgbench: PostgreSQL | rest | idle "
           "| target ÷ pgbench | server budget |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for op, o, p in measured:
         target = targets.get(op, 0.8)
         pgbench_machine = sum(num(p[k]) for k in ("cpu_server_us", "cpu_postgres_us", "cpu_rest_us", "idle_us"))
-        budget = pgbench_machine / target - num(o["cpu_postgres_us"]) - num(o["cpu_rest_us"])
+        budget = pgbench_machine / target - sum(num(o[k]) for k in ("cpu_postgres_us", "cpu_rest_us", "idle_us"))
         print(f"| {names[op]} | {o['cpu_server_us']} | {o['cpu_postgres_us']} | {o['cpu_rest_us']} | {o['idle_us']} "
               f"| {p['cpu_postgres_us']} | {p['cpu_rest_us']} | {p['idle_us']} | {target:.1f} | **{budget:.1f}** |")
 
