@@ -31,9 +31,6 @@ use crate::db::EVENTS_CHANNEL;
 
 const BUSY_CHECK: Duration = Duration::from_millis(1);
 const IDLE_CHECK: Duration = Duration::from_millis(16);
-/// How often the table is read without an announcement: the bound on how late an event
-/// whose announcement was lost (or that was written outside opsrun) arrives.
-const UNANNOUNCED_CHECK: Duration = Duration::from_secs(1);
 /// A gap this young usually fills by itself (its transaction is committing).
 const GAP_PATIENCE: Duration = Duration::from_millis(2);
 /// Past this, a gap is released even if the check cannot prove it settled: a transaction
@@ -144,7 +141,7 @@ fn listen(database_url: &SecretString, hub: &Hub, stop: &AtomicBool) -> anyhow::
             written_elsewhere |= notification?.process_id != own_pid;
         }
         let mut more = false;
-        if written_here || written_elsewhere || gap.is_some() || last_read.elapsed() >= UNANNOUNCED_CHECK {
+        if written_here || written_elsewhere || gap.is_some() || last_read.elapsed() >= hub.config.unannounced_check {
             last_read = Instant::now();
             // What is new, then whether any hole below it has committed since: each row
             // is read once, however long a gap holds it.

@@ -109,6 +109,10 @@ pub struct LiveConfig {
     /// (`TCP_USER_TIMEOUT`): what ends a stream whose client stopped reading altogether,
     /// which the stream itself never learns (the server stops asking it for data).
     pub stalled_client_timeout: Duration,
+    /// How often the listener reads the table without an announcement: the bound on how
+    /// late an event whose announcement was lost (or that was written outside opsrun)
+    /// arrives.
+    pub unannounced_check: Duration,
 }
 
 impl Default for LiveConfig {
@@ -117,6 +121,7 @@ impl Default for LiveConfig {
             max_streams: 1000,
             heartbeat: Duration::from_secs(15),
             stalled_client_timeout: Duration::from_secs(30),
+            unannounced_check: Duration::from_secs(1),
         }
     }
 }

@@ -481,6 +481,31 @@ async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
 }
 
 #[tokio::test]
+async fn another_instances_announcement_is_what_brings_its_events() {
+    let writer = TestApp::spawn().await;
+    // This listener never reads the table unasked: only an announcement makes it read, so
+    // one that took the writer's `NOTIFY` for its own echo would never show the run.
+    let reader = TestApp::spawn_with(writer.database_url.clone(), |config| {
+        config.live.unannounced_check = Duration::from_secs(3600)
+    })
+    .await;
+    let mut stream = SseReader::open(&reader, "", &admin_token(), None).await;
+
+    let id = started_run(&writer).await;
+    let event = stream.next_within(Duration::from_secs(10)).await.expect("announced by the writer's instance");
+    assert_eq!(event.data["run"]["id"], id);
+    // Its own writes it announces and reads at once, echo or not.
+    progress(&reader, id, 7).await;
+    loop {
+        let event = stream.next_within(Duration::from_secs(10)).await.expect("read after the reader's own write");
+        if event.event == "progressed" {
+            assert_eq!(event.data["event"]["detail"]["counts"], json!({"processed": 7}));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_event_written_without_an_announcement_still_arrives() {
     let app = TestApp::spawn().await;
     let id = started_run(&app).await;
