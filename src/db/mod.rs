@@ -9,6 +9,7 @@ pub mod events;
 pub mod idempotency;
 pub mod models;
 pub mod replica;
+pub mod run_fields;
 pub mod runs;
 pub mod schema;
 pub mod shared_reads;

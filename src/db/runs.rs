@@ -3,6 +3,7 @@
 //! a check followed by an insert.
 
 use chrono::{DateTime, Utc};
+use diesel::connection::LoadConnection;
 use diesel::dsl::{now, sql, AsSelect};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 use std::sync::LazyLock;
 
 use super::models::{NewOperationRun, OperationRunRow};
+use super::run_fields::{self, RunFields};
 use super::schema::operation_runs::{self, dsl::*};
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
@@ -398,7 +400,7 @@ impl RunQuery {
 
 impl RunQuery {
     /// Where `row` stands in this list's order: what a cursor after it holds.
-    pub fn position(&self, row: &OperationRunRow) -> (DateTime<Utc>, i64) {
+    pub fn position(&self, row: &RunFields<'_>) -> (DateTime<Utc>, i64) {
         match self.updated_after {
             Some(_) => (row.updated_at, row.id.get()),
             None => (row.created_at, row.id.get()),
@@ -453,18 +455,33 @@ impl RunQuery {
 pub fn list(conn: &mut PgConnection, query: &RunQuery) -> QueryResult<Vec<OperationRunRow>> {
     let mut ranges = query.ranges();
     if ranges.len() <= 1 {
-        return ranges.pop().map_or(Ok(Vec::new()), |range| list_range(conn, query, range));
+        return ranges.pop().map_or(Ok(Vec::new()), |range| list_range(query, range).load(conn));
     }
     let mut rows = Vec::new();
     for range in ranges {
-        rows.extend(list_range(conn, query, range)?);
+        rows.extend(list_range(query, range).load::<OperationRunRow>(conn)?);
     }
     match query.updated_after {
-        Some(_) => rows.sort_unstable_by_key(|row| query.position(row)),
-        None => rows.sort_unstable_by_key(|row| std::cmp::Reverse(query.position(row))),
+        Some(_) => rows.sort_unstable_by_key(|row| query.position(&row.fields())),
+        None => rows.sort_unstable_by_key(|row| std::cmp::Reverse(query.position(&row.fields()))),
     }
     rows.truncate(usize::try_from(query.limit).unwrap_or(0));
     Ok(rows)
+}
+
+/// The runs of [`list`], in its order, each handed to `visit` as it arrives. A query read
+/// from one index range (nearly every page) is read borrowed from the driver's buffer.
+pub fn visit_page(conn: &mut PgConnection, query: &RunQuery, visit: &mut dyn FnMut(RunFields<'_>)) -> QueryResult<()> {
+    let mut ranges = query.ranges();
+    if ranges.len() > 1 {
+        list(conn, query)?.iter().for_each(|row| visit(row.fields()));
+        return Ok(());
+    }
+    let Some(range) = ranges.pop() else { return Ok(()) };
+    for row in <PgConnection as LoadConnection>::load(conn, list_range(query, range))? {
+        run_fields::visit_row(&row?, visit).map_err(diesel::result::Error::DeserializationError)?;
+    }
+    Ok(())
 }
 
 /// Which tenants' runs one range read covers.
@@ -539,7 +556,8 @@ impl Range<'_> {
     }
 }
 
-fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryResult<Vec<OperationRunRow>> {
+/// The statement that reads one range of a list.
+fn list_range<'a>(query: &'a RunQuery, range: Range<'a>) -> RangeStatement<RunSelect<'a>> {
     let mut select = operation_runs::table
         .filter(workspace_id.eq(query.workspace_id))
         .select(OperationRunRow::as_select())
@@ -623,11 +641,41 @@ fn list_range(conn: &mut PgConnection, query: &RunQuery, range: Range) -> QueryR
     match range.tenants {
         TenantFilter::EachOf(tenants) => {
             let tenants = tenants.iter().map(|tenant| tenant.get()).collect();
-            EachTenantPage { tenants, page: select, order, limit: query.limit }.load(conn)
+            RangeStatement::EachTenant(EachTenantPage { tenants, page: select, order, limit: query.limit })
         }
-        _ => select.load(conn),
+        _ => RangeStatement::One(select),
     }
 }
+
+/// A range's select of runs.
+type RunSelect<'a> =
+    diesel::dsl::IntoBoxed<'a, diesel::dsl::Select<operation_runs::table, AsSelect<OperationRunRow, Pg>>, Pg>;
+
+/// One range's statement: its select, or the select once for each tenant.
+enum RangeStatement<Q> {
+    One(Q),
+    EachTenant(EachTenantPage<Q>),
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for RangeStatement<Q> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match self {
+            RangeStatement::One(select) => select.walk_ast(out),
+            RangeStatement::EachTenant(page) => page.walk_ast(out),
+        }
+    }
+}
+
+impl<Q: Query> Query for RangeStatement<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> QueryId for RangeStatement<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> RunQueryDsl<PgConnection> for RangeStatement<Q> {}
 
 /// The tenant of an [`EachTenantPage`]'s current range, as its `page` names it.
 const EACH_TENANT: &str = "each_tenant.tenant";

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use diesel::{PgConnection, QueryResult};
 use serde::de::DeserializeOwned;
 
-use super::runs::json;
-use crate::db::models::OperationRunRow;
+use super::runs::json::PageWriter;
+use crate::db::run_fields::RunFields;
 use crate::db::runs::{self, RunQuery, StatusFilter};
 use crate::db::shared_reads::SharedReads;
 use crate::domain::access::{Principal, TenantScope};
@@ -140,7 +141,7 @@ pub struct Page {
 pub type ListPages = SharedReads<PageKey, Page>;
 
 pub fn list_pages() -> ListPages {
-    SharedReads::new(|conn, key: &PageKey| Ok(render_page(runs::list(conn, &key.query)?, key)))
+    SharedReads::new(|conn, key: &PageKey| Ok(read_page(conn, key)?))
 }
 
 /// Runs one page of `query` and answers with the page, in the coding `request` takes,
@@ -159,7 +160,7 @@ pub async fn respond_with_page(
     query.limit = limit + 1;
     let key = PageKey { query, list };
     let page = if key.query.types.is_empty() {
-        Arc::new(render_page(Vec::new(), &key))
+        Arc::new(render_page(&key, |_| Ok(()))?)
     } else {
         db.read_shared(pages, key).await?
     };
@@ -171,19 +172,33 @@ pub async fn respond_with_page(
     Ok(page.body.respond(request, response))
 }
 
-/// The page of `rows` (read one past the page size, to know whether more follow).
-fn render_page(mut rows: Vec<OperationRunRow>, key: &PageKey) -> Page {
-    let limit = key.query.limit - 1;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|last| {
-            let (at, id) = key.query.position(last);
-            key.list.encode_cursor(at, id)
-        })
-    } else {
-        None
+/// The page `key` names, written as its runs are read.
+fn read_page(conn: &mut PgConnection, key: &PageKey) -> QueryResult<Page> {
+    render_page(key, |visit| runs::visit_page(conn, &key.query, visit))
+}
+
+/// The page of the runs `read` hands over: the query's runs, read one past the page size
+/// to know whether more follow.
+fn render_page(
+    key: &PageKey,
+    read: impl FnOnce(&mut dyn FnMut(RunFields<'_>)) -> QueryResult<()>,
+) -> QueryResult<Page> {
+    let limit = usize::try_from(key.query.limit - 1).unwrap_or(0);
+    let mut page = PageWriter::new(limit);
+    let mut read_runs = 0;
+    let mut last = None;
+    read(&mut |run| {
+        read_runs += 1;
+        if read_runs <= limit {
+            page.push(&run);
+            last = Some(key.query.position(&run));
+        }
+    })?;
+    let next_cursor = match last {
+        Some((at, id)) if read_runs > limit => Some(key.list.encode_cursor(at, id)),
+        _ => None,
     };
-    let link = next_cursor.as_ref().map(|cursor| key.list.next_link(cursor, limit));
-    let body = json::page(&rows, next_cursor.as_deref());
-    Page { body: SharedBody::new(body.into()), link }
+    let link = next_cursor.as_ref().map(|cursor| key.list.next_link(cursor, limit as i64));
+    let body = page.finish(next_cursor.as_deref());
+    Ok(Page { body: SharedBody::new(body.into()), link })
 }

@@ -450,3 +450,81 @@ fn a_filtered_page_reads_its_index_range_not_the_newer_runs_that_do_not_match() 
         assert!(read <= ranges as i64 * 52, "{filter}: read {read} rows for a page of 51 from {ranges} ranges");
     }
 }
+
+/// A page is read straight from the driver's buffer when one index range holds it
+/// (`runs::visit_page`), and through owned rows when it merges several (`runs::list`):
+/// both must hand the page the same runs, field for field, whatever the filters.
+#[tokio::test]
+async fn a_page_read_from_the_drivers_buffer_holds_what_the_owned_rows_hold() {
+    use chrono::{Duration, Utc};
+    use diesel::{sql_query, RunQueryDsl};
+    use opsrun::db::runs::{self, RunQuery, StatusFilter};
+    use opsrun::domain::catalog::RunType;
+    use opsrun::domain::ids::{TenantId, WorkspaceId};
+    use opsrun::domain::status::{Outcome, RunStatus};
+    use opsrun::seed::{seed, SeedPlan};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let app = TestApp::spawn().await;
+    let mut conn = app.db();
+    let plan =
+        SeedPlan { runs: 2000, workspaces: 1, tenants_per_workspace: 3, schedules_per_workspace: 5, batch: 1000 };
+    seed(&mut conn, plan).unwrap();
+    // What JSON escapes, and what a failed run carries.
+    sql_query(
+        r#"UPDATE operation_runs SET initiator_name = E'Zoë "q" \\ \n\t ☃ \u0001',
+           failure_summary = '{"failures": [{"code": "quota", "message": "naïve ☃ \"q\" \\ \n"}]}'
+           WHERE id % 7 = 0"#,
+    )
+    .execute(&mut conn)
+    .unwrap();
+
+    let status = prop_oneof![
+        Just(None),
+        Just(Some(StatusFilter::Active)),
+        proptest::sample::select(RunStatus::ALL.to_vec()).prop_map(|s| Some(StatusFilter::Is(s))),
+    ];
+    let queries = (
+        proptest::sample::subsequence(RunType::ALL.to_vec(), 1..=RunType::ALL.len()),
+        status,
+        proptest::sample::subsequence(Outcome::ALL.to_vec(), 0..=3),
+        proptest::option::of(proptest::sample::subsequence(vec![1001, 1002, 1003, 1004], 0..=3)),
+        proptest::option::of(1001i64..=1003),
+        proptest::option::of(1000i64..1050),
+        proptest::option::of(1i64..=5),
+        (any::<bool>(), 0i64..200),
+        1i64..=60,
+    );
+    let now = Utc::now();
+    // The runner asks for an `Fn`; the cases run one after another.
+    let conn = std::cell::RefCell::new(conn);
+    TestRunner::new(Config { cases: 64, ..Config::default() })
+        .run(&queries, |(types, status, outcomes, visible, tenant, user, schedule, (since, days), limit)| {
+            let mut query = RunQuery::new(WorkspaceId(1), types);
+            query.status = status;
+            query.outcomes = outcomes;
+            query.visible_tenants = visible.map(|ids| ids.into_iter().map(TenantId).collect());
+            query.tenant_id = tenant.map(TenantId);
+            query.user_id = user;
+            query.backup_schedule_id = schedule;
+            let at = now - Duration::days(days);
+            if since {
+                query.updated_after = Some(at);
+            } else {
+                query.created_before = Some(at);
+            }
+            query.limit = limit;
+
+            let owned: Vec<String> = runs::list(&mut conn.borrow_mut(), &query)
+                .unwrap()
+                .iter()
+                .map(|row| format!("{:?}", row.fields()))
+                .collect();
+            let mut borrowed = Vec::new();
+            runs::visit_page(&mut conn.borrow_mut(), &query, &mut |run| borrowed.push(format!("{run:?}"))).unwrap();
+            prop_assert_eq!(borrowed, owned);
+            Ok(())
+        })
+        .unwrap();
+}

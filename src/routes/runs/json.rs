@@ -13,39 +13,60 @@ use chrono::{DateTime, Utc};
 
 use super::duration_seconds;
 use crate::db::models::OperationRunRow;
+use crate::db::run_fields::RunFields;
 use crate::routes::timestamps;
 
 /// `run` as [`super::RunView`] serializes.
 pub fn run(run: &OperationRunRow) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size_hint(run));
-    push_fields(&mut out, run);
+    let run = run.fields();
+    let mut out = Vec::with_capacity(size_hint(&run));
+    push_fields(&mut out, &run);
     out.push(b'}');
     out
 }
 
 /// `run` as [`super::start::StartedRun`] serializes.
 pub fn started(run: &OperationRunRow, created: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size_hint(run) + 20);
-    push_fields(&mut out, run);
+    let run = run.fields();
+    let mut out = Vec::with_capacity(size_hint(&run) + 20);
+    push_fields(&mut out, &run);
     out.extend_from_slice(if created { b",\"created\":true}" } else { b",\"created\":false}" });
     out
 }
 
-/// A page of `rows` as [`super::RunPage`] serializes.
-pub fn page(rows: &[OperationRunRow], next_cursor: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + rows.iter().map(size_hint).sum::<usize>());
-    out.extend_from_slice(b"{\"items\":[");
-    for (index, run) in rows.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        push_fields(&mut out, run);
-        out.push(b'}');
+/// A page as [`super::RunPage`] serializes, written run by run as the runs are read.
+pub struct PageWriter {
+    out: Vec<u8>,
+    runs: usize,
+    /// How many runs the page holds at most, to size its buffer from the first.
+    expected: usize,
+}
+
+impl PageWriter {
+    pub fn new(expected: usize) -> PageWriter {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"{\"items\":[");
+        PageWriter { out, runs: 0, expected }
     }
-    out.extend_from_slice(b"],\"next_cursor\":");
-    push_escaped(&mut out, &next_cursor);
-    out.push(b'}');
-    out
+
+    pub fn push(&mut self, run: &RunFields<'_>) {
+        if self.runs == 0 {
+            // One allocation for the page, not regrowths that copy it.
+            self.out.reserve(64 + self.expected * size_hint(run));
+        } else {
+            self.out.push(b',');
+        }
+        push_fields(&mut self.out, run);
+        self.out.push(b'}');
+        self.runs += 1;
+    }
+
+    pub fn finish(mut self, next_cursor: Option<&str>) -> Vec<u8> {
+        self.out.extend_from_slice(b"],\"next_cursor\":");
+        push_escaped(&mut self.out, &next_cursor);
+        self.out.push(b'}');
+        self.out
+    }
 }
 
 /// `body`, one of the writers' answers, as a JSON response.
@@ -53,18 +74,14 @@ pub fn respond(mut response: HttpResponseBuilder, body: Vec<u8>) -> HttpResponse
     response.content_type(ContentType::json()).body(body)
 }
 
-/// About what `run` renders to, so that a page is one allocation, not regrowths that copy it.
-fn size_hint(run: &OperationRunRow) -> usize {
+/// About what `run` renders to, so that a run or a page is one allocation.
+fn size_hint(run: &RunFields<'_>) -> usize {
     // Keys, numbers, four timestamps and the links: about 560 bytes for the ids we see.
-    640 + run.initiator_name.len()
-        + [&run.summary_counts, &run.failure_summary, &run.context]
-            .map(|json| json.as_str().len())
-            .iter()
-            .sum::<usize>()
+    640 + run.initiator_name.len() + run.summary_counts.len() + run.failure_summary.len() + run.context.len()
 }
 
 /// A run's object without its closing brace, so that [`started`] can add a field.
-fn push_fields(out: &mut Vec<u8>, run: &OperationRunRow) {
+fn push_fields(out: &mut Vec<u8>, run: &RunFields<'_>) {
     let mut id_digits = itoa::Buffer::new();
     let id = id_digits.format(run.id.0).as_bytes();
     let mut numbers = itoa::Buffer::new();
@@ -87,11 +104,11 @@ fn push_fields(out: &mut Vec<u8>, run: &OperationRunRow) {
     out.extend_from_slice(b"\",\"outcome\":\"");
     out.extend_from_slice(run.outcome.as_str().as_bytes());
     out.extend_from_slice(b"\",\"summary_counts\":");
-    out.extend_from_slice(run.summary_counts.as_str().as_bytes());
+    out.extend_from_slice(run.summary_counts);
     out.extend_from_slice(b",\"failure_summary\":");
-    out.extend_from_slice(run.failure_summary.as_str().as_bytes());
+    out.extend_from_slice(run.failure_summary);
     out.extend_from_slice(b",\"context\":");
-    out.extend_from_slice(run.context.as_str().as_bytes());
+    out.extend_from_slice(run.context);
     out.extend_from_slice(b",\"created_at\":");
     timestamps::push(out, &run.created_at);
     out.extend_from_slice(b",\"updated_at\":");
@@ -101,7 +118,7 @@ fn push_fields(out: &mut Vec<u8>, run: &OperationRunRow) {
     out.extend_from_slice(b",\"completed_at\":");
     push_time(out, run.completed_at.as_ref());
     out.extend_from_slice(b",\"duration_seconds\":");
-    push_escaped(out, &duration_seconds(run));
+    push_escaped(out, &duration_seconds(run.started_at, run.completed_at));
     out.extend_from_slice(b",\"links\":{\"self\":\"/v1/runs/");
     out.extend_from_slice(id);
     out.extend_from_slice(b"\",\"events\":\"/v1/runs/");
@@ -231,8 +248,10 @@ mod tests {
             next_cursor in proptest::option::of(".*"),
         ) {
             let derived = RunPage { items: rows.iter().cloned().map(RunView::from).collect(), next_cursor: next_cursor.clone() };
+            let mut page = PageWriter::new(rows.len());
+            rows.iter().for_each(|run| page.push(&run.fields()));
             prop_assert_eq!(
-                String::from_utf8(page(&rows, next_cursor.as_deref())).unwrap(),
+                String::from_utf8(page.finish(next_cursor.as_deref())).unwrap(),
                 serde_json::to_string(&derived).unwrap()
             );
         }

@@ -96,7 +96,7 @@ pub struct RunView {
 
 impl From<OperationRunRow> for RunView {
     fn from(run: OperationRunRow) -> RunView {
-        let duration_seconds = duration_seconds(&run);
+        let duration_seconds = duration_seconds(run.started_at, run.completed_at);
         let backup_schedule_runs =
             run.backup_schedule_id.map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
         RunView {
@@ -127,8 +127,8 @@ impl From<OperationRunRow> for RunView {
 }
 
 /// Seconds from start to completion, to the millisecond.
-fn duration_seconds(run: &OperationRunRow) -> Option<f64> {
-    run.started_at.zip(run.completed_at).map(|(start, end)| (end - start).num_milliseconds().max(0) as f64 / 1000.0)
+fn duration_seconds(started_at: Option<DateTime<Utc>>, completed_at: Option<DateTime<Utc>>) -> Option<f64> {
+    started_at.zip(completed_at).map(|(start, end)| (end - start).num_milliseconds().max(0) as f64 / 1000.0)
 }
 
 /// A page of runs.
