@@ -10,10 +10,10 @@ use serde::Serializer;
 
 pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     let mut buffer = [0u8; RFC3339_MAX];
-    match write(at, &mut buffer) {
-        Some(text) => serializer.serialize_str(text),
+    match write(at, &mut buffer).map(std::str::from_utf8) {
+        Some(Ok(text)) => serializer.serialize_str(text),
         // Years outside 0000-9999 and leap seconds: chrono knows how to spell them.
-        None => serde::Serialize::serialize(at, serializer),
+        _ => serde::Serialize::serialize(at, serializer),
     }
 }
 
@@ -23,7 +23,7 @@ pub fn push(out: &mut Vec<u8>, at: &DateTime<Utc>) {
     match write(at, &mut buffer) {
         Some(text) => {
             out.push(b'"');
-            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(text);
             out.push(b'"');
         }
         // Writing into a `Vec` cannot fail, and chrono always spells an instant.
@@ -41,42 +41,75 @@ pub fn optional<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Res
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`
 const RFC3339_MAX: usize = 30;
 
-/// `at` in `buffer`; `None` for what only chrono spells (a year outside 0000-9999, a leap second).
-fn write<'b>(at: &DateTime<Utc>, buffer: &'b mut [u8; RFC3339_MAX]) -> Option<&'b str> {
+/// `at` in `buffer`, in ASCII; `None` for what only chrono spells (a year outside
+/// 0000-9999, a leap second). A page holds four timestamps a run: digits go two at a time.
+fn write<'b>(at: &DateTime<Utc>, buffer: &'b mut [u8; RFC3339_MAX]) -> Option<&'b [u8]> {
     // Each field of a `DateTime` converts to local time first; UTC's is the naive one.
     let at = at.naive_utc();
     let nanos = at.nanosecond();
-    if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+    let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
+    if nanos >= 1_000_000_000 {
         return None;
     }
-    let mut at_byte = 0;
-    // `value` in `digits` decimal digits, then `then`.
-    let mut put = |mut value: u32, digits: usize, then: u8| {
-        for slot in buffer[at_byte..at_byte + digits].iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-        buffer[at_byte + digits] = then;
-        at_byte += digits + 1;
+    let seconds = at.num_seconds_from_midnight();
+    put_pair(buffer, 0, year / 100);
+    put_pair(buffer, 2, year % 100);
+    buffer[4] = b'-';
+    put_pair(buffer, 5, at.month());
+    buffer[7] = b'-';
+    put_pair(buffer, 8, at.day());
+    buffer[10] = b'T';
+    put_pair(buffer, 11, seconds / 3600);
+    buffer[13] = b':';
+    put_pair(buffer, 14, seconds / 60 % 60);
+    buffer[16] = b':';
+    put_pair(buffer, 17, seconds % 60);
+    // chrono's choice of 0, 3, 6 or 9 fractional digits: the fewest that hold the value.
+    let (fraction, digits) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
     };
-    put(at.year() as u32, 4, b'-');
-    put(at.month(), 2, b'-');
-    put(at.day(), 2, b'T');
-    put(at.hour(), 2, b':');
-    put(at.minute(), 2, b':');
-    match nanos {
-        0 => put(at.second(), 2, b'Z'),
-        n => {
-            put(at.second(), 2, b'.');
-            match n {
-                n if n % 1_000_000 == 0 => put(n / 1_000_000, 3, b'Z'),
-                n if n % 1_000 == 0 => put(n / 1_000, 6, b'Z'),
-                n => put(n, 9, b'Z'),
-            }
-        }
+    let mut end = 19;
+    if digits > 0 {
+        buffer[19] = b'.';
+        end = 20 + digits;
+        put_digits(&mut buffer[20..end], fraction);
     }
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&buffer[..at_byte]).ok()
+    buffer[end] = b'Z';
+    Some(&buffer[..=end])
+}
+
+/// "00", "01", … "99".
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
+
+/// `value`, below 100, as two digits at `at`.
+fn put_pair(buffer: &mut [u8], at: usize, value: u32) {
+    let pair = value as usize * 2;
+    buffer[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+}
+
+/// `value` in exactly `digits.len()` digits, zero-padded.
+fn put_digits(digits: &mut [u8], mut value: u32) {
+    let mut end = digits.len();
+    while end >= 2 {
+        put_pair(digits, end - 2, value % 100);
+        value /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        digits[0] = b'0' + (value % 10) as u8;
+    }
 }
 
 #[cfg(test)]

@@ -479,6 +479,15 @@ async fn a_page_read_from_the_drivers_buffer_holds_what_the_owned_rows_hold() {
     )
     .execute(&mut conn)
     .unwrap();
+    // Instants far from today's, on both sides of both epochs (1970 and PostgreSQL's 2000).
+    sql_query(
+        "UPDATE operation_runs SET started_at = (ARRAY[
+             '0001-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00',
+             '1999-12-31 23:59:59.5+00', '9999-12-31 23:59:59.999999+00']::timestamptz[])[id % 4 + 1]
+         WHERE id % 11 = 0",
+    )
+    .execute(&mut conn)
+    .unwrap();
 
     let status = prop_oneof![
         Just(None),
