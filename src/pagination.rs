@@ -80,11 +80,15 @@ impl ListRequest {
 
     /// The `Link` header value for the next page.
     pub fn next_link(&self, cursor: &str, limit: i64) -> String {
-        let mut pairs = self.filter_pairs.clone();
-        pairs.push(("limit".into(), limit.to_string()));
-        pairs.push(("cursor".into(), cursor.to_owned()));
-        let query = serde_html_form::to_string(&pairs).expect("string pairs always encode");
-        format!("<{}?{query}>; rel=\"next\"", self.path)
+        let link = format!("<{}?", self.path);
+        let start = link.len();
+        let mut query = form_urlencoded::Serializer::for_suffix(link, start);
+        query.extend_pairs(&self.filter_pairs);
+        query.append_pair("limit", itoa::Buffer::new().format(limit));
+        query.append_pair("cursor", cursor);
+        let mut link = query.finish();
+        link.push_str(">; rel=\"next\"");
+        link
     }
 }
 
@@ -121,6 +125,28 @@ mod tests {
         let cursor = request(&[("type", "a")]).encode_cursor(Utc::now(), 1);
         let error = request(&[("type", "b")]).decode_cursor(&cursor).unwrap_err();
         assert_eq!(error.code(), ProblemCode::CursorFilterMismatch);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_next_link_carries_the_filters_the_limit_and_the_cursor(
+            pairs in proptest::collection::vec(("[a-z_]{1,12}", ".*"), 0..5),
+            cursor in "[A-Za-z0-9_-]{0,40}",
+            limit in 1i64..=MAX_LIMIT,
+        ) {
+            let list = ListRequest::new("/v1/backup-schedules/7/runs", pairs.clone());
+            let link = list.next_link(&cursor, limit);
+            let target = link.strip_prefix('<').and_then(|l| l.strip_suffix(">; rel=\"next\"")).unwrap();
+            let (path, query) = target.split_once('?').unwrap();
+            proptest::prop_assert_eq!(path, "/v1/backup-schedules/7/runs");
+            let read: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let mut expected: Vec<(String, String)> =
+                pairs.into_iter().filter(|(key, _)| !PAGE_PARAMETERS.contains(&key.as_str())).collect();
+            expected.sort();
+            expected.push(("limit".into(), limit.to_string()));
+            expected.push(("cursor".into(), cursor));
+            proptest::prop_assert_eq!(read, expected);
+        }
     }
 
     #[test]
