@@ -101,9 +101,9 @@ fn big_int(value: PgValue<'_>) -> deserialize::Result<i64> {
     <i64 as FromSql<BigInt, Pg>>::from_sql(value)
 }
 
-/// A `timestamptz`: microseconds since 2000-01-01 UTC, PostgreSQL's epoch. Read as
-/// diesel's `FromSql` reads it, but in one step from the Unix epoch: diesel's adds a
-/// duration to a date built for every value, the larger part of a page's time decoding.
+/// A `timestamptz`: microseconds since 2000-01-01 UTC, PostgreSQL's epoch. The same value
+/// diesel's `FromSql` reads, in one step from the Unix epoch: diesel's builds 2000-01-01
+/// and adds a duration for every value, and a page holds about 200 of them.
 fn timestamp(value: PgValue<'_>) -> deserialize::Result<DateTime<Utc>> {
     /// 2000-01-01T00:00:00Z in microseconds since the Unix epoch.
     const POSTGRES_EPOCH: i64 = 946_684_800_000_000;
