@@ -70,6 +70,23 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else ""
 
 
+def side_by_side(size, op, client, other_op, other_client):
+    """`client` ÷ `other_client` in throughput at one operation. Their turns in one round
+    ran back to back, so each round gives one ratio, and the median of those (with their
+    range) is the figure: this machine's speed drifts within a run, and a ratio of the
+    two median turns could set one round's moment against another's. Turns of different
+    operations (a compressed page against its plain SQL) were not back to back: for those,
+    the ratio of the median turns, without a range."""
+    mine = [r for r in rows if int(r["size"]) == size and r["operation"] == op and r["client"] == client]
+    theirs = [r for r in rows if int(r["size"]) == size and r["operation"] == other_op and r["client"] == other_client]
+    if op != other_op or len(mine) != len(theirs) or len(mine) < 2:
+        return ratio(rps(size, op, client), rps(size, other_op, other_client))
+    rounds = sorted(num(a["rps"]) / num(b["rps"]) for a, b in zip(mine, theirs) if num(a["rps"]) and num(b["rps"]))
+    if len(rounds) != len(mine):
+        return ""
+    return f"{rounds[(len(rounds) - 1) // 2]:.2f} ({rounds[0]:.2f}–{rounds[-1]:.2f})"  # the lower median, as `get`
+
+
 def version(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -93,12 +110,15 @@ def measured_table(size, operations):
             b = get(size, op, "opsrun-before")
             if not b:
                 continue
+            sql_op = same_sql.get(op, op)
             print(f"| {names[op]} | {num(b['rps']):,.0f} | {b['p99_ms']} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} "
-                  f"| {ratio(num(o['rps']), num(b['rps']))} | {num(p['rps']):,.0f} | {p['p50_ms']} | {p['p99_ms']} "
-                  f"| {ratio(num(b['rps']), num(p['rps']))} | **{ratio(num(o['rps']), num(p['rps']))}** | {o['errors']} |")
+                  f"| {side_by_side(size, op, 'opsrun', op, 'opsrun-before')} | {num(p['rps']):,.0f} | {p['p50_ms']} "
+                  f"| {p['p99_ms']} | {side_by_side(size, op, 'opsrun-before', sql_op, 'pgbench')} "
+                  f"| **{side_by_side(size, op, 'opsrun', sql_op, 'pgbench')}** | {o['errors']} |")
         else:
             print(f"| {names[op]} | {num(o['rps']):,.0f} | {o['p50_ms']} | {o['p99_ms']} | {num(p['rps']):,.0f} | "
-                  f"{p['p50_ms']} | {p['p99_ms']} | {ratio(num(o['rps']), num(p['rps']))} | {o['errors']} |")
+                  f"{p['p50_ms']} | {p['p99_ms']} | {side_by_side(size, op, 'opsrun', same_sql.get(op, op), 'pgbench')} "
+                  f"| {o['errors']} |")
 
 
 # The issue's targets for opsrun ÷ pgbench: faster than pgbench on view and start.
@@ -149,6 +169,10 @@ print(f"- {version(['psql', '--version'])}; {version(['wrk', '--version'])}; ops
 turns = f"the median of {rounds} turns of {duration} s" if rounds > 1 else f"{duration} s"
 print(f"- each measurement: {turns} at {concurrency} concurrent connections (wrk -t2; pgbench -j2 -M prepared), "
       "opsrun with 2 HTTP workers and its default connection pool (its size is in \"The server under this load\")")
+if rounds > 1:
+    print("- each ratio of two clients at one operation: the median of the rounds' ratios, a round's turns having run "
+          "back to back, with the rounds' range in brackets (the machine's speed drifts within a run; the two median "
+          "turns may come from different moments)")
 if has_before:
     before = os.environ.get("BENCH_BEFORE_COMMIT") or "an older commit"
     print(f"- **before** is the release build of `{before}`, **this** the build of `{commit}`: each on its own database "
