@@ -16,9 +16,9 @@
 # seeded alike by this build (its writes would otherwise grow one build's tables and WAL
 # and not the other's), and takes its turn right after the servers' at each operation. Each operation gets BENCH_ROUNDS
 # rounds of turns (before and this, in an order that flips each round, then pgbench), and
-# the report reads each one's median turn:
-# this machine's speed can move by a third within a minute, and a stall that hits one
-# turn moves no median.
+# the report reads each one's median turn, and each ratio of two clients as the median of
+# the rounds' ratios (a round's turns run back to back): this machine's speed can move by
+# a third within a minute, and a stall that hits one turn moves no median.
 #
 # Each table has a burst of 50,000 newest runs that are queued, belong to another user
 # (9999) and include schedule 42's newest runs: the skewed filters (`list_status`,
