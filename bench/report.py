@@ -79,11 +79,10 @@ def side_by_side(size, op, client, other_op, other_client):
     the ratio of the median turns, without a range."""
     mine = [r for r in rows if int(r["size"]) == size and r["operation"] == op and r["client"] == client]
     theirs = [r for r in rows if int(r["size"]) == size and r["operation"] == other_op and r["client"] == other_client]
-    if op != other_op or len(mine) != len(theirs) or len(mine) < 2:
+    paired = op == other_op and len(mine) == len(theirs) > 1
+    if not paired or not all(num(r["rps"]) for r in mine + theirs):
         return ratio(rps(size, op, client), rps(size, other_op, other_client))
-    rounds = sorted(num(a["rps"]) / num(b["rps"]) for a, b in zip(mine, theirs) if num(a["rps"]) and num(b["rps"]))
-    if len(rounds) != len(mine):
-        return ""
+    rounds = sorted(num(a["rps"]) / num(b["rps"]) for a, b in zip(mine, theirs))
     return f"{rounds[(len(rounds) - 1) // 2]:.2f} ({rounds[0]:.2f}–{rounds[-1]:.2f})"  # the lower median, as `get`
 
 
