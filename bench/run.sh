@@ -9,6 +9,7 @@
 #   BENCH_BEFORE=/path/to/older/release/opsrun bench/run.sh   # and an older build, side by side
 #   BENCH_DURATION=6 BENCH_ROUNDS=5 BENCH_CONCURRENCY=32 bench/run.sh   # 5 turns of 6 s per operation
 #   BENCH_FIXED_RATES=half bench/run.sh   # fixed-rate latency at half of the older build's saturation
+#   BENCH_WORKERS=2 bench/run.sh          # HTTP workers per server (default 1)
 #
 # With BENCH_BEFORE, each build gets its own database (seeded by that build, with that
 # build's schema) and both servers run at once, taking turns per operation, so that the
@@ -40,6 +41,10 @@ operations=(start start_keyed refused view list_first list_first_browser list_fi
 # run of 2026-12-04. With BENCH_FIXED_RATES=half, at half of the older (else this)
 # build's saturation in this run.
 fixed_operations=(view list_first start)
+# HTTP workers per server, both builds alike. One by default: on the 2-core machine of
+# RESULTS.md, wrk and PostgreSQL take the other core's worth, and one busy worker takes
+# more requests per wake-up than two idle ones (bench/ANALYSIS.md, "One HTTP worker").
+workers=${BENCH_WORKERS:-1}
 fixed_rates=${BENCH_FIXED_RATES:-view=7850 list_first=2415 start=1205}
 # The indexes that serve the skewed filters: what each costs a start, at the largest size.
 filter_indexes=(operation_runs_workspace_status_created_idx operation_runs_workspace_outcome_created_idx
@@ -202,7 +207,7 @@ for size in "${sizes[@]}"; do
     data_dir[$build]=$data
     mkdir -p "$data" && chmod 755 "$data"
     OPSRUN_DATA_DIR="$data" "${binary[$build]}" seed --runs "$size"
-    OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=2 RUST_LOG=warn \
+    OPSRUN_DATA_DIR="$data" OPSRUN_BIND=127.0.0.1:0 OPSRUN_REAP_INTERVAL=off OPSRUN_WORKERS=$workers RUST_LOG=warn \
       "${binary[$build]}" serve > "$work/serve-$size-$build.out" 2> "$work/serve-$size-$build.err" &
     server[$build]=$!
     for _ in $(seq 1 120); do grep -q "curl -H" "$work/serve-$size-$build.out" 2>/dev/null && break; sleep 0.5; done
@@ -330,6 +335,6 @@ for size in "${sizes[@]}"; do
 done
 
 cp "$results" bench/results.tsv
-BENCH_BUILDS="${builds[*]}" BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} BENCH_FIXED_RATES=$fixed_rates \
+BENCH_BUILDS="${builds[*]}" BENCH_WORKERS=$workers BENCH_BEFORE_COMMIT=${BENCH_BEFORE_COMMIT:-} BENCH_FIXED_RATES=$fixed_rates \
   python3 bench/report.py bench/results.tsv "$duration" "$concurrency" "$rounds" > bench/RESULTS.md
 echo "wrote bench/RESULTS.md (raw figures in bench/results.tsv; logs in $work)"
