@@ -70,16 +70,17 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else ""
 
 
-def side_by_side(size, op, client, other_op, other_client):
+def side_by_side(size, op, client, other_op, other_client, back_to_back=None):
     """`client` ÷ `other_client` in throughput at one operation. Their turns in one round
     ran back to back, so each round gives one ratio, and the median of those (with their
     range) is the figure: this machine's speed drifts within a run, and a ratio of the
     two median turns could set one round's moment against another's. Turns of different
-    operations (a compressed page against its plain SQL) were not back to back: for those,
-    the ratio of the median turns, without a range."""
+    operations (a compressed page against its plain SQL) were not back to back unless the
+    caller says so (`back_to_back`): for those, the ratio of the median turns, without a
+    range."""
     mine = [r for r in rows if int(r["size"]) == size and r["operation"] == op and r["client"] == client]
     theirs = [r for r in rows if int(r["size"]) == size and r["operation"] == other_op and r["client"] == other_client]
-    paired = op == other_op and len(mine) == len(theirs) > 1
+    paired = (op == other_op if back_to_back is None else back_to_back) and len(mine) == len(theirs) > 1
     if not paired or not all(num(r["rps"]) for r in mine + theirs):
         return ratio(rps(size, op, client), rps(size, other_op, other_client))
     rounds = sorted(num(a["rps"]) / num(b["rps"]) for a, b in zip(mine, theirs))
@@ -251,19 +252,24 @@ for size in sizes:
             label = "before" if client == "opsrun-before" else "this"
             print(f"| {label} | {pool['rps'] if pool else '?'} | {int(rss['rps']) / 1024:.0f} MiB | {threads['rps']} |")
 
-    indexed = get(size, "start_indexed", "opsrun")
-    if indexed:
+    variants = [r["operation"].removeprefix("start_without_") for r in rows
+                if int(r["size"]) == size and r["operation"].startswith("start_without_") and r["client"] == "opsrun"]
+    variants = list(dict.fromkeys(variants))  # each once, in the order measured
+    if variants:
         print("\n### What the filter indexes cost a start\n")
-        print("This build's start (new identity), measured with every index, then with one of the skewed filters' "
-              "indexes dropped, then with all of them dropped.\n")
-        print("| indexes | start req/s | vs all indexes | p99 ms |")
-        print("|---|---:|---:|---:|")
-        print(f"| all | {num(indexed['rps']):,.0f} | | {indexed['p99_ms']} |")
-        for r in rows:
-            if int(r["size"]) == size and r["operation"].startswith("start_without_"):
-                what = r["operation"].removeprefix("start_without_")
-                label = "none of them" if what == "filter_indexes" else f"without `{what}`"
-                print(f"| {label} | {num(r['rps']):,.0f} | {ratio(num(r['rps']), num(indexed['rps']))} | {r['p99_ms']} |")
+        print("This build's start (new identity): for each of the skewed filters' indexes, and for all of them at "
+              "once, rounds of two turns back to back, with every index and with that one dropped, in an order that "
+              "flips each round. The ratio is the median of the rounds' ratios, with their range.\n")
+        print("| indexes dropped | with all, req/s | p99 ms | without, req/s | p99 ms | without ÷ with |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for what in variants:
+            with_all, without = get(size, f"start_with_{what}", "opsrun"), get(size, f"start_without_{what}", "opsrun")
+            if not with_all or not without:
+                continue
+            label = "all of them" if what == "filter_indexes" else f"`{what}`"
+            cost = side_by_side(size, f"start_without_{what}", "opsrun", f"start_with_{what}", "opsrun", back_to_back=True)
+            print(f"| {label} | {num(with_all['rps']):,.0f} | {with_all['p99_ms']} "
+                  f"| {num(without['rps']):,.0f} | {without['p99_ms']} | {cost} |")
     print()
 
 for large in sizes[1:]:

@@ -306,25 +306,24 @@ for size in "${sizes[@]}"; do
     unset "peak_threads[$build]"
   done
 
-  # What each filter index costs a start: this build's start without it, then with all,
-  # each one turn as long as an operation's rounds together.
+  # What each filter index costs a start: for each index, and for all of them at once,
+  # rounds of two turns back to back, this build's start with every index and without
+  # that one, in an order that flips each round. Turns in sequence drift with the machine
+  # and with the table the starts grow; a pair shares its moment.
   if [ "$size" = "${sizes[-1]}" ]; then
-    index_seconds=$((duration * rounds))
     use "$this"
-    wrk_row "$size" "start_indexed" "$this" start "$index_seconds"
-    for index in "${filter_indexes[@]}"; do
-      definition=$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")
-      psql_ "$this" "DROP INDEX $index"
-      wrk_row "$size" "start_without_$index" "$this" start "$index_seconds"
-      psql_ "$this" "$definition"
+    for variant in "${filter_indexes[@]}" filter_indexes; do
+      if [ "$variant" = filter_indexes ]; then dropped=("${filter_indexes[@]}"); else dropped=("$variant"); fi
+      definitions=()
+      for index in "${dropped[@]}"; do definitions+=("$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")"); done
+      for round in $(seq 1 "$rounds"); do
+        (( round % 2 )) && wrk_row "$size" "start_with_$variant" "$this" start
+        for index in "${dropped[@]}"; do psql_ "$this" "DROP INDEX $index"; done
+        wrk_row "$size" "start_without_$variant" "$this" start
+        for definition in "${definitions[@]}"; do psql_ "$this" "$definition"; done
+        (( round % 2 )) || wrk_row "$size" "start_with_$variant" "$this" start
+      done
     done
-    for index in "${filter_indexes[@]}"; do
-      definitions+=("$(psql_ "$this" "SELECT pg_get_indexdef('$index'::regclass)")")
-      psql_ "$this" "DROP INDEX $index"
-    done
-    wrk_row "$size" "start_without_filter_indexes" "$this" start "$index_seconds"
-    for definition in "${definitions[@]}"; do psql_ "$this" "$definition"; done
-    unset definitions
     psql -h 127.0.0.1 -p "${pg_port[$this]}" -U opsrun -d opsrun -q -f bench/explain.sql > "bench/explain-$((size / 1000000))m.txt" 2>&1 \
       || echo "   explain.sql failed: see bench/explain-$((size / 1000000))m.txt" >&2
   fi
