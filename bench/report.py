@@ -70,7 +70,7 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else ""
 
 
-def side_by_side(size, op, client, other_op, other_client, back_to_back=None):
+def side_by_side(size, op, client, other_op, other_client, back_to_back=False):
     """`client` ÷ `other_client` in throughput at one operation. Their turns in one round
     ran back to back, so each round gives one ratio, and the median of those (with their
     range) is the figure: this machine's speed drifts within a run, and a ratio of the
@@ -80,7 +80,7 @@ def side_by_side(size, op, client, other_op, other_client, back_to_back=None):
     range."""
     mine = [r for r in rows if int(r["size"]) == size and r["operation"] == op and r["client"] == client]
     theirs = [r for r in rows if int(r["size"]) == size and r["operation"] == other_op and r["client"] == other_client]
-    paired = (op == other_op if back_to_back is None else back_to_back) and len(mine) == len(theirs) > 1
+    paired = (op == other_op or back_to_back) and len(mine) == len(theirs) > 1
     if not paired or not all(num(r["rps"]) for r in mine + theirs):
         return ratio(rps(size, op, client), rps(size, other_op, other_client))
     rounds = sorted(num(a["rps"]) / num(b["rps"]) for a, b in zip(mine, theirs))
