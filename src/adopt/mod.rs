@@ -4,8 +4,10 @@
 //! while any row needs a person. Every step looks at what is there before acting, so a
 //! crash at any point is mended by running adopt again, and a second run changes nothing.
 
+mod compat;
 mod rows;
 mod schema;
+mod shapes;
 mod survey;
 
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ pub struct AdoptArgs {
     pub database_url: Option<String>,
     /// The IANA time zone the platform wrote its `timestamp without time zone` values in
     /// (e.g. UTC, Europe/Berlin). Required: adopt never guesses it.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "finish", default_value = "")]
     pub timezone: String,
     /// Report what adopt finds and would do; change nothing. Exits 1 when something needs
     /// a decision.
@@ -37,10 +39,22 @@ pub struct AdoptArgs {
     /// their own (they stay active; the reaper completes them once they go quiet).
     #[arg(long)]
     pub keep_duplicates_apart: bool,
-    /// How long one schema change may wait for its lock before adopt stops (run it again
-    /// later): a change queued behind a long transaction would hold up every writer.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long one schema change may wait for its lock before it gives up and tries
+    /// again: while it waits, every writer queues behind it.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// How often a schema change that could not get its lock is tried again (a second
+    /// apart) before adopt stops; run it again later.
+    #[arg(long, default_value_t = 60)]
+    pub lock_retries: u32,
+    /// Rows converted per transaction: a write of the platform's to one of them waits for
+    /// the batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: i64,
+    /// Remove the compatibility trigger that converts the platform's own writes, once its
+    /// application writes through opsrun's API only (docs/CUTOVER.md).
+    #[arg(long)]
+    pub finish: bool,
 }
 
 #[derive(QueryableByName)]
@@ -65,6 +79,9 @@ pub fn run(args: AdoptArgs, default_url: Option<String>) -> anyhow::Result<()> {
         anyhow::bail!(
             "this database has no operation_runs table to adopt; `opsrun migrate` creates opsrun's schema in an empty one"
         );
+    }
+    if args.finish {
+        return crate::db::with_migration_lock(conn, |conn| finish(conn, &args));
     }
     if !known_time_zone(conn, &args.timezone)? {
         anyhow::bail!(
@@ -115,17 +132,68 @@ fn plan_and_apply(conn: &mut PgConnection, args: &AdoptArgs) -> anyhow::Result<(
     }
 
     println!("\n{:<64} {:<40} {:>9}", "step", "lock on existing rows", "took");
-    run_steps(conn, &plan.structure, args.lock_timeout)?;
-    let (fixed, last) = timed("fix rows", "row locks, a batch at a time", || survey::fix_rows(conn, &survey, 0, keep))?;
-    run_steps(conn, &plan.fill_defaults, args.lock_timeout)?;
-    // Rows the platform wrote while the first pass ran.
-    let (late, _) = timed("fix rows written meanwhile", "row locks", || survey::fix_rows(conn, &survey, last, keep))?;
-    run_steps(conn, &plan.finish, args.lock_timeout)?;
+    let mut changed = 0;
+    let converted = plan.converting;
+    if converted {
+        changed += convert(conn, &plan, &survey, args)?;
+    }
+    // Once the columns are opsrun's: constraints, the id's identity, NOT NULL, triggers.
+    let plan = if converted { schema::plan(conn, &args.timezone)? } else { plan };
+    if !plan.conflicts.is_empty() {
+        anyhow::bail!("after the swap: {}", plan.conflicts.join("; "));
+    }
+    run_steps(conn, &plan.structure, args)?;
+    // Rows of a table whose columns were opsrun's already (the conversion did the others).
+    if !converted && survey.changes_rows() {
+        let (fixed, _) =
+            timed("fix rows", "row locks, a batch at a time", || survey::fix_rows(conn, &survey, 0, keep))?;
+        changed += fixed as u64;
+    }
+    run_steps(conn, &plan.finish, args)?;
+    timed("forget which runs were kept apart", "none", || survey::forget_kept_apart(conn))?;
     timed("record opsrun's migrations as applied", "none", || schema::record_migrations(conn))?;
     println!(
-        "\nadopted: {} row(s) fixed; `opsrun migrate`, `opsrun serve` and `opsrun legacy` now treat it as theirs",
-        fixed + late
+        "\nadopted: {changed} row(s) converted; `opsrun migrate`, `opsrun serve` and `opsrun legacy` now treat it as theirs"
     );
+    println!(
+        "the platform's own writes go on being converted on their way in until `opsrun adopt --finish` (docs/CUTOVER.md)"
+    );
+    Ok(())
+}
+
+/// Converts every row into the shadow columns, builds the indexes on them and swaps them
+/// in. Returns how many rows the fill converted.
+fn convert(conn: &mut PgConnection, plan: &Plan, survey: &Survey, args: &AdoptArgs) -> anyhow::Result<u64> {
+    if let Some(zone) = schema::conversion_zone(conn)? {
+        if zone != args.timezone {
+            anyhow::bail!(
+                "a conversion begun with --timezone {zone} is under way; run adopt again with --timezone {zone}"
+            );
+        }
+    }
+    run_steps(conn, &plan.structure, args)?;
+    timed("remember which runs keep an identity apart", "none", || {
+        survey::remember_kept_apart(conn, survey, args.keep_duplicates_apart)
+    })?;
+    let converted = timed("convert every row into the new columns", "row locks, a batch at a time", || {
+        survey::fill(conn, survey.rows, args.batch)
+    })?;
+    run_steps(conn, &plan.before_swap, args)?;
+    if let Some(swap) = &plan.swap {
+        run_steps(conn, std::slice::from_ref(swap), args)?;
+    }
+    Ok(converted)
+}
+
+/// Removes the conversion of the platform's writes: from now on a write in the platform's
+/// shapes is refused by opsrun's constraints, as any client's.
+fn finish(conn: &mut PgConnection, args: &AdoptArgs) -> anyhow::Result<()> {
+    if schema::needs_conversion(conn)? || schema::unrecorded_migrations(conn)? > 0 {
+        anyhow::bail!("operation_runs is not adopted yet: run `opsrun adopt` first; --finish comes after it");
+    }
+    let steps = schema::finish_steps();
+    run_steps(conn, &steps, args)?;
+    println!("\nthe platform's writes are no longer converted: operation_runs takes opsrun's shapes only");
     Ok(())
 }
 
@@ -136,9 +204,9 @@ fn timed<T>(what: &str, lock: &str, work: impl FnOnce() -> anyhow::Result<T>) ->
     Ok(result)
 }
 
-fn run_steps(conn: &mut PgConnection, steps: &[Step], lock_timeout: Duration) -> anyhow::Result<()> {
+fn run_steps(conn: &mut PgConnection, steps: &[Step], args: &AdoptArgs) -> anyhow::Result<()> {
     for step in steps {
-        let took = schema::run_step(conn, step, lock_timeout)?;
+        let took = schema::run_step(conn, step, args.lock_timeout, args.lock_retries)?;
         println!("{:<64} {:<40} {:>9.2?}", clip(&step.what, 64), step.lock, took);
     }
     Ok(())
@@ -180,9 +248,12 @@ fn print_survey(survey: &Survey, keep: bool) {
 
 fn print_plan(plan: &Plan, unrecorded: usize) {
     println!("\nschema changes:");
-    let steps = plan.structure.iter().chain(&plan.fill_defaults).chain(&plan.finish);
     let mut any = false;
-    for step in steps {
+    if plan.converting {
+        println!("  (rows are converted into columns beside the platform's, then swapped in; constraints,");
+        println!("   the id's identity and opsrun's triggers follow the swap)");
+    }
+    for step in plan.steps() {
         println!("  {:<62} {}", clip(&step.what, 62), step.lock);
         any = true;
     }

@@ -5,7 +5,8 @@
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::catalog::{IdentityRule, RunType, Scope, LEGACY_SPELLINGS};
+use super::shapes;
+use crate::domain::catalog::{IdentityRule, RunType, Scope};
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::ids::{TenantId, WorkspaceId};
 use crate::domain::inputs::parse_inputs;
@@ -43,6 +44,8 @@ pub enum Finding {
     CompletedWithoutCompletedAt,
     ActiveWithCompletedAt,
     JsonNull,
+    PlatformFailures,
+    PlatformCounts,
     JsonNotObject,
     ScopeMismatch,
     MalformedHash,
@@ -53,7 +56,7 @@ pub enum Finding {
 }
 
 impl Finding {
-    pub const ALL: [Finding; 14] = [
+    pub const ALL: [Finding; 16] = [
         Finding::DottedType,
         Finding::UnknownType,
         Finding::UnknownStatusOrOutcome,
@@ -61,6 +64,8 @@ impl Finding {
         Finding::CompletedWithoutCompletedAt,
         Finding::ActiveWithCompletedAt,
         Finding::JsonNull,
+        Finding::PlatformFailures,
+        Finding::PlatformCounts,
         Finding::JsonNotObject,
         Finding::ScopeMismatch,
         Finding::MalformedHash,
@@ -80,6 +85,8 @@ impl Finding {
             Finding::CompletedWithoutCompletedAt => "completed_without_completed_at",
             Finding::ActiveWithCompletedAt => "active_with_completed_at",
             Finding::JsonNull => "json_null",
+            Finding::PlatformFailures => "platform_failures",
+            Finding::PlatformCounts => "platform_counts",
             Finding::JsonNotObject => "json_not_object",
             Finding::ScopeMismatch => "scope_mismatch",
             Finding::MalformedHash => "malformed_identity_hash",
@@ -104,6 +111,8 @@ impl Finding {
             Finding::DottedType
             | Finding::CompletedWithoutCompletedAt
             | Finding::JsonNull
+            | Finding::PlatformFailures
+            | Finding::PlatformCounts
             | Finding::MalformedHash
             | Finding::HashDiffers
             | Finding::StrictOnceRepeat => false,
@@ -113,14 +122,16 @@ impl Finding {
     /// What adopt does with such rows.
     pub fn action(self, keep_duplicates_apart: bool) -> &'static str {
         match self {
-            Finding::DottedType => "renames it to the canonical type (a backup-schedule spelling's trigger goes to context.trigger)",
+            Finding::DottedType => "renames it to the canonical type (a backup-schedule spelling's trigger goes to context.trigger, the old name to context.adopted.platform_type)",
             Finding::UnknownType => "refuses: not in the catalog; fix the type or remove the row",
             Finding::UnknownStatusOrOutcome => "refuses: status must be queued|running|completed, outcome pending|succeeded|partially_succeeded|failed|blocked|cancelled",
             Finding::StatusOutcomeMismatch => "refuses: a completed run needs a final outcome, an active one `pending`",
             Finding::CompletedWithoutCompletedAt => "sets completed_at to updated_at, its last change",
             Finding::ActiveWithCompletedAt => "refuses: an active run with completed_at; decide whether it finished",
-            Finding::JsonNull => "replaces the null with opsrun's empty default",
-            Finding::JsonNotObject => "refuses: summary_counts, failure_summary and context must be JSON objects",
+            Finding::JsonNull => "replaces the null or empty list with opsrun's empty default",
+            Finding::PlatformFailures => "stores the failures as {items (at most 100, sanitized), dropped}; a reason outside the taxonomy becomes unknown, kept as platform_reason_code",
+            Finding::PlatformCounts => "converts counters written as digits; other keys and values go to context.adopted.summary_counts",
+            Finding::JsonNotObject => "refuses: summary_counts and context must be objects (or empty), failure_summary a list or object of failures",
             Finding::ScopeMismatch => "refuses: a tenant type needs tenant_id, a workspace type must not have one",
             Finding::MalformedHash => "recomputes the identity under opsrun's rules (the old value goes to context.adopted)",
             Finding::HashDiffers => "recomputes the identity under opsrun's rules (the old value goes to context.adopted)",
@@ -193,47 +204,28 @@ pub fn own_identity(hash: &str, id: i64) -> String {
     hex::encode(Sha256::digest(format!("{hash}|adopted:operation_runs:{id}").as_bytes()))
 }
 
-/// A JSON column: its object, the default for a null, or why not.
-fn json_column(text: Option<&str>, default: Value) -> Result<(Map<String, Value>, bool), String> {
-    let value = match text {
-        None => Value::Null,
-        Some(text) => serde_json::from_str(text).map_err(|e| format!("unreadable JSON ({e})"))?,
-    };
-    match value {
-        Value::Object(map) => Ok((map, false)),
-        Value::Null => match default {
-            Value::Object(map) => Ok((map, true)),
-            _ => unreachable!("defaults are objects"),
-        },
-        other => Err(format!("a JSON {}", json_kind(&other))),
+/// A JSON column's value as stored (`None`: SQL NULL), or why it cannot be read.
+fn json_value(text: Option<&str>) -> Result<Value, String> {
+    match text {
+        None => Ok(Value::Null),
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("unreadable JSON ({e})")),
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+fn is_empty_json(value: &Value) -> bool {
+    value.is_null() || value.as_array().is_some_and(Vec::is_empty)
 }
 
 /// Judges one row under opsrun's rules.
 pub fn judge(row: &PlatformRow) -> Verdict {
     let mut verdict = Verdict::default();
-    let (run_type, implied_trigger) = match RunType::parse(&row.run_type) {
-        Some(run_type) => (run_type, None),
-        None => match LEGACY_SPELLINGS.iter().find(|legacy| legacy.name == row.run_type) {
-            Some(legacy) => {
-                verdict.findings.push((Finding::DottedType, None));
-                verdict.fix.run_type = Some(legacy.canonical);
-                (legacy.canonical, legacy.trigger)
-            }
-            None => return verdict.refuse(Finding::UnknownType, format!("type `{}`", row.run_type)),
-        },
+    let Some((run_type, implied_trigger)) = shapes::canonical_type(&row.run_type) else {
+        return verdict.refuse(Finding::UnknownType, format!("type `{}`", row.run_type));
     };
+    if run_type.as_str() != row.run_type {
+        verdict.findings.push((Finding::DottedType, None));
+        verdict.fix.run_type = Some(run_type);
+    }
     let spec = run_type.spec();
 
     let (Some(status), Some(outcome)) = (RunStatus::parse(&row.status), Outcome::parse(&row.outcome)) else {
@@ -256,32 +248,44 @@ pub fn judge(row: &PlatformRow) -> Verdict {
         _ => {}
     }
 
-    let columns = [
-        ("summary_counts", row.summary_counts.as_deref(), json!({})),
-        ("failure_summary", row.failure_summary.as_deref(), json!({"items": [], "dropped": 0})),
-        ("context", row.context.as_deref(), json!({})),
-    ];
-    let mut objects = Vec::with_capacity(3);
-    for (column, text, default) in columns {
-        match json_column(text, default) {
-            Ok((map, defaulted)) => {
-                if defaulted && !verdict.findings.contains(&(Finding::JsonNull, None)) {
-                    verdict.findings.push((Finding::JsonNull, None));
-                }
-                objects.push((map, defaulted));
-            }
-            Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("{column} is {what}")),
+    let read = |column: &str, text: Option<&str>| json_value(text).map_err(|what| format!("{column} is {what}"));
+    let (counts, failures, given_context) = match (
+        read("summary_counts", row.summary_counts.as_deref()),
+        read("failure_summary", row.failure_summary.as_deref()),
+        read("context", row.context.as_deref()),
+    ) {
+        (Ok(counts), Ok(failures), Ok(context)) => (counts, failures, context),
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => return verdict.refuse(Finding::JsonNotObject, why),
+    };
+    if [&counts, &failures, &given_context].into_iter().any(is_empty_json) {
+        verdict.findings.push((Finding::JsonNull, None));
+    }
+    let (kept_counts, aside) = match shapes::counts(counts.clone()) {
+        Ok(split) => split,
+        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("summary_counts is {what}")),
+    };
+    let stored_failures = match shapes::failures(failures.clone()) {
+        Ok(stored) => stored,
+        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("failure_summary is {what}")),
+    };
+    let mut context = match shapes::object(given_context.clone()) {
+        Ok(map) => map,
+        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("context is {what}")),
+    };
+    let kept_counts = Value::Object(kept_counts);
+    if kept_counts != counts {
+        if !is_empty_json(&counts) {
+            verdict.findings.push((Finding::PlatformCounts, None));
         }
+        verdict.fix.summary_counts = Some(kept_counts);
     }
-    let (mut context, context_defaulted) = objects.pop().expect("three columns");
-    let (failure_summary, failures_defaulted) = objects.pop().expect("three columns");
-    let (summary_counts, counts_defaulted) = objects.pop().expect("three columns");
-    if counts_defaulted {
-        verdict.fix.summary_counts = Some(Value::Object(summary_counts));
+    if stored_failures != failures {
+        if !is_empty_json(&failures) {
+            verdict.findings.push((Finding::PlatformFailures, None));
+        }
+        verdict.fix.failure_summary = Some(stored_failures);
     }
-    if failures_defaulted {
-        verdict.fix.failure_summary = Some(Value::Object(failure_summary));
-    }
+    let context_defaulted = !given_context.is_object();
 
     let tenant_id = match (spec.scope, row.tenant_id) {
         (Scope::Tenant, Some(tenant)) => Some(TenantId(tenant)),
@@ -296,6 +300,16 @@ pub fn judge(row: &PlatformRow) -> Verdict {
 
     let mut notes = Map::new();
     let mut context_changed = context_defaulted;
+    if !aside.is_empty() {
+        let mut set_aside = context
+            .get(ADOPTED_KEY)
+            .and_then(|adopted| adopted.get("summary_counts"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        set_aside.extend(aside);
+        notes.insert("summary_counts".into(), Value::Object(set_aside));
+    }
     if verdict.fix.run_type.is_some() {
         notes.insert("platform_type".into(), Value::String(row.run_type.clone()));
         if let Some(trigger) = implied_trigger {

@@ -14,12 +14,17 @@ use diesel::sql_types::{Bool, Nullable, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
+use super::compat::{
+    self, quote_literal, shadow, COMPAT_TRIGGER, CONVERTED, FILL_TRIGGER, KEPT_APART_TABLE, SHADOW_SUFFIX,
+};
 use crate::db::MIGRATIONS;
 
 /// The scratch schema opsrun's migrations are applied to, to read its schema from.
 pub const REFERENCE: &str = "opsrun_adopt_reference";
 /// The schema adopt converts.
 const TARGET: &str = "public";
+/// The table adopt converts row by row; the others it creates or only checks.
+const RUNS: &str = "operation_runs";
 
 #[derive(QueryableByName, Clone, Debug)]
 struct Column {
@@ -177,20 +182,6 @@ pub fn drop_reference(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How one column of the platform's table becomes opsrun's.
-fn conversion(column: &str, from: &str, to: &str, zone: &str) -> String {
-    match (from, to) {
-        ("timestamp without time zone", "timestamp with time zone") => {
-            format!("{column} AT TIME ZONE {}", quote_literal(zone))
-        }
-        _ => format!("{column}::{to}"),
-    }
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 /// One statement adopt runs, with what it locks.
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -211,19 +202,25 @@ impl Step {
     }
 }
 
-const ACCESS_EXCLUSIVE: &str = "ACCESS EXCLUSIVE";
 const ACCESS_EXCLUSIVE_BRIEF: &str = "ACCESS EXCLUSIVE, catalog only";
 const SHARE_UPDATE_EXCLUSIVE: &str = "SHARE UPDATE EXCLUSIVE (writes go on)";
 const SHARE_ROW_EXCLUSIVE_BRIEF: &str = "SHARE ROW EXCLUSIVE, catalog only";
 const NONE: &str = "none on existing tables";
 
-/// What adopt will run, phase by phase: structure before the rows are fixed, the rest after.
+/// What adopt will run, phase by phase. While the platform's columns are still its own
+/// (`converting`), the plan adds shadow columns, fills them row by row under a trigger,
+/// builds the indexes on them and swaps them in; once they are opsrun's, it finishes.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// Functions, new tables, the one rewrite per table, identities, defaults, constraints `NOT VALID`.
+    /// Whether the rows are converted into shadow columns and swapped in.
+    pub converting: bool,
+    /// Functions, new tables, columns added without a rewrite, the fill trigger, identities,
+    /// defaults, constraints `NOT VALID`.
     pub structure: Vec<Step>,
-    /// Defaults that only served to fill a new column, dropped before the rows are checked once more.
-    pub fill_defaults: Vec<Step>,
+    /// After the fill: the shadows' checks validated, every index built on them.
+    pub before_swap: Vec<Step>,
+    /// The one short catalog-only swap of the platform's columns for the shadows.
+    pub swap: Option<Step>,
     /// Validations, `NOT NULL`, indexes, constraints over them, triggers.
     pub finish: Vec<Step>,
     /// What needs a person before adopt can go on.
@@ -234,18 +231,20 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.structure.is_empty() && self.fill_defaults.is_empty() && self.finish.is_empty()
+        !self.converting && self.structure.is_empty() && self.finish.is_empty()
+    }
+
+    /// Every step, in the order adopt runs them (the fill goes between structure and before_swap).
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.structure.iter().chain(&self.before_swap).chain(&self.swap).chain(&self.finish)
     }
 }
-
-/// A NOT NULL column opsrun adds with no default of its own, and the value existing rows
-/// start with until the row pass sets each.
-const FILLED_BY_ADOPT: [(&str, &str, &str); 1] = [("operation_runs", "identity_policy", "'dedupe_active'")];
 
 /// Compares `public` with the reference and plans the difference. `zone` is the time zone
 /// the platform's `timestamp without time zone` values were written in.
 pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
     let mut plan = Plan::default();
+    let converting = needs_conversion(conn)?;
     for function in functions(conn, REFERENCE)? {
         let current: Vec<Named> = sql_query(
             "SELECT $1 AS name, pg_get_functiondef(to_regprocedure($2)) AS definition WHERE to_regprocedure($2) IS NOT NULL",
@@ -273,8 +272,13 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
                     "CREATE TABLE {TARGET}.{table} (LIKE {REFERENCE}.{table} INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED)"
                 ),
             ));
+        } else if converting && table == RUNS {
+            plan_conversion(conn, zone, &mut plan)?;
+            // Constraints, the id's identity and opsrun's triggers come once the
+            // converted columns are swapped in: adopt plans again then.
+            continue;
         } else {
-            plan_columns(conn, &table, zone, &current_constraints, &mut plan)?;
+            plan_columns(conn, &table, &current_constraints, &mut plan)?;
         }
         plan_constraints(conn, &table, &current_constraints, &mut plan)?;
         plan_indexes(conn, &table, present, &mut plan)?;
@@ -294,55 +298,32 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
             }
         }
         for extra in current.iter().filter(|t| !reference.iter().any(|r| r.name == t.name)) {
-            plan.kept.push(format!("{table}: trigger `{}` (not opsrun's; it still fires)", extra.name));
+            if extra.name == COMPAT_TRIGGER {
+                plan.kept.push(format!(
+                    "{table}: trigger `{COMPAT_TRIGGER}` converts the platform's own writes; `opsrun adopt --finish` removes it"
+                ));
+            } else {
+                plan.kept.push(format!("{table}: trigger `{}` (not opsrun's; it still fires)", extra.name));
+            }
         }
     }
     Ok(plan)
 }
 
-fn plan_columns(
-    conn: &mut PgConnection,
-    table: &str,
-    zone: &str,
-    checks: &[Constraint],
-    plan: &mut Plan,
-) -> anyhow::Result<()> {
+fn plan_columns(conn: &mut PgConnection, table: &str, checks: &[Constraint], plan: &mut Plan) -> anyhow::Result<()> {
     let wanted = columns(conn, REFERENCE, table)?;
     let current = columns(conn, TARGET, table)?;
-    let mut rewrite = Vec::new();
-    let mut described = Vec::new();
+    let mut added = Vec::new();
     for column in &wanted {
         let name = &column.name;
         let Some(have) = current.iter().find(|c| c.name == *name) else {
-            let fill = FILLED_BY_ADOPT.iter().find(|(t, c, _)| *t == table && c == name).map(|(_, _, fill)| *fill);
-            let definition = if column.generated == "s" {
-                format!(
-                    "{} GENERATED ALWAYS AS ({}) STORED",
-                    column.data_type,
-                    column.default_expr.as_deref().unwrap_or("NULL")
-                )
-            } else {
-                let default = column.default_expr.as_deref().or(fill);
-                if column.not_null && default.is_none() {
-                    anyhow::bail!(
-                        "opsrun's {table}.{name} is NOT NULL without a default, and adopt does not know how to fill it"
-                    );
-                }
-                let not_null = if column.not_null { " NOT NULL" } else { "" };
-                match default {
-                    Some(default) => format!("{} DEFAULT {default}{not_null}", column.data_type),
-                    None => column.data_type.clone(),
-                }
-            };
-            if fill.is_some() && column.default_expr.is_none() {
-                plan.fill_defaults.push(Step::new(
-                    format!("default of {table}.{name}"),
-                    ACCESS_EXCLUSIVE_BRIEF,
-                    format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} DROP DEFAULT"),
-                ));
+            if !column.generated.is_empty() || (column.not_null && column.default_expr.is_none()) {
+                plan.conflicts.push(format!("{table}.{name} is missing, and adopt cannot add it without a rewrite"));
+                continue;
             }
-            rewrite.push(format!("ADD COLUMN {name} {definition}"));
-            described.push(format!("add {name}"));
+            let default = column.default_expr.as_deref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+            let not_null = if column.not_null { " NOT NULL" } else { "" };
+            added.push(format!("ADD COLUMN IF NOT EXISTS {name} {}{default}{not_null}", column.data_type));
             continue;
         };
         if column.generated != have.generated {
@@ -350,39 +331,34 @@ fn plan_columns(
             continue;
         }
         if column.data_type != have.data_type {
-            rewrite.push(format!(
-                "ALTER COLUMN {name} TYPE {} USING {}",
-                column.data_type,
-                conversion(name, &have.data_type, &column.data_type, zone)
-            ));
-            described.push(format!("{name} {} → {}", have.data_type, column.data_type));
+            if binary_coercible(conn, &have.data_type, &column.data_type)? {
+                plan.structure.push(retype_in_place(table, name, &have.data_type, &column.data_type));
+            } else {
+                plan.conflicts.push(format!(
+                    "{table}.{name} is {} where opsrun has {}; adopt converts such a column only with the others",
+                    have.data_type, column.data_type
+                ));
+            }
         }
         if !column.identity.is_empty() && have.identity.is_empty() {
             plan.structure.push(identity_step(table, name, &column.identity));
         } else if column.generated.is_empty() && column.identity.is_empty() && column.default_expr != have.default_expr
         {
-            match &column.default_expr {
-                Some(default) => plan.structure.push(Step::new(
-                    format!("default of {table}.{name}"),
-                    ACCESS_EXCLUSIVE_BRIEF,
-                    format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} SET DEFAULT {default}"),
-                )),
-                None => plan.fill_defaults.push(Step::new(
-                    format!("default of {table}.{name}"),
-                    ACCESS_EXCLUSIVE_BRIEF,
-                    format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} DROP DEFAULT"),
-                )),
-            }
+            let change = match &column.default_expr {
+                Some(default) => format!("SET DEFAULT {default}"),
+                None => "DROP DEFAULT".to_owned(),
+            };
+            plan.structure.push(Step::new(
+                format!("default of {table}.{name}"),
+                ACCESS_EXCLUSIVE_BRIEF,
+                format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} {change}"),
+            ));
         }
         if column.not_null && !have.not_null {
             // A validated CHECK lets SET NOT NULL skip its scan under the exclusive lock.
-            let check = format!("{table}_{name}_not_null_adopt");
+            let check = not_null_check(table, name);
             if !checks.iter().any(|c| c.name == check) {
-                plan.structure.push(Step::new(
-                    format!("{table}.{name} IS NOT NULL, unchecked"),
-                    ACCESS_EXCLUSIVE_BRIEF,
-                    format!("ALTER TABLE {TARGET}.{table} ADD CONSTRAINT {check} CHECK ({name} IS NOT NULL) NOT VALID"),
-                ));
+                plan.structure.push(not_null_unchecked(table, name, name));
             }
             plan.finish.push(Step::new(
                 format!("validate {table}.{name} IS NOT NULL"),
@@ -403,29 +379,300 @@ fn plan_columns(
             ));
         }
     }
-    for have in &current {
-        if !wanted.iter().any(|c| c.name == have.name) {
-            if have.not_null && have.default_expr.is_none() && have.identity.is_empty() && have.generated.is_empty() {
-                plan.conflicts.push(format!(
-                    "{table}.{} is NOT NULL without a default and not opsrun's: opsrun's inserts would fail; give it a default or drop it",
-                    have.name
-                ));
-            } else {
-                plan.kept.push(format!("{table}.{} (not opsrun's; opsrun leaves it alone)", have.name));
-            }
-        }
-    }
-    if !rewrite.is_empty() {
+    keep_or_refuse_extra_columns(table, &wanted, &current, plan);
+    if !added.is_empty() {
         plan.structure.insert(
             0,
             Step::new(
-                format!("{table}: {}", described.join(", ")),
-                ACCESS_EXCLUSIVE,
-                format!("ALTER TABLE {TARGET}.{table} {}", rewrite.join(", ")),
+                format!("{table}: {}", added.join(", ")),
+                ACCESS_EXCLUSIVE_BRIEF,
+                format!("ALTER TABLE {TARGET}.{table} {}", added.join(", ")),
             ),
         );
     }
     Ok(())
+}
+
+fn keep_or_refuse_extra_columns(table: &str, wanted: &[Column], current: &[Column], plan: &mut Plan) {
+    for have in current {
+        if have.name.ends_with(SHADOW_SUFFIX) || wanted.iter().any(|c| c.name == have.name) {
+            continue;
+        }
+        if have.not_null && have.default_expr.is_none() && have.identity.is_empty() && have.generated.is_empty() {
+            plan.conflicts.push(format!(
+                "{table}.{} is NOT NULL without a default and not opsrun's: opsrun's inserts would fail; give it a default or drop it",
+                have.name
+            ));
+        } else {
+            plan.kept.push(format!("{table}.{} (not opsrun's; opsrun leaves it alone)", have.name));
+        }
+    }
+}
+
+fn not_null_check(table: &str, column: &str) -> String {
+    format!("{table}_{column}_not_null_adopt")
+}
+
+/// `column IS NOT NULL` as a CHECK `NOT VALID`, named for `name` (the column's name once
+/// swapped in), over `column` as it is now (its shadow, while converting).
+fn not_null_unchecked(table: &str, name: &str, column: &str) -> Step {
+    Step::new(
+        format!("{table}.{name} IS NOT NULL, unchecked"),
+        ACCESS_EXCLUSIVE_BRIEF,
+        format!(
+            "ALTER TABLE {TARGET}.{table} ADD CONSTRAINT {} CHECK ({column} IS NOT NULL) NOT VALID",
+            not_null_check(table, name)
+        ),
+    )
+}
+
+fn retype_in_place(table: &str, name: &str, from: &str, to: &str) -> Step {
+    Step::new(
+        format!("{table}.{name} {from} → {to} (no rewrite)"),
+        ACCESS_EXCLUSIVE_BRIEF,
+        format!("ALTER TABLE {TARGET}.{table} ALTER COLUMN {name} TYPE {to}"),
+    )
+}
+
+/// Whether PostgreSQL changes `from` to `to` without touching a row (`varchar` → `text`).
+fn binary_coercible(conn: &mut PgConnection, from: &str, to: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Coercible {
+        #[diesel(sql_type = Bool)]
+        coercible: bool,
+    }
+    let found: Coercible = sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = $1::regtype AND casttarget = $2::regtype
+                                              AND castmethod = 'b') AS coercible",
+    )
+    .bind::<Text, _>(from)
+    .bind::<Text, _>(to)
+    .get_result(conn)?;
+    Ok(found.coercible)
+}
+
+/// Whether `public.operation_runs` is still the platform's: opsrun's `identity_policy` is
+/// not there yet, or a conversion into shadow columns is under way.
+pub fn needs_conversion(conn: &mut PgConnection) -> anyhow::Result<bool> {
+    let current = columns(conn, TARGET, RUNS)?;
+    Ok(!current.iter().any(|c| c.name == "identity_policy") || current.iter().any(|c| c.name.ends_with(SHADOW_SUFFIX)))
+}
+
+/// The zone an interrupted conversion began with, if one is under way.
+pub fn conversion_zone(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Zone {
+        #[diesel(sql_type = Nullable<Text>)]
+        zone: Option<String>,
+    }
+    let found: Vec<Zone> = sql_query(
+        "SELECT col_description(a.attrelid, a.attnum) AS zone FROM pg_attribute a
+          WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+    )
+    .bind::<Text, _>(format!("{TARGET}.{RUNS}"))
+    .bind::<Text, _>(shadow("created_at"))
+    .load(conn)?;
+    Ok(found.into_iter().next().and_then(|z| z.zone).and_then(|z| z.strip_prefix("zone=").map(str::to_owned)))
+}
+
+/// A column's name with every converted column read as its shadow, in a definition.
+fn on_shadows(definition: &str, shadowed: &[String]) -> String {
+    if shadowed.is_empty() {
+        return definition.to_owned();
+    }
+    let names = shadowed.iter().map(|name| regex::escape(name)).collect::<Vec<_>>().join("|");
+    let pattern = regex::Regex::new(&format!(r"\b({names})\b")).expect("escaped names make a valid pattern");
+    pattern.replace_all(definition, format!("${{1}}{SHADOW_SUFFIX}")).into_owned()
+}
+
+/// The plan while `operation_runs` is still the platform's: everything goes into columns
+/// added beside its own, so no statement rewrites the table or holds a lock for long.
+fn plan_conversion(conn: &mut PgConnection, zone: &str, plan: &mut Plan) -> anyhow::Result<()> {
+    plan.converting = true;
+    let table = RUNS;
+    let wanted = columns(conn, REFERENCE, table)?;
+    let current = columns(conn, TARGET, table)?;
+    let checks = constraints(conn, TARGET, table)?;
+    let mut shadowed: Vec<String> = Vec::new();
+    let mut extra_shadows = Vec::new();
+    let mut added = Vec::new();
+    let mut defaults = Vec::new();
+    // Checks over the new columns come after the trigger that fills them on every write.
+    let mut checks_after_trigger = Vec::new();
+    for column in &wanted {
+        let name = &column.name;
+        let Some(have) = current.iter().find(|c| c.name == *name) else {
+            if CONVERTED.contains(&name.as_str()) {
+                plan.conflicts.push(format!("{table} has no column {name}: it is not the platform's operation_runs"));
+            } else {
+                let default = column.default_expr.as_deref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                // NOT NULL only with a default; identity_policy is filled by the conversion
+                // and made NOT NULL once every row has it.
+                let not_null = if column.not_null && column.default_expr.is_some() { " NOT NULL" } else { "" };
+                added.push(format!("ADD COLUMN IF NOT EXISTS {name} {}{default}{not_null}", column.data_type));
+                if column.not_null && column.default_expr.is_none() {
+                    plan.before_swap.push(validate_not_null(table, name));
+                    if !checks.iter().any(|c| c.name == not_null_check(table, name)) {
+                        checks_after_trigger.push(not_null_unchecked(table, name, name));
+                    }
+                }
+            }
+            continue;
+        };
+        let convert = CONVERTED.contains(&name.as_str())
+            || (column.data_type != have.data_type && !binary_coercible(conn, &have.data_type, &column.data_type)?);
+        if !convert {
+            if column.data_type != have.data_type {
+                plan.structure.push(retype_in_place(table, name, &have.data_type, &column.data_type));
+            }
+            continue;
+        }
+        shadowed.push(name.clone());
+        if !CONVERTED.contains(&name.as_str()) {
+            extra_shadows.push((name.clone(), column.data_type.clone()));
+        }
+        added.push(format!("ADD COLUMN IF NOT EXISTS {} {}", shadow(name), column.data_type));
+        if let Some(default) = &column.default_expr {
+            defaults.push(format!("ALTER COLUMN {name} SET DEFAULT {default}"));
+        }
+        if column.not_null {
+            plan.before_swap.push(validate_not_null(table, name));
+            if !checks.iter().any(|c| c.name == not_null_check(table, name)) {
+                checks_after_trigger.push(not_null_unchecked(table, name, &shadow(name)));
+            }
+        }
+    }
+    keep_or_refuse_extra_columns(table, &wanted, &current, plan);
+    if !added.is_empty() {
+        plan.structure.insert(
+            0,
+            Step::new(
+                format!("{table}: add {} column(s) beside the platform's, no rewrite", added.len()),
+                ACCESS_EXCLUSIVE_BRIEF,
+                format!(
+                    "ALTER TABLE {TARGET}.{table} {}; COMMENT ON COLUMN {TARGET}.{table}.{} IS {}",
+                    added.join(", "),
+                    shadow("created_at"),
+                    quote_literal(&format!("zone={zone}"))
+                ),
+            ),
+        );
+    }
+    let timestamp_expr = |column: &str| -> String {
+        let name = column.trim_start_matches("NEW.");
+        match current.iter().find(|c| c.name == name).map(|c| c.data_type.as_str()) {
+            Some("timestamp without time zone") => format!("{column} AT TIME ZONE {}", quote_literal(zone)),
+            _ => format!("{column}::timestamptz"),
+        }
+    };
+    plan.structure.push(Step::new(
+        "the conversion's functions (opsrun_adopt_*)",
+        NONE,
+        format!(
+            "{}
+{};
+{}",
+            compat::functions_sql(),
+            compat::fill_function_sql(&timestamp_expr, &extra_shadows),
+            compat::compat_function_sql(zone)
+        ),
+    ));
+    plan.structure.push(Step::new(
+        format!("table {KEPT_APART_TABLE}: runs kept apart from an identity's holder"),
+        NONE,
+        format!(
+            "CREATE TABLE IF NOT EXISTS {TARGET}.{KEPT_APART_TABLE} (id bigint PRIMARY KEY, holder bigint NOT NULL)"
+        ),
+    ));
+    if !triggers(conn, TARGET, table)?.iter().any(|t| t.name == FILL_TRIGGER) {
+        plan.structure.push(Step::new(
+            format!("trigger {FILL_TRIGGER}: the platform's writes fill the new columns"),
+            SHARE_ROW_EXCLUSIVE_BRIEF,
+            format!(
+                "CREATE TRIGGER {FILL_TRIGGER} BEFORE INSERT OR UPDATE ON {TARGET}.{table}
+                 FOR EACH ROW EXECUTE FUNCTION opsrun_adopt_fill()"
+            ),
+        ));
+    }
+
+    plan.structure.extend(checks_after_trigger);
+
+    // Every index of opsrun's, built on the shadows under its final name; the platform's
+    // own indexes over a converted column, built again beside it.
+    let have = indexes(conn, TARGET, table)?;
+    let mut renames = Vec::new();
+    for wanted in indexes(conn, REFERENCE, table)?.iter().filter(|i| !i.backs_constraint) {
+        let definition = on_shadows(&in_target(&wanted.definition), &shadowed);
+        match have.iter().find(|i| i.name == wanted.name) {
+            Some(i) if i.valid && unqualified(&i.definition) == unqualified(&definition) => {}
+            Some(i) if i.valid => plan.conflicts.push(format!(
+                "{table} has an index `{}` that differs from opsrun's ({}); drop or rename it",
+                i.name, i.definition
+            )),
+            existing => plan.before_swap.extend(index_steps(&definition, &wanted.name, existing.is_some())),
+        }
+    }
+    let reference = indexes(conn, REFERENCE, table)?;
+    for platform in have.iter().filter(|i| !reference.iter().any(|r| r.name == i.name)) {
+        if platform.name.ends_with(SHADOW_SUFFIX) {
+            continue;
+        }
+        let rebuilt = on_shadows(&platform.definition, &shadowed);
+        if rebuilt == platform.definition {
+            continue;
+        }
+        if platform.backs_constraint {
+            plan.conflicts.push(format!(
+                "{table}: the constraint behind index `{}` covers a column adopt converts; drop it (opsrun's own constraints take its place) and run adopt again",
+                platform.name
+            ));
+            continue;
+        }
+        let twin =
+            format!("{}{SHADOW_SUFFIX}", platform.name.chars().take(63 - SHADOW_SUFFIX.len()).collect::<String>());
+        let definition = rebuilt.replacen(&format!(" INDEX {} ON", platform.name), &format!(" INDEX {twin} ON"), 1);
+        match have.iter().find(|i| i.name == twin) {
+            Some(i) if i.valid => {}
+            existing => plan.before_swap.extend(index_steps(&definition, &twin, existing.is_some())),
+        }
+        renames.push(format!("ALTER INDEX {TARGET}.{twin} RENAME TO {}", platform.name));
+        plan.kept
+            .push(format!("{table}: index `{}` (not opsrun's; built again over the converted columns)", platform.name));
+    }
+
+    let drops: Vec<String> = shadowed.iter().map(|name| format!("DROP COLUMN {name}")).collect();
+    let mut swap = vec![
+        format!("LOCK TABLE {TARGET}.{table} IN ACCESS EXCLUSIVE MODE"),
+        format!("DROP TRIGGER IF EXISTS {FILL_TRIGGER} ON {TARGET}.{table}"),
+        format!("ALTER TABLE {TARGET}.{table} {}", drops.join(", ")),
+    ];
+    swap.extend(
+        shadowed.iter().map(|name| format!("ALTER TABLE {TARGET}.{table} RENAME COLUMN {} TO {name}", shadow(name))),
+    );
+    swap.extend(renames);
+    if !defaults.is_empty() {
+        swap.push(format!("ALTER TABLE {TARGET}.{table} {}", defaults.join(", ")));
+    }
+    swap.push(format!(
+        "CREATE TRIGGER {COMPAT_TRIGGER} BEFORE INSERT OR UPDATE ON {TARGET}.{table} FOR EACH ROW EXECUTE FUNCTION opsrun_adopt_compat()"
+    ));
+    plan.swap = Some(Step::new(
+        format!("swap in the converted columns ({})", shadowed.join(", ")),
+        ACCESS_EXCLUSIVE_BRIEF,
+        swap.join(
+            ";
+",
+        ),
+    ));
+    Ok(())
+}
+
+fn validate_not_null(table: &str, name: &str) -> Step {
+    Step::new(
+        format!("validate {table}.{name} IS NOT NULL"),
+        SHARE_UPDATE_EXCLUSIVE,
+        format!("ALTER TABLE {TARGET}.{table} VALIDATE CONSTRAINT {}", not_null_check(table, name)),
+    )
 }
 
 /// A serial column becomes an identity column that goes on after the largest id it ever gave.
@@ -561,23 +808,67 @@ fn plan_indexes(conn: &mut PgConnection, table: &str, present: bool, plan: &mut 
     Ok(())
 }
 
-/// Runs one step, refusing to queue behind a long transaction for more than `lock_timeout`
-/// (a queued ALTER would block every writer behind it). Returns how long it took.
-pub fn run_step(conn: &mut PgConnection, step: &Step, lock_timeout: Duration) -> anyhow::Result<Duration> {
+/// What `opsrun adopt --finish` runs: the compatibility trigger and the conversion's
+/// functions go.
+pub fn finish_steps() -> Vec<Step> {
+    vec![
+        Step::new(
+            format!("drop the trigger {COMPAT_TRIGGER}"),
+            SHARE_ROW_EXCLUSIVE_BRIEF,
+            format!("DROP TRIGGER IF EXISTS {COMPAT_TRIGGER} ON {TARGET}.{RUNS}"),
+        ),
+        Step::new(
+            "drop the conversion's functions (opsrun_adopt_*)",
+            NONE,
+            format!(
+                "DO $finish$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+                             WHERE p.pronamespace = '{TARGET}'::regnamespace AND p.proname LIKE 'opsrun\\_adopt\\_%' LOOP
+                     EXECUTE format('DROP FUNCTION %s', f);
+                   END LOOP;
+                 END $finish$"
+            ),
+        ),
+    ]
+}
+
+/// Runs one step. A step whose lock would hold up writers waits at most `lock_timeout`
+/// for it (while it waits, every writer queues behind it), then gives up and is tried
+/// again a second later, up to `retries` times. Returns how long it took.
+pub fn run_step(
+    conn: &mut PgConnection,
+    step: &Step,
+    lock_timeout: Duration,
+    retries: u32,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let timeout = format!("SET lock_timeout = '{}ms'", lock_timeout.as_millis());
-    let result = if step.outside_transaction {
-        conn.batch_execute(&timeout).and_then(|()| conn.batch_execute(&step.sql))
-    } else {
-        conn.transaction(|conn| {
-            conn.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis()))?;
-            conn.batch_execute(&step.sql)
-        })
-    };
-    result.with_context(|| {
-        format!("{} failed; nothing of this step was applied, and adopt can be run again", step.what)
-    })?;
-    Ok(started.elapsed())
+    // A lock that lets writes go on may be waited for as long as it takes.
+    let blocks_writers = step.lock != SHARE_UPDATE_EXCLUSIVE && step.lock != NONE;
+    let timeout = if blocks_writers { format!("{}ms", lock_timeout.as_millis().max(1)) } else { "0".to_owned() };
+    let mut attempt = 0;
+    loop {
+        let result = if step.outside_transaction {
+            conn.batch_execute(&format!("SET lock_timeout = '{timeout}'")).and_then(|()| conn.batch_execute(&step.sql))
+        } else {
+            conn.transaction(|conn| {
+                conn.batch_execute(&format!("SET LOCAL lock_timeout = '{timeout}'"))?;
+                conn.batch_execute(&step.sql)
+            })
+        };
+        match result {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(error) if attempt < retries && error.to_string().contains("lock timeout") => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "{} failed; nothing of this step was applied, and adopt can be run again",
+                    step.what
+                )))
+            }
+        }
+    }
 }
 
 /// Records every migration as applied, so `opsrun migrate` and `serve` treat the schema as

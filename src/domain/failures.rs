@@ -32,6 +32,20 @@ pub enum ReasonCode {
     Unknown,
 }
 
+/// Every reason code's name, as stored.
+pub const REASON_CODES: [&str; 10] = [
+    "provider_permission_denied",
+    "provider_throttled",
+    "provider_unavailable",
+    "validation_failed",
+    "not_found",
+    "conflict",
+    "timeout",
+    "stale_timeout",
+    "internal_error",
+    "unknown",
+];
+
 /// A failure as a worker reports it.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +174,15 @@ mod tests {
             let clean = sanitize(&format!("{prefix} password={secret}"), 1000);
             prop_assert!(!clean.contains(&secret));
         }
+    }
+
+    #[test]
+    fn reason_code_names_are_the_taxonomy() {
+        for name in REASON_CODES {
+            let code: ReasonCode = serde_json::from_value(serde_json::json!(name)).expect(name);
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+        }
+        assert!(serde_json::from_value::<ReasonCode>(serde_json::json!("graph_forbidden")).is_err());
     }
 
     #[test]

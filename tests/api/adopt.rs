@@ -123,6 +123,7 @@ fn check_reports_every_kind_of_row_exactly_and_changes_nothing() {
         ("identity_hash_differs", 7),
         ("completed_without_completed_at", 1),
         ("json_null", 2),
+        ("platform_failures", 14),
         ("malformed_identity_hash", 1),
         ("strict_once_repeat", 1),
         ("active_duplicate_identity", 1),
@@ -314,4 +315,161 @@ fn waiting_for_the_migration_lock_never_deadlocks_the_holders_index_build() {
     let waited = opsrun::db::with_migration_lock(&mut waiter, |_| Ok(()));
     let built = building.join().unwrap();
     assert!(built.is_ok() && waited.is_ok(), "index build: {built:?}; waiter: {waited:?}");
+}
+
+/// The platform's normal shapes (tests/fixtures/platform-shapes.sql).
+const PLATFORM_SHAPES: &str = include_str!("../fixtures/platform-shapes.sql");
+
+#[tokio::test]
+async fn the_platforms_own_shapes_need_no_decision_and_serve_as_a_workers_would() {
+    let url = platform_database(PLATFORM_SHAPES);
+    let output = adopt(&url, &["--check"]);
+    assert_eq!(output.status.code(), Some(0), "normal platform data needs no decision: {}", stdout(&output));
+    let output = adopt(&url, &[]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let app = TestApp::spawn_on(url.clone(), crate::helpers::test_auth()).await;
+    let admin = admin_token();
+
+    let run: Value = app.get("/v1/runs/1", &admin).await.json().await.unwrap();
+    assert_eq!(run["type"], "inventory_sync");
+    assert_eq!(run["summary_counts"], json!({"processed": 40, "failed": 1}), "{run}");
+    assert_eq!(run["context"]["adopted"]["summary_counts"], json!({"pages": 4}), "set aside, not dropped: {run}");
+    assert_eq!(
+        run["failure_summary"],
+        json!({"items": [{"code": "graph.403", "reason_code": "provider_permission_denied", "message": "Graph answered 403"}], "dropped": 0})
+    );
+    assert_eq!(run["created_at"], "2026-03-01T08:59:00Z", "Berlin wall-clock time: {run}");
+
+    let run: Value = app.get("/v1/runs/2", &admin).await.json().await.unwrap();
+    assert_eq!(run["type"], "policy_sync", "a dotted spelling of a canonical type: {run}");
+    assert_eq!(run["summary_counts"], json!({}));
+    assert_eq!(
+        run["failure_summary"]["items"],
+        json!([
+            {"code": "graph.401", "reason_code": "unknown", "platform_reason_code": "graph_unauthorized",
+             "message": "Authorization: Bearer [redacted] rejected"},
+            {"code": "unknown", "reason_code": "unknown", "message": "no code"},
+            {"code": "unknown", "reason_code": "unknown", "message": "a bare string"},
+        ]),
+        "{run}"
+    );
+
+    let run: Value = app.get("/v1/runs/3", &admin).await.json().await.unwrap();
+    assert_eq!(run["summary_counts"], json!({"total": 12, "succeeded": 12}), "{run}");
+    assert_eq!(run["context"]["adopted"]["summary_counts"], json!({"ratio": 0.5}));
+    let history: Value = app.get("/v1/backup-schedules/7/runs", &admin).await.json().await.unwrap();
+    assert_eq!(history["items"][0]["id"], 3, "{history}");
+
+    // The active ones hold their identities against the API.
+    let refused = app.post("/v1/runs", &admin, json!({"type": "workspace_audit_export", "inputs": {}})).await;
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["existing_run_id"], 4, "{body}");
+    let refused = app
+        .post(
+            "/v1/runs",
+            &admin,
+            json!({"type": "provider_connection_verify", "tenant_id": 2, "inputs": {"provider_connection_id": 4}}),
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+
+    // What --check expects of every row, the database's conversion did: nothing is left.
+    let output = adopt(&url, &["--check"]);
+    assert!(stdout(&output).contains("nothing to do"), "{}", stdout(&output));
+}
+
+/// A writer of the platform's kind: inserts runs in its shapes (no identity_policy, dotted
+/// types, `[]` for empty JSON, zoneless timestamps) and completes them with a failure list
+/// and string counters, timing every statement.
+struct PlatformWriter {
+    ids: Vec<i64>,
+    errors: Vec<String>,
+    longest: Duration,
+    writes: usize,
+}
+
+fn platform_writer(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> PlatformWriter {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let mut writer = PlatformWriter { ids: Vec::new(), errors: Vec::new(), longest: Duration::ZERO, writes: 0 };
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let began = Instant::now();
+        let inserted: Result<Id, _> = sql_query(format!(
+            "INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, status, outcome,
+                                         run_identity_hash, summary_counts, failure_summary, context, created_at, updated_at)
+             VALUES (3, 5, 10, 'Ada', 'inventory.sync', 'queued', 'pending', md5('{n}') || md5('{n}'), '[]', '[]',
+                     '{{\"selection_hash\": \"writer-{n}\"}}', '2026-12-01 10:00:00', '2026-12-01 10:00:00') RETURNING id"
+        ))
+        .get_result(&mut conn);
+        writer.longest = writer.longest.max(began.elapsed());
+        let id = match inserted {
+            Ok(row) => row.id,
+            Err(error) => {
+                writer.errors.push(format!("insert {n}: {error}"));
+                continue;
+            }
+        };
+        writer.ids.push(id);
+        let began = Instant::now();
+        let completed = sql_query(format!(
+            "UPDATE operation_runs SET status = 'completed', outcome = 'failed', completed_at = '2026-12-01 10:05:00',
+                    updated_at = '2026-12-01 10:05:00', summary_counts = '{{\"processed\": \"3\", \"pages\": 2}}',
+                    failure_summary = '[{{\"code\": \"graph.403\", \"reason_code\": \"graph_forbidden\", \"message\": \"no\"}}]'
+              WHERE id = {id}"
+        ))
+        .execute(&mut conn);
+        writer.longest = writer.longest.max(began.elapsed());
+        if let Err(error) = completed {
+            writer.errors.push(format!("complete {id}: {error}"));
+        }
+        writer.writes += 2;
+    }
+    writer
+}
+
+#[test]
+fn a_platform_writer_goes_on_through_adopt_and_after_it_with_no_failed_or_long_write() {
+    let url = platform_database("SELECT generate_platform_runs(20000)");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || platform_writer(url, stop))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let output = adopt(&url, &["--batch", "500"]);
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    std::thread::sleep(Duration::from_millis(500)); // the platform goes on writing after adopt
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writer = writer.join().unwrap();
+
+    assert!(writer.errors.is_empty(), "{} failed writes, first: {:?}", writer.errors.len(), writer.errors.first());
+    assert!(writer.writes > 100, "the writer wrote all along ({})", writer.writes);
+    assert!(writer.longest < Duration::from_secs(1), "a write waited {:?}", writer.longest);
+    // Every run it wrote is an opsrun run, in opsrun's shapes.
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        runs: i64,
+    }
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let written: Count = sql_query(
+        "SELECT count(*) AS runs FROM operation_runs
+          WHERE id = ANY($1) AND type = 'inventory_sync' AND identity_policy = 'dedupe_active'
+            AND status = 'completed' AND summary_counts = '{\"processed\": 3}'
+            AND context -> 'adopted' -> 'summary_counts' = '{\"pages\": 2}'
+            AND failure_summary = '{\"items\": [{\"code\": \"graph.403\", \"reason_code\": \"unknown\",
+                                    \"platform_reason_code\": \"graph_forbidden\", \"message\": \"no\"}], \"dropped\": 0}'
+            AND completed_at = '2026-12-01 10:05:00 Europe/Berlin'::timestamptz",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&writer.ids)
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(written.runs as usize, writer.ids.len(), "of {} runs written", writer.ids.len());
 }

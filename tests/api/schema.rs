@@ -180,8 +180,7 @@ async fn the_database_spells_each_fixed_set_exactly_as_the_code_does() {
          UNION ALL
          SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'operation_runs'
          UNION ALL
-         SELECT column_name::text, generation_expression FROM information_schema.columns
-          WHERE table_name = 'operation_runs' AND is_generated = 'ALWAYS'",
+         SELECT proname::text, pg_get_functiondef(oid) FROM pg_proc WHERE proname = 'opsrun_backup_schedule_id'",
     )
     .load(&mut conn)
     .unwrap();
@@ -204,9 +203,9 @@ async fn the_database_spells_each_fixed_set_exactly_as_the_code_does() {
     assert_eq!(of("operation_runs_active_workspace_identity_key"), active);
     assert_eq!(of("operation_runs_active_updated_idx"), active);
     assert_eq!(of("operation_runs_strict_once_identity_key"), sorted([IdentityPolicy::StrictOnce.as_str()]));
-    // Besides the types, the generated column names the context key it reads and the
-    // shape of an id.
-    let mut schedule_types = of("backup_schedule_id");
+    // Besides the types, the function that fills backup_schedule_id names the context key
+    // it reads and the shape of an id.
+    let mut schedule_types = of("opsrun_backup_schedule_id");
     schedule_types.retain(|literal| literal != "backup_schedule_id" && literal != "^[0-9]{1,18}$");
     assert_eq!(schedule_types, sorted(BACKUP_SCHEDULE_TYPES.map(RunType::as_str)));
 }
