@@ -185,18 +185,7 @@ fn json_field(row: &Value, key: &str, notes: &mut Vec<String>) -> Option<Value> 
 }
 
 fn failure(code: &str, reason_code: &str, message: &str) -> Value {
-    let known = [
-        "provider_permission_denied",
-        "provider_throttled",
-        "provider_unavailable",
-        "validation_failed",
-        "not_found",
-        "conflict",
-        "timeout",
-        "stale_timeout",
-        "internal_error",
-        "unknown",
-    ];
+    let known = crate::domain::failures::REASON_CODES;
     let code: String = code.chars().filter(|c| c.is_ascii_alphanumeric() || "_.-:".contains(*c)).take(64).collect();
     json!({
         "code": if code.is_empty() { "legacy.error".to_owned() } else { code },
