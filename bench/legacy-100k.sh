@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=${1:?usage: bench/legacy-100k.sh DATABASE_URL (a scratch database)}
-opsrun=${OPSRUN:-target/release/opsrun}   # OPSRUN=<binary>: one built already
-[ -n "${OPSRUN:-}" ] || cargo build --release --quiet --bin opsrun
+# shellcheck source=bench/tools.sh
+. bench/tools.sh
+opsrun_binary   # OPSRUN=<binary>: one built already
 DATABASE_URL="$url" OPSRUN_JWT_SECRET=unused-for-migrations-only-0123456789 "$opsrun" migrate
 psql "$url" -q -v ON_ERROR_STOP=1 -f tests/fixtures/legacy-schema.sql
 psql "$url" -q -v ON_ERROR_STOP=1 <<'SQL'

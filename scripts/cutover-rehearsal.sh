@@ -21,13 +21,10 @@ while [ $# -gt 0 ]; do
     *) echo "usage: scripts/cutover-rehearsal.sh [--runs N] [--database-url URL]" >&2; exit 2 ;;
   esac
 done
-opsrun=${OPSRUN:-target/release/opsrun}
-[ -n "${OPSRUN:-}" ] || cargo build --release --quiet --bin opsrun
-venv=target/bench-venv
-[ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import psycopg' 2>/dev/null || {
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'psycopg[binary]~=3.2'
-}
+# shellcheck source=bench/tools.sh
+. bench/tools.sh
+opsrun_binary
+psycopg_python
 
 if [ -z "$url" ]; then
   # A throwaway cluster of its own, as the postgres user when run as root.
@@ -40,4 +37,4 @@ if [ -z "$url" ]; then
   trap 'as_pg "\"$bin/pg_ctl\" -D \"$dir/data\" -m fast stop >/dev/null"; rm -rf "$dir"' EXIT
   url="postgres://postgres@127.0.0.1:$port/postgres"
 fi
-"$venv/bin/python" scripts/cutover_rehearsal.py "$url" "$runs" "$opsrun"
+"$python" scripts/cutover_rehearsal.py "$url" "$runs" "$opsrun"

@@ -43,59 +43,74 @@ fn text_array(items: impl IntoIterator<Item = String>) -> String {
 }
 
 fn catalog_sql() -> String {
-    let types: Vec<String> = CATALOG
-        .iter()
-        .map(|spec| {
-            let scope = match spec.scope {
-                Scope::Tenant => "tenant",
-                Scope::Workspace => "workspace",
+    let mut scopes = String::new();
+    let mut rules = String::new();
+    let mut inputs = String::new();
+    for spec in &CATALOG {
+        let name = quote_literal(spec.run_type.as_str());
+        let scope = match spec.scope {
+            Scope::Tenant => "tenant",
+            Scope::Workspace => "workspace",
+        };
+        let rule = match spec.identity {
+            IdentityRule::DedupeActive => "dedupe_active",
+            IdentityRule::StrictOnce => "strict_once",
+            IdentityRule::StrictOnceWhenScheduled => "strict_once_when_scheduled",
+        };
+        let declared = spec.inputs.iter().map(|input| {
+            let kind = match input.kind {
+                InputKind::Id => "id",
+                InputKind::Key => "key",
+                InputKind::Trigger => "trigger",
+                InputKind::Timestamp => "timestamp",
             };
-            let rule = match spec.identity {
-                IdentityRule::DedupeActive => "dedupe_active",
-                IdentityRule::StrictOnce => "strict_once",
-                IdentityRule::StrictOnceWhenScheduled => "strict_once_when_scheduled",
+            let required = match input.required {
+                Requirement::Always => "always",
+                Requirement::WhenScheduled => "when_scheduled",
             };
-            let inputs = spec.inputs.iter().map(|input| {
-                let kind = match input.kind {
-                    InputKind::Id => "id",
-                    InputKind::Key => "key",
-                    InputKind::Trigger => "trigger",
-                    InputKind::Timestamp => "timestamp",
-                };
-                let required = match input.required {
-                    Requirement::Always => "always",
-                    Requirement::WhenScheduled => "when_scheduled",
-                };
-                format!("{}:{kind}:{required}", input.name)
-            });
-            format!("({}, '{scope}', '{rule}', {})", quote_literal(spec.run_type.as_str()), text_array(inputs))
-        })
-        .collect();
-    let spellings: Vec<String> = LEGACY_SPELLINGS
-        .iter()
-        .map(|legacy| {
-            let trigger = legacy.trigger.map_or("NULL".to_owned(), |t| quote_literal(t.as_str()));
-            format!("({}, {}, {trigger}::text)", quote_literal(legacy.name), quote_literal(legacy.canonical.as_str()))
-        })
-        .collect();
+            format!("{}:{kind}:{required}", input.name)
+        });
+        scopes.push_str(&format!(" WHEN {name} THEN '{scope}'"));
+        rules.push_str(&format!(" WHEN {name} THEN '{rule}'"));
+        inputs.push_str(&format!(" WHEN {name} THEN {}", text_array(declared)));
+    }
+    let mut spellings = String::new();
+    let mut triggers = String::new();
+    for legacy in LEGACY_SPELLINGS {
+        let name = quote_literal(legacy.name);
+        spellings.push_str(&format!(" WHEN {name} THEN {}", quote_literal(legacy.canonical.as_str())));
+        if let Some(trigger) = legacy.trigger {
+            triggers.push_str(&format!(" WHEN {name} THEN {}", quote_literal(trigger.as_str())));
+        }
+    }
+    // PL/pgSQL and CASE rather than a SQL function over VALUES: a SQL function that cannot
+    // be inlined is planned again on every call from PL/pgSQL, which cost the fill most
+    // of its time.
     format!(
         "-- The catalog (src/domain/catalog.rs) as the conversion reads it: a canonical name, a
 -- legacy spelling, or a dotted spelling of a canonical name.
 CREATE OR REPLACE FUNCTION opsrun_adopt_type(name text,
     OUT canonical text, OUT implied_trigger text, OUT scope text, OUT rule text, OUT inputs text[])
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT t.canonical, s.implied_trigger, t.scope, t.rule, t.inputs
-      FROM (VALUES {types}) AS t(canonical, scope, rule, inputs)
-      LEFT JOIN (VALUES {spellings}) AS s(name, canonical, implied_trigger) ON s.name = $1
-     WHERE t.canonical = coalesce(s.canonical, CASE WHEN t.canonical IN ($1, replace($1, '.', '_')) THEN t.canonical END)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    canonical := CASE name{spellings} END;
+    implied_trigger := CASE name{triggers} END;
+    scope := CASE coalesce(canonical, name){scopes} END;
+    IF canonical IS NULL AND scope IS NOT NULL THEN
+        canonical := name;
+    ELSIF canonical IS NULL THEN
+        scope := CASE replace(name, '.', '_'){scopes} END;
+        canonical := CASE WHEN scope IS NOT NULL THEN replace(name, '.', '_') END;
+    END IF;
+    rule := CASE canonical{rules} END;
+    inputs := CASE canonical{inputs} END;
+END
 $$;
 CREATE OR REPLACE FUNCTION opsrun_adopt_reason_codes() RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT {reasons} $$;
 CREATE OR REPLACE FUNCTION opsrun_adopt_count_keys() RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT {counts} $$;
 ",
-        types = types.join(",\n                  "),
-        spellings = spellings.join(", "),
         reasons = text_array(REASON_CODES.iter().map(|r| (*r).to_owned())),
         counts = text_array(COUNT_KEYS.iter().map(|c| (*c).to_owned())),
     )
@@ -139,7 +154,7 @@ LANGUAGE plpgsql AS $fill$
 DECLARE
     converted record;
 BEGIN
-    SELECT * INTO converted FROM opsrun_adopt_convert(
+    converted := opsrun_adopt_convert(
         NEW.id, NEW.workspace_id, NEW.tenant_id, NEW.type::text, NEW.status::text, NEW.outcome::text,
         NEW.run_identity_hash::text, NEW.summary_counts::text::jsonb, NEW.failure_summary::text::jsonb,
         NEW.context::text::jsonb, (SELECT k.holder FROM {KEPT_APART_TABLE} k WHERE k.id = NEW.id));
@@ -183,7 +198,7 @@ BEGIN
         NEW.completed_at := opsrun_adopt_wall_clock(NEW.completed_at, NULL, {zone});
         NEW.created_at := opsrun_adopt_wall_clock(NEW.created_at, NULL, {zone});
         NEW.updated_at := opsrun_adopt_wall_clock(NEW.updated_at, NULL, {zone});
-        SELECT * INTO converted FROM opsrun_adopt_convert(
+        converted := opsrun_adopt_convert(
             NEW.id, NEW.workspace_id, NEW.tenant_id, NEW.type, NEW.status, NEW.outcome, NEW.run_identity_hash,
             NEW.summary_counts, NEW.failure_summary, NEW.context, NULL);
         {converted}
@@ -192,10 +207,10 @@ BEGIN
         NEW.started_at := opsrun_adopt_wall_clock(NEW.started_at, OLD.started_at, {zone});
         NEW.completed_at := opsrun_adopt_wall_clock(NEW.completed_at, OLD.completed_at, {zone});
         NEW.updated_at := opsrun_adopt_wall_clock(NEW.updated_at, OLD.updated_at, {zone});
-        IF NEW.type IS DISTINCT FROM OLD.type AND (SELECT t.canonical FROM opsrun_adopt_type(NEW.type) AS t) <> NEW.type THEN
+        IF NEW.type IS DISTINCT FROM OLD.type AND (opsrun_adopt_type(NEW.type)).canonical <> NEW.type THEN
             NEW.context := jsonb_set(opsrun_adopt_object(NEW.context, 'context'), '{{adopted}}',
                 coalesce(NEW.context -> 'adopted', '{{}}') || jsonb_build_object('platform_type', NEW.type));
-            NEW.type := (SELECT t.canonical FROM opsrun_adopt_type(NEW.type) AS t);
+            NEW.type := (opsrun_adopt_type(NEW.type)).canonical;
         END IF;
         IF NEW.context IS DISTINCT FROM OLD.context THEN
             NEW.context := opsrun_adopt_object(NEW.context, 'context');
@@ -206,7 +221,7 @@ BEGIN
             NEW.failure_summary := opsrun_adopt_failures(NEW.failure_summary);
         END IF;
         IF NEW.summary_counts IS DISTINCT FROM OLD.summary_counts THEN
-            SELECT * INTO counts FROM opsrun_adopt_counts(NEW.summary_counts);
+            counts := opsrun_adopt_counts(NEW.summary_counts);
             NEW.summary_counts := counts.kept;
             IF counts.aside <> '{{}}' THEN
                 NEW.context := jsonb_set(NEW.context, '{{adopted}}', coalesce(NEW.context -> 'adopted', '{{}}')

@@ -33,8 +33,6 @@ DECLARE
     given_code text;
     reason text;
     platform_reason text;
-    item text;
-    result jsonb;
 BEGIN
     IF jsonb_typeof(entry) IS DISTINCT FROM 'object' THEN
         RETURN jsonb_build_object('code', 'unknown', 'reason_code', 'unknown',
@@ -51,16 +49,12 @@ BEGIN
         END IF;
         reason := 'unknown';
     END IF;
-    result := jsonb_build_object('code', coalesce(nullif(given_code, ''), 'unknown'), 'reason_code', reason,
-                                 'message', opsrun_adopt_sanitize(opsrun_adopt_text(entry -> 'message'), 120));
-    item := nullif(opsrun_adopt_sanitize(opsrun_adopt_text(entry -> 'item'), 200), '');
-    IF item IS NOT NULL THEN
-        result := result || jsonb_build_object('item', item);
-    END IF;
-    IF nullif(platform_reason, '') IS NOT NULL THEN
-        result := result || jsonb_build_object('platform_reason_code', platform_reason);
-    END IF;
-    RETURN result;
+    -- Absent keys (no item, a reason of the taxonomy's own) are stripped as nulls.
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'code', coalesce(nullif(given_code, ''), 'unknown'), 'reason_code', reason,
+        'message', opsrun_adopt_sanitize(opsrun_adopt_text(entry -> 'message'), 120),
+        'item', nullif(opsrun_adopt_sanitize(opsrun_adopt_text(entry -> 'item'), 200), ''),
+        'platform_reason_code', nullif(platform_reason, '')));
 END
 $$;
 
@@ -96,6 +90,9 @@ BEGIN
             RAISE EXCEPTION 'opsrun adopt: failure_summary is a JSON %', jsonb_typeof(summary)
                 USING ERRCODE = 'check_violation';
     END CASE;
+    IF jsonb_array_length(items) = 0 THEN
+        RETURN jsonb_build_object('items', items, 'dropped', dropped);
+    END IF;
     RETURN jsonb_build_object(
         'items', coalesce((SELECT jsonb_agg(opsrun_adopt_failure(e.entry) ORDER BY e.position)
                              FROM jsonb_array_elements(items) WITH ORDINALITY AS e(entry, position)
@@ -199,6 +196,7 @@ CREATE OR REPLACE FUNCTION opsrun_adopt_convert(
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
     catalog record;
+    split record;
     active boolean := status IN ('queued', 'running');
     adopted jsonb := '{}';
     aside jsonb;
@@ -212,7 +210,8 @@ DECLARE
     well_formed boolean := platform_hash ~ '^[0-9a-f]{64}$';
     computed text;
 BEGIN
-    SELECT * INTO catalog FROM opsrun_adopt_type(given_type);
+    -- Assignments, not SELECT … INTO: PL/pgSQL evaluates them without the executor.
+    catalog := opsrun_adopt_type(given_type);
     IF catalog.canonical IS NULL THEN
         RAISE EXCEPTION 'opsrun adopt: unknown_type: `%` is not an operation type', given_type USING ERRCODE = 'check_violation';
     END IF;
@@ -228,7 +227,9 @@ BEGIN
     run_type := catalog.canonical;
     context := opsrun_adopt_object(given_context, 'context');
     failure_summary := opsrun_adopt_failures(failures);
-    SELECT c.kept, c.aside INTO summary_counts, aside FROM opsrun_adopt_counts(counts) AS c;
+    split := opsrun_adopt_counts(counts);
+    summary_counts := split.kept;
+    aside := split.aside;
     IF (catalog.scope = 'tenant') <> (tenant IS NOT NULL) THEN
         RAISE EXCEPTION 'opsrun adopt: scope_mismatch: % %', run_type,
             CASE WHEN tenant IS NULL THEN 'without tenant_id' ELSE 'with tenant_id' END USING ERRCODE = 'check_violation';

@@ -5,6 +5,8 @@
 //! crash at any point is mended by running adopt again, and a second run changes nothing.
 
 mod compat;
+mod fill;
+mod findings;
 mod rows;
 mod schema;
 mod shapes;
@@ -47,9 +49,9 @@ pub struct AdoptArgs {
     /// apart) before adopt stops; run it again later.
     #[arg(long, default_value_t = 60)]
     pub lock_retries: u32,
-    /// Rows converted per transaction: a write of the platform's to one of them waits for
-    /// the batch.
-    #[arg(long, default_value_t = 1000)]
+    /// The most rows converted in one transaction (batches are sized to take about 100 ms:
+    /// a write of the platform's to one of their rows waits for the batch).
+    #[arg(long, default_value_t = 5000)]
     pub batch: i64,
     /// Remove the compatibility trigger that converts the platform's own writes, once its
     /// application writes through opsrun's API only (docs/CUTOVER.md).
@@ -150,7 +152,7 @@ fn plan_and_apply(conn: &mut PgConnection, args: &AdoptArgs) -> anyhow::Result<(
         changed += fixed as u64;
     }
     run_steps(conn, &plan.finish, args)?;
-    timed("forget which runs were kept apart", "none", || survey::forget_kept_apart(conn))?;
+    timed("forget which runs were kept apart", "none", || fill::forget_kept_apart(conn))?;
     timed("record opsrun's migrations as applied", "none", || schema::record_migrations(conn))?;
     println!(
         "\nadopted: {changed} row(s) converted; `opsrun migrate`, `opsrun serve` and `opsrun legacy` now treat it as theirs"
@@ -173,10 +175,10 @@ fn convert(conn: &mut PgConnection, plan: &Plan, survey: &Survey, args: &AdoptAr
     }
     run_steps(conn, &plan.structure, args)?;
     timed("remember which runs keep an identity apart", "none", || {
-        survey::remember_kept_apart(conn, survey, args.keep_duplicates_apart)
+        fill::remember_kept_apart(conn, survey, args.keep_duplicates_apart)
     })?;
     let converted = timed("convert every row into the new columns", "row locks, a batch at a time", || {
-        survey::fill(conn, survey.rows, args.batch)
+        fill::fill(conn, survey.rows, args.batch)
     })?;
     run_steps(conn, &plan.before_swap, args)?;
     if let Some(swap) = &plan.swap {

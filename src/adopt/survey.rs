@@ -7,7 +7,6 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 use diesel::{sql_query, PgConnection, QueryableByName, RunQueryDsl};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::compat::{shadow, KEPT_APART_TABLE};
 use super::rows::{judge, keep_apart, Finding, IdentityKey, PlatformRow, Verdict};
 use crate::db::catalog::column_exists;
 
@@ -139,7 +138,7 @@ impl Survey {
     }
 }
 
-fn progress(total: u64, label: &str) -> ProgressBar {
+pub(super) fn progress(total: u64, label: &str) -> ProgressBar {
     ProgressBar::new(total).with_style(
         ProgressStyle::with_template(&format!("{label:<22} {{bar:30}} {{human_pos}}/{{human_len}} {{per_sec}}"))
             .expect("a valid template"),
@@ -301,70 +300,4 @@ pub fn fix_rows(
     }
     bar.finish_and_clear();
     Ok((changed, reader.after))
-}
-
-/// Writes which runs lose an identity they share and to whom, for the conversion to read,
-/// and converts those runs again in case the platform wrote one since the trigger came.
-pub fn remember_kept_apart(
-    conn: &mut PgConnection,
-    survey: &Survey,
-    keep_duplicates_apart: bool,
-) -> anyhow::Result<()> {
-    let (ids, holders): (Vec<i64>, Vec<i64>) = survey
-        .apart
-        .iter()
-        .filter(|(_, (_, finding))| keep_duplicates_apart || *finding == Finding::StrictOnceRepeat)
-        .map(|(id, (holder, _))| (*id, *holder))
-        .unzip();
-    sql_query(format!(
-        "INSERT INTO {KEPT_APART_TABLE} (id, holder) SELECT * FROM unnest($1, $2)
-         ON CONFLICT (id) DO UPDATE SET holder = excluded.holder"
-    ))
-    .bind::<Array<BigInt>, _>(&ids)
-    .bind::<Array<BigInt>, _>(&holders)
-    .execute(conn)?;
-    sql_query("UPDATE operation_runs SET workspace_id = workspace_id WHERE id = ANY($1)")
-        .bind::<Array<BigInt>, _>(&ids)
-        .execute(conn)?;
-    Ok(())
-}
-
-pub fn forget_kept_apart(conn: &mut PgConnection) -> anyhow::Result<()> {
-    sql_query(format!("DROP TABLE IF EXISTS {KEPT_APART_TABLE}")).execute(conn)?;
-    Ok(())
-}
-
-#[derive(QueryableByName)]
-struct Filled {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    last: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    converted: i64,
-}
-
-/// Converts every row the platform's writes have not converted yet, `batch` rows per
-/// transaction in id order: touching a row fires the fill trigger, the one conversion
-/// every row goes through. Resumes where an interrupted fill stopped.
-pub fn fill(conn: &mut PgConnection, rows: u64, batch: i64) -> anyhow::Result<u64> {
-    // Row locks the platform holds are waited for, however long.
-    sql_query("SET lock_timeout = 0").execute(conn)?;
-    let unconverted = shadow("created_at");
-    let statement = format!(
-        "WITH batch AS (SELECT id FROM operation_runs WHERE id > $1 ORDER BY id LIMIT $2),
-              converted AS (UPDATE operation_runs o SET workspace_id = o.workspace_id FROM batch
-                             WHERE o.id = batch.id AND o.{unconverted} IS NULL RETURNING 1)
-         SELECT (SELECT max(id) FROM batch) AS last, (SELECT count(*) FROM converted) AS converted"
-    );
-    let bar = progress(rows, "converting rows");
-    let (mut after, mut total) = (0, 0);
-    loop {
-        let filled: Filled =
-            sql_query(&statement).bind::<BigInt, _>(after).bind::<BigInt, _>(batch.max(1)).get_result(conn)?;
-        let Some(last) = filled.last else { break };
-        after = last;
-        total += filled.converted as u64;
-        bar.inc(batch.max(1) as u64);
-    }
-    bar.finish_and_clear();
-    Ok(total)
 }

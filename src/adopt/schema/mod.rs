@@ -1,8 +1,9 @@
 //! Bringing the platform's tables to opsrun's schema without a second copy of it: the
 //! migrations run into a scratch schema (the reference), and adopt applies what
-//! `public` lacks, in forms that keep a large live table writable — one rewrite for
-//! every column change, constraints `NOT VALID` then validated, indexes built
-//! concurrently, an interrupted build dropped and built again.
+//! `public` lacks, in forms that keep a large live table writable — no rewrite (the
+//! platform's own table is converted through shadow columns, `conversion`), constraints
+//! `NOT VALID` then validated, indexes built concurrently, an interrupted build dropped
+//! and built again.
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,20 @@ use anyhow::Context;
 use diesel::connection::SimpleConnection;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
-use diesel::sql_types::{Bool, Nullable, Text};
+use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-use super::compat::{
-    self, quote_literal, shadow, COMPAT_TRIGGER, CONVERTED, FILL_TRIGGER, KEPT_APART_TABLE, SHADOW_SUFFIX,
-};
+mod catalog;
+mod conversion;
+
+use super::compat::{COMPAT_TRIGGER, SHADOW_SUFFIX};
 use crate::db::MIGRATIONS;
+use catalog::{
+    columns, constraints, functions, in_target, indexes, tables, triggers, unqualified, Column, Constraint, Name, Named,
+};
+use conversion::plan_conversion;
+pub use conversion::{conversion_zone, finish_steps, needs_conversion};
 
 /// The scratch schema opsrun's migrations are applied to, to read its schema from.
 pub const REFERENCE: &str = "opsrun_adopt_reference";
@@ -25,135 +32,6 @@ pub const REFERENCE: &str = "opsrun_adopt_reference";
 const TARGET: &str = "public";
 /// The table adopt converts row by row; the others it creates or only checks.
 const RUNS: &str = "operation_runs";
-
-#[derive(QueryableByName, Clone, Debug)]
-struct Column {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    data_type: String,
-    #[diesel(sql_type = Bool)]
-    not_null: bool,
-    #[diesel(sql_type = Text)]
-    identity: String,
-    #[diesel(sql_type = Text)]
-    generated: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    default_expr: Option<String>,
-}
-
-#[derive(QueryableByName, Clone, Debug)]
-struct Constraint {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Text)]
-    definition: String,
-    #[diesel(sql_type = Bool)]
-    validated: bool,
-    /// For primary keys and unique constraints: their index's definition.
-    #[diesel(sql_type = Nullable<Text>)]
-    index_definition: Option<String>,
-}
-
-#[derive(QueryableByName, Clone, Debug)]
-struct Index {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    definition: String,
-    #[diesel(sql_type = Bool)]
-    valid: bool,
-    #[diesel(sql_type = Bool)]
-    backs_constraint: bool,
-}
-
-#[derive(QueryableByName, Clone, Debug)]
-struct Named {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    definition: String,
-}
-
-#[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
-/// Object definitions as PostgreSQL prints them, without the schema they live in.
-fn unqualified(definition: &str) -> String {
-    let definition = definition.strip_suffix(" NOT VALID").unwrap_or(definition);
-    definition.replace(&format!("{REFERENCE}."), "").replace(&format!("{TARGET}."), "")
-}
-
-fn in_target(definition: &str) -> String {
-    definition.replace(&format!("{REFERENCE}."), &format!("{TARGET}."))
-}
-
-fn columns(conn: &mut PgConnection, schema: &str, table: &str) -> anyhow::Result<Vec<Column>> {
-    Ok(sql_query(
-        "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS data_type, a.attnotnull AS not_null,
-                a.attidentity::text AS identity, a.attgenerated::text AS generated,
-                pg_get_expr(d.adbin, d.adrelid) AS default_expr
-           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-    )
-    .bind::<Text, _>(format!("{schema}.{table}"))
-    .load(conn)?)
-}
-
-fn constraints(conn: &mut PgConnection, schema: &str, table: &str) -> anyhow::Result<Vec<Constraint>> {
-    Ok(sql_query(
-        "SELECT conname::text AS name, contype::text AS kind, pg_get_constraintdef(oid) AS definition,
-                convalidated AS validated,
-                CASE WHEN contype IN ('p', 'u') THEN pg_get_indexdef(conindid) END AS index_definition
-           FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype IN ('c', 'f', 'p', 'u') ORDER BY conname",
-    )
-    .bind::<Text, _>(format!("{schema}.{table}"))
-    .load(conn)?)
-}
-
-fn indexes(conn: &mut PgConnection, schema: &str, table: &str) -> anyhow::Result<Vec<Index>> {
-    Ok(sql_query(
-        "SELECT c.relname::text AS name, pg_get_indexdef(i.indexrelid) AS definition, i.indisvalid AS valid,
-                EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) AS backs_constraint
-           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass($1) ORDER BY c.relname",
-    )
-    .bind::<Text, _>(format!("{schema}.{table}"))
-    .load(conn)?)
-}
-
-fn triggers(conn: &mut PgConnection, schema: &str, table: &str) -> anyhow::Result<Vec<Named>> {
-    Ok(sql_query(
-        "SELECT tgname::text AS name, pg_get_triggerdef(oid) AS definition FROM pg_trigger
-          WHERE tgrelid = to_regclass($1) AND NOT tgisinternal ORDER BY tgname",
-    )
-    .bind::<Text, _>(format!("{schema}.{table}"))
-    .load(conn)?)
-}
-
-fn tables(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Vec<String>> {
-    let names: Vec<Name> = sql_query(
-        "SELECT relname::text AS name FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relkind = 'r' ORDER BY relname",
-    )
-    .bind::<Text, _>(schema)
-    .load(conn)?;
-    Ok(names.into_iter().map(|n| n.name).collect())
-}
-
-/// `(signature without schema, definition)` of every function in `schema`.
-fn functions(conn: &mut PgConnection, schema: &str) -> anyhow::Result<Vec<Named>> {
-    Ok(sql_query(
-        "SELECT p.proname::text || '(' || oidvectortypes(p.proargtypes) || ')' AS name,
-                pg_get_functiondef(p.oid) AS definition
-           FROM pg_proc p WHERE p.pronamespace = to_regnamespace($1) ORDER BY 1",
-    )
-    .bind::<Text, _>(schema)
-    .load(conn)?)
-}
 
 fn migrations() -> anyhow::Result<Vec<Box<dyn Migration<Pg>>>> {
     MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(|e| anyhow::anyhow!("{e}"))
@@ -451,230 +329,6 @@ fn binary_coercible(conn: &mut PgConnection, from: &str, to: &str) -> anyhow::Re
     Ok(found.coercible)
 }
 
-/// Whether `public.operation_runs` is still the platform's: opsrun's `identity_policy` is
-/// not there yet, or a conversion into shadow columns is under way.
-pub fn needs_conversion(conn: &mut PgConnection) -> anyhow::Result<bool> {
-    let current = columns(conn, TARGET, RUNS)?;
-    Ok(!current.iter().any(|c| c.name == "identity_policy") || current.iter().any(|c| c.name.ends_with(SHADOW_SUFFIX)))
-}
-
-/// The zone an interrupted conversion began with, if one is under way.
-pub fn conversion_zone(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
-    #[derive(QueryableByName)]
-    struct Zone {
-        #[diesel(sql_type = Nullable<Text>)]
-        zone: Option<String>,
-    }
-    let found: Vec<Zone> = sql_query(
-        "SELECT col_description(a.attrelid, a.attnum) AS zone FROM pg_attribute a
-          WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
-    )
-    .bind::<Text, _>(format!("{TARGET}.{RUNS}"))
-    .bind::<Text, _>(shadow("created_at"))
-    .load(conn)?;
-    Ok(found.into_iter().next().and_then(|z| z.zone).and_then(|z| z.strip_prefix("zone=").map(str::to_owned)))
-}
-
-/// A column's name with every converted column read as its shadow, in a definition.
-fn on_shadows(definition: &str, shadowed: &[String]) -> String {
-    if shadowed.is_empty() {
-        return definition.to_owned();
-    }
-    let names = shadowed.iter().map(|name| regex::escape(name)).collect::<Vec<_>>().join("|");
-    let pattern = regex::Regex::new(&format!(r"\b({names})\b")).expect("escaped names make a valid pattern");
-    pattern.replace_all(definition, format!("${{1}}{SHADOW_SUFFIX}")).into_owned()
-}
-
-/// The plan while `operation_runs` is still the platform's: everything goes into columns
-/// added beside its own, so no statement rewrites the table or holds a lock for long.
-fn plan_conversion(conn: &mut PgConnection, zone: &str, plan: &mut Plan) -> anyhow::Result<()> {
-    plan.converting = true;
-    let table = RUNS;
-    let wanted = columns(conn, REFERENCE, table)?;
-    let current = columns(conn, TARGET, table)?;
-    let checks = constraints(conn, TARGET, table)?;
-    let mut shadowed: Vec<String> = Vec::new();
-    let mut extra_shadows = Vec::new();
-    let mut added = Vec::new();
-    let mut defaults = Vec::new();
-    // Checks over the new columns come after the trigger that fills them on every write.
-    let mut checks_after_trigger = Vec::new();
-    for column in &wanted {
-        let name = &column.name;
-        let Some(have) = current.iter().find(|c| c.name == *name) else {
-            if CONVERTED.contains(&name.as_str()) {
-                plan.conflicts.push(format!("{table} has no column {name}: it is not the platform's operation_runs"));
-            } else {
-                let default = column.default_expr.as_deref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
-                // NOT NULL only with a default; identity_policy is filled by the conversion
-                // and made NOT NULL once every row has it.
-                let not_null = if column.not_null && column.default_expr.is_some() { " NOT NULL" } else { "" };
-                added.push(format!("ADD COLUMN IF NOT EXISTS {name} {}{default}{not_null}", column.data_type));
-                if column.not_null && column.default_expr.is_none() {
-                    plan.before_swap.push(validate_not_null(table, name));
-                    if !checks.iter().any(|c| c.name == not_null_check(table, name)) {
-                        checks_after_trigger.push(not_null_unchecked(table, name, name));
-                    }
-                }
-            }
-            continue;
-        };
-        let convert = CONVERTED.contains(&name.as_str())
-            || (column.data_type != have.data_type && !binary_coercible(conn, &have.data_type, &column.data_type)?);
-        if !convert {
-            if column.data_type != have.data_type {
-                plan.structure.push(retype_in_place(table, name, &have.data_type, &column.data_type));
-            }
-            continue;
-        }
-        shadowed.push(name.clone());
-        if !CONVERTED.contains(&name.as_str()) {
-            extra_shadows.push((name.clone(), column.data_type.clone()));
-        }
-        added.push(format!("ADD COLUMN IF NOT EXISTS {} {}", shadow(name), column.data_type));
-        if let Some(default) = &column.default_expr {
-            defaults.push(format!("ALTER COLUMN {name} SET DEFAULT {default}"));
-        }
-        if column.not_null {
-            plan.before_swap.push(validate_not_null(table, name));
-            if !checks.iter().any(|c| c.name == not_null_check(table, name)) {
-                checks_after_trigger.push(not_null_unchecked(table, name, &shadow(name)));
-            }
-        }
-    }
-    keep_or_refuse_extra_columns(table, &wanted, &current, plan);
-    if !added.is_empty() {
-        plan.structure.insert(
-            0,
-            Step::new(
-                format!("{table}: add {} column(s) beside the platform's, no rewrite", added.len()),
-                ACCESS_EXCLUSIVE_BRIEF,
-                format!(
-                    "ALTER TABLE {TARGET}.{table} {}; COMMENT ON COLUMN {TARGET}.{table}.{} IS {}",
-                    added.join(", "),
-                    shadow("created_at"),
-                    quote_literal(&format!("zone={zone}"))
-                ),
-            ),
-        );
-    }
-    let timestamp_expr = |column: &str| -> String {
-        let name = column.trim_start_matches("NEW.");
-        match current.iter().find(|c| c.name == name).map(|c| c.data_type.as_str()) {
-            Some("timestamp without time zone") => format!("{column} AT TIME ZONE {}", quote_literal(zone)),
-            _ => format!("{column}::timestamptz"),
-        }
-    };
-    plan.structure.push(Step::new(
-        "the conversion's functions (opsrun_adopt_*)",
-        NONE,
-        format!(
-            "{}
-{};
-{}",
-            compat::functions_sql(),
-            compat::fill_function_sql(&timestamp_expr, &extra_shadows),
-            compat::compat_function_sql(zone)
-        ),
-    ));
-    plan.structure.push(Step::new(
-        format!("table {KEPT_APART_TABLE}: runs kept apart from an identity's holder"),
-        NONE,
-        format!(
-            "CREATE TABLE IF NOT EXISTS {TARGET}.{KEPT_APART_TABLE} (id bigint PRIMARY KEY, holder bigint NOT NULL)"
-        ),
-    ));
-    if !triggers(conn, TARGET, table)?.iter().any(|t| t.name == FILL_TRIGGER) {
-        plan.structure.push(Step::new(
-            format!("trigger {FILL_TRIGGER}: the platform's writes fill the new columns"),
-            SHARE_ROW_EXCLUSIVE_BRIEF,
-            format!(
-                "CREATE TRIGGER {FILL_TRIGGER} BEFORE INSERT OR UPDATE ON {TARGET}.{table}
-                 FOR EACH ROW EXECUTE FUNCTION opsrun_adopt_fill()"
-            ),
-        ));
-    }
-
-    plan.structure.extend(checks_after_trigger);
-
-    // Every index of opsrun's, built on the shadows under its final name; the platform's
-    // own indexes over a converted column, built again beside it.
-    let have = indexes(conn, TARGET, table)?;
-    let mut renames = Vec::new();
-    for wanted in indexes(conn, REFERENCE, table)?.iter().filter(|i| !i.backs_constraint) {
-        let definition = on_shadows(&in_target(&wanted.definition), &shadowed);
-        match have.iter().find(|i| i.name == wanted.name) {
-            Some(i) if i.valid && unqualified(&i.definition) == unqualified(&definition) => {}
-            Some(i) if i.valid => plan.conflicts.push(format!(
-                "{table} has an index `{}` that differs from opsrun's ({}); drop or rename it",
-                i.name, i.definition
-            )),
-            existing => plan.before_swap.extend(index_steps(&definition, &wanted.name, existing.is_some())),
-        }
-    }
-    let reference = indexes(conn, REFERENCE, table)?;
-    for platform in have.iter().filter(|i| !reference.iter().any(|r| r.name == i.name)) {
-        if platform.name.ends_with(SHADOW_SUFFIX) {
-            continue;
-        }
-        let rebuilt = on_shadows(&platform.definition, &shadowed);
-        if rebuilt == platform.definition {
-            continue;
-        }
-        if platform.backs_constraint {
-            plan.conflicts.push(format!(
-                "{table}: the constraint behind index `{}` covers a column adopt converts; drop it (opsrun's own constraints take its place) and run adopt again",
-                platform.name
-            ));
-            continue;
-        }
-        let twin =
-            format!("{}{SHADOW_SUFFIX}", platform.name.chars().take(63 - SHADOW_SUFFIX.len()).collect::<String>());
-        let definition = rebuilt.replacen(&format!(" INDEX {} ON", platform.name), &format!(" INDEX {twin} ON"), 1);
-        match have.iter().find(|i| i.name == twin) {
-            Some(i) if i.valid => {}
-            existing => plan.before_swap.extend(index_steps(&definition, &twin, existing.is_some())),
-        }
-        renames.push(format!("ALTER INDEX {TARGET}.{twin} RENAME TO {}", platform.name));
-        plan.kept
-            .push(format!("{table}: index `{}` (not opsrun's; built again over the converted columns)", platform.name));
-    }
-
-    let drops: Vec<String> = shadowed.iter().map(|name| format!("DROP COLUMN {name}")).collect();
-    let mut swap = vec![
-        format!("LOCK TABLE {TARGET}.{table} IN ACCESS EXCLUSIVE MODE"),
-        format!("DROP TRIGGER IF EXISTS {FILL_TRIGGER} ON {TARGET}.{table}"),
-        format!("ALTER TABLE {TARGET}.{table} {}", drops.join(", ")),
-    ];
-    swap.extend(
-        shadowed.iter().map(|name| format!("ALTER TABLE {TARGET}.{table} RENAME COLUMN {} TO {name}", shadow(name))),
-    );
-    swap.extend(renames);
-    if !defaults.is_empty() {
-        swap.push(format!("ALTER TABLE {TARGET}.{table} {}", defaults.join(", ")));
-    }
-    swap.push(format!(
-        "CREATE TRIGGER {COMPAT_TRIGGER} BEFORE INSERT OR UPDATE ON {TARGET}.{table} FOR EACH ROW EXECUTE FUNCTION opsrun_adopt_compat()"
-    ));
-    plan.swap = Some(Step::new(
-        format!("swap in the converted columns ({})", shadowed.join(", ")),
-        ACCESS_EXCLUSIVE_BRIEF,
-        swap.join(
-            ";
-",
-        ),
-    ));
-    Ok(())
-}
-
-fn validate_not_null(table: &str, name: &str) -> Step {
-    Step::new(
-        format!("validate {table}.{name} IS NOT NULL"),
-        SHARE_UPDATE_EXCLUSIVE,
-        format!("ALTER TABLE {TARGET}.{table} VALIDATE CONSTRAINT {}", not_null_check(table, name)),
-    )
-}
-
 /// A serial column becomes an identity column that goes on after the largest id it ever gave.
 fn identity_step(table: &str, column: &str, kind: &str) -> Step {
     let generated = if kind == "a" { "ALWAYS" } else { "BY DEFAULT" };
@@ -806,30 +460,6 @@ fn plan_indexes(conn: &mut PgConnection, table: &str, present: bool, plan: &mut 
         }
     }
     Ok(())
-}
-
-/// What `opsrun adopt --finish` runs: the compatibility trigger and the conversion's
-/// functions go.
-pub fn finish_steps() -> Vec<Step> {
-    vec![
-        Step::new(
-            format!("drop the trigger {COMPAT_TRIGGER}"),
-            SHARE_ROW_EXCLUSIVE_BRIEF,
-            format!("DROP TRIGGER IF EXISTS {COMPAT_TRIGGER} ON {TARGET}.{RUNS}"),
-        ),
-        Step::new(
-            "drop the conversion's functions (opsrun_adopt_*)",
-            NONE,
-            format!(
-                "DO $finish$ DECLARE f regprocedure; BEGIN
-                   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-                             WHERE p.pronamespace = '{TARGET}'::regnamespace AND p.proname LIKE 'opsrun\\_adopt\\_%' LOOP
-                     EXECUTE format('DROP FUNCTION %s', f);
-                   END LOOP;
-                 END $finish$"
-            ),
-        ),
-    ]
 }
 
 /// Runs one step. A step whose lock would hold up writers waits at most `lock_timeout`
