@@ -6,14 +6,15 @@
 -- opsrun_adopt_type() comes before this file: it is generated from the catalog.
 
 -- Redacts credentials, replaces control characters and cuts to max_chars characters:
--- the rules a worker's reported failure goes through (src/domain/failures.rs).
+-- the rules a worker's reported failure goes through (src/domain/failures.rs), with
+-- ASCII word boundaries and whitespace spelled out so the locale changes nothing.
 CREATE OR REPLACE FUNCTION opsrun_adopt_sanitize(message text, max_chars integer) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT left(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
         message,
-        '\mbearer\s+[A-Za-z0-9._~+/-]+=*', 'Bearer [redacted]', 'gi'),
-        '\meyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*', '[redacted-jwt]', 'g'),
-        '\m([a-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key)[a-z0-9_-]*)(\s*[=:]\s*)("[^"]*"|''[^'']*''|[^\s&;,"'']+)',
+        '(?<![A-Za-z0-9_])bearer[\t\n\v\f\r ]+[A-Za-z0-9._~+/-]+=*', 'Bearer [redacted]', 'gi'),
+        '(?<![A-Za-z0-9_])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*', '[redacted-jwt]', 'g'),
+        '(?<![A-Za-z0-9_])([a-z0-9_-]*(?:password|passwd|secret|token|api[_-]?key)[a-z0-9_-]*)([\t\n\v\f\r ]*[=:][\t\n\v\f\r ]*)("[^"]*"|''[^'']*''|[^\t\n\v\f\r &;,"'']+)',
         '\1\2[redacted]', 'gi'),
         '[\n\r\t]', ' ', 'g'),
         '[\u0001-\u001f\u007f-\u009f]', '', 'g'),

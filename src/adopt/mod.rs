@@ -19,7 +19,8 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 
-pub use rows::Finding;
+pub use compat::functions_sql as conversion_functions_sql;
+pub use rows::{judge, Finding, PlatformRow, RowFix, Verdict};
 use schema::{Plan, Step};
 use survey::Survey;
 

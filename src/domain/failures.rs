@@ -111,13 +111,15 @@ impl Failure {
     }
 }
 
+// Word boundaries, whitespace and case are ASCII's, so that PostgreSQL's regular
+// expressions (src/adopt/convert.sql) redact exactly the same whatever the database's locale.
 static BEARER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)(?i-u:bearer)[\t\n\x0B\x0C\r ]+[A-Za-z0-9\-._~+/]+=*").expect("valid regex"));
 static JWT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*").expect("valid regex"));
 /// `password=…`, `client_secret: …`, `api_key=…` and the like, up to the next separator.
 static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b([a-z0-9_\-]*(?:password|passwd|secret|token|api[_-]?key)[a-z0-9_\-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)"#)
+    Regex::new(r#"(?-u:\b)((?i-u:[a-z0-9_\-]*(?:password|passwd|secret|token|api[_-]?key)[a-z0-9_\-]*))([\t\n\x0B\x0C\r ]*[=:][\t\n\x0B\x0C\r ]*)("[^"]*"|'[^']*'|[^\t\n\x0B\x0C\r &;,"']+)"#)
         .expect("valid regex")
 });
 
@@ -134,7 +136,7 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
             c => Some(c),
         })
         .collect();
-    cleaned.trim().chars().take(max_chars).collect()
+    cleaned.trim_matches(' ').chars().take(max_chars).collect()
 }
 
 #[cfg(test)]

@@ -473,3 +473,216 @@ fn a_platform_writer_goes_on_through_adopt_and_after_it_with_no_failed_or_long_w
     .unwrap();
     assert_eq!(written.runs as usize, writer.ids.len(), "of {} runs written", writer.ids.len());
 }
+
+#[derive(QueryableByName, Debug)]
+struct Converted {
+    #[diesel(sql_type = Text)]
+    run_type: String,
+    #[diesel(sql_type = Text)]
+    run_identity_hash: String,
+    #[diesel(sql_type = Text)]
+    identity_policy: String,
+    #[diesel(sql_type = Text)]
+    summary_counts: String,
+    #[diesel(sql_type = Text)]
+    failure_summary: String,
+    #[diesel(sql_type = Text)]
+    context: String,
+}
+
+fn platform_rows() -> impl proptest::strategy::Strategy<Value = opsrun::adopt::PlatformRow> {
+    use proptest::prelude::*;
+    let types = prop::sample::select(vec![
+        "inventory_sync",
+        "inventory.sync",
+        "policy.sync",
+        "directory_groups.sync",
+        "backup_schedule.scheduled",
+        "backup_schedule.run_now",
+        "backup_schedule_run",
+        "restore_execute",
+        "restore.execute",
+        "workspace_audit_export",
+        "provider_connection.verify",
+        "no_such.type",
+    ]);
+    let states = prop::sample::select(vec![
+        ("queued", "pending"),
+        ("running", "pending"),
+        ("completed", "succeeded"),
+        ("completed", "failed"),
+        ("completed", "pending"),
+        ("Completed", "succeeded"),
+    ]);
+    let contexts = prop::sample::select(vec![
+        "{}",
+        "[]",
+        "null",
+        "[1]",
+        r#"{"selection_hash": "a"}"#,
+        r#"{"selection_hash": "  "}"#,
+        r#"{"selection_key": "k", "restore_run_id": 3.0}"#,
+        r#"{"restore_run_id": -1}"#,
+        r#"{"provider_connection_id": 4, "target_scope": {"x": 1}}"#,
+        r#"{"backup_schedule_id": 7, "scheduled_for": "2026-03-01T02:00:59+01:00"}"#,
+        r#"{"backup_schedule_id": 7, "scheduled_for": "2026-03-01 02:00:00Z", "trigger": "scheduled"}"#,
+        r#"{"backup_schedule_id": 7, "trigger": "run_now", "note": "x"}"#,
+        r#"{"backup_schedule_id": 7, "trigger": "retry", "scheduled_for": "2026-03-01T02:00:00Z"}"#,
+        r#"{"selection_hash": "a", "adopted": {"summary_counts": {"old": 1}}}"#,
+    ]);
+    let counts = prop::sample::select(vec![
+        None,
+        Some("null"),
+        Some("[]"),
+        Some("[1, 2]"),
+        Some("{}"),
+        Some(r#"{"processed": "3", "failed": 2.0, "pages": 1}"#),
+        Some(r#"{"total": -1, "skipped": "x", "items": 9007199254740992, "created": 5}"#),
+    ]);
+    let failures = prop::sample::select(vec![
+        None,
+        Some("null"),
+        Some("[]"),
+        Some("{}"),
+        Some(r#"{"items": [], "dropped": 0}"#),
+        Some(r#"{"items": [{"code": "c", "reason_code": "timeout", "message": "m"}], "dropped": 3}"#),
+        Some(r#"{"code": "graph.403", "message": "one failure as an object"}"#),
+        Some(r#"{"unrelated": true}"#),
+        Some(r#""a string""#),
+        Some(
+            r#"[{"code": "graph.403", "reason_code": "provider_permission_denied", "message": "Graph answered 403", "item": "p-1"},
+                {"code": 42, "reason_code": "graph_forbidden", "message": "password=hunter2 & token: abc\u0007 eyJa.eyJb.c"},
+                {"reason_code": null, "message": null, "item": "  "}, "bare \n text", 17, null,
+                {"code": "x", "reason_code": 5, "message": "Authorization: Bearer abc.DEF-1= done", "extra": "dropped"}]"#,
+        ),
+    ]);
+    let hashes = prop::sample::select(vec!["f".repeat(64), "F".repeat(64), "abc".to_owned()]);
+    (types, states, contexts, counts, failures, hashes, prop::option::of(1..4i64), 1..1000i64).prop_map(
+        |(run_type, (status, outcome), context, counts, failures, hash, tenant, id)| opsrun::adopt::PlatformRow {
+            id,
+            workspace_id: 1,
+            tenant_id: tenant,
+            run_type: run_type.into(),
+            status: status.into(),
+            outcome: outcome.into(),
+            run_identity_hash: hash,
+            has_completed_at: status == "completed",
+            summary_counts: counts.map(Into::into),
+            failure_summary: failures.map(Into::into),
+            context: Some(context.into()),
+            identity_policy: None,
+        },
+    )
+}
+
+/// `adopt --check` judges rows in Rust; the database converts them in SQL. For any row,
+/// both refuse it, or the database stores exactly what the judgement expects.
+#[test]
+fn the_database_converts_every_row_as_adopt_check_expects() {
+    use diesel::sql_types::{BigInt, Nullable};
+    use proptest::test_runner::{Config, TestRunner};
+
+    let conn = std::cell::RefCell::new(PgConnection::establish(&empty_database()).unwrap());
+    conn.borrow_mut().batch_execute(&opsrun::adopt::conversion_functions_sql()).unwrap();
+    let json =
+        |text: &Option<String>| -> Value { text.as_deref().map_or(Value::Null, |t| serde_json::from_str(t).unwrap()) };
+    TestRunner::new(Config { cases: 512, ..Config::default() })
+        .run(&platform_rows(), |row| {
+            let verdict = opsrun::adopt::judge(&row);
+            let converted: Result<Converted, _> = sql_query(
+                "SELECT c.run_type, c.run_identity_hash, c.identity_policy, c.summary_counts::text AS summary_counts,
+                        c.failure_summary::text AS failure_summary, c.context::text AS context
+                   FROM opsrun_adopt_convert($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, NULL) AS c",
+            )
+            .bind::<BigInt, _>(row.id)
+            .bind::<BigInt, _>(row.workspace_id)
+            .bind::<Nullable<BigInt>, _>(row.tenant_id)
+            .bind::<Text, _>(&row.run_type)
+            .bind::<Text, _>(&row.status)
+            .bind::<Text, _>(&row.outcome)
+            .bind::<Text, _>(&row.run_identity_hash)
+            .bind::<Nullable<Text>, _>(&row.summary_counts)
+            .bind::<Nullable<Text>, _>(&row.failure_summary)
+            .bind::<Nullable<Text>, _>(&row.context)
+            .get_result(&mut *conn.borrow_mut());
+            match (verdict.refusal(), converted) {
+                (Some(_), Err(_)) => {}
+                (Some((finding, reason)), Ok(c)) => {
+                    panic!("{row:?}: judged {} ({reason}) but converted to {c:?}", finding.name())
+                }
+                (None, Err(error)) => panic!("{row:?}: judged convertible ({:?}) but refused: {error}", verdict.fix),
+                (None, Ok(c)) => {
+                    let fix = &verdict.fix;
+                    let expected_type = fix.run_type.map_or(row.run_type.clone(), |t| t.as_str().to_owned());
+                    assert_eq!(c.run_type, expected_type, "{row:?}");
+                    let expected_hash = fix.run_identity_hash.clone().unwrap_or(row.run_identity_hash.clone());
+                    assert_eq!(c.run_identity_hash, expected_hash, "{row:?}");
+                    assert_eq!(Some(c.identity_policy.as_str()), fix.identity_policy.map(|p| p.as_str()), "{row:?}");
+                    let counts = fix.summary_counts.clone().unwrap_or_else(|| json(&row.summary_counts));
+                    assert_eq!(serde_json::from_str::<Value>(&c.summary_counts).unwrap(), counts, "{row:?}");
+                    let failures = fix.failure_summary.clone().unwrap_or_else(|| json(&row.failure_summary));
+                    assert_eq!(serde_json::from_str::<Value>(&c.failure_summary).unwrap(), failures, "{row:?}");
+                    let context = fix.context.clone().unwrap_or_else(|| json(&row.context));
+                    assert_eq!(serde_json::from_str::<Value>(&c.context).unwrap(), context, "{row:?}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The database's sanitizer redacts, strips and cuts exactly as a worker's failures are.
+#[test]
+fn the_database_sanitizes_messages_as_the_service_does() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let conn = std::cell::RefCell::new(PgConnection::establish(&empty_database()).unwrap());
+    conn.borrow_mut().batch_execute(&opsrun::adopt::conversion_functions_sql()).unwrap();
+    let pieces = prop::sample::select(vec![
+        "password",
+        "PassWD",
+        "db_password",
+        "=",
+        ": ",
+        " ",
+        "Bearer ",
+        "bearer\t",
+        "abc.DEF-1=",
+        "eyJhbGci.eyJzdWIi.sig",
+        "token",
+        "api-key",
+        "client_secret",
+        "'quoted value'",
+        "\"dq value\"",
+        "&",
+        ";",
+        ",",
+        "x",
+        "Graph",
+        "403",
+        "\u{7}",
+        "\n",
+        "\r\n",
+        "\u{85}",
+        "é",
+        "日本",
+        "-",
+        "_",
+        "   ",
+    ]);
+    let messages = (prop::collection::vec(pieces, 0..14), 1..130usize);
+    TestRunner::new(Config { cases: 1024, ..Config::default() })
+        .run(&messages, |(pieces, limit)| {
+            let message = pieces.concat();
+            let expected = opsrun::domain::failures::sanitize(&message, limit);
+            let sanitized: Fingerprint = sql_query("SELECT opsrun_adopt_sanitize($1, $2) AS fingerprint")
+                .bind::<Text, _>(&message)
+                .bind::<diesel::sql_types::Integer, _>(limit as i32)
+                .get_result(&mut *conn.borrow_mut())
+                .unwrap();
+            prop_assert_eq!(sanitized.fingerprint, expected, "{:?}", message);
+            Ok(())
+        })
+        .unwrap();
+}
