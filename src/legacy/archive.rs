@@ -35,16 +35,33 @@ pub fn drop_table(conn: &mut PgConnection, table: LegacyTable) -> anyhow::Result
         anyhow::bail!("refusing to drop {name}: {}; run `opsrun legacy backfill` first", failing.join("; "));
     }
     let archive = archive_name(table);
-    conn.transaction(|conn| {
-        sql_query(format!("CREATE TABLE {archive} (LIKE {name} INCLUDING ALL)")).execute(conn)?;
-        let copied = sql_query(format!("INSERT INTO {archive} OVERRIDING SYSTEM VALUE SELECT * FROM {name}"))
-            .execute(conn)? as i64;
-        // CASCADE removes the foreign keys that point here (findings' old columns); the
-        // rows that held them stay, and the data stays in the archive.
-        sql_query(format!("DROP TABLE {name} CASCADE")).execute(conn)?;
-        Ok(copied)
-    })
+    // Dropping the table drops its foreign key's triggers on operation_runs, which takes
+    // an exclusive lock there: while that lock is waited for (behind autovacuum, say),
+    // every write to operation_runs queues behind it. So the wait is short, and retried.
+    let mut attempts = 0;
+    loop {
+        let dropped = conn.transaction(|conn| {
+            sql_query("SET LOCAL lock_timeout = '300ms'").execute(conn)?;
+            sql_query(format!("CREATE TABLE {archive} (LIKE {name} INCLUDING ALL)")).execute(conn)?;
+            let copied = sql_query(format!("INSERT INTO {archive} OVERRIDING SYSTEM VALUE SELECT * FROM {name}"))
+                .execute(conn)? as i64;
+            // CASCADE removes the foreign keys that point here (findings' old columns); the
+            // rows that held them stay, and the data stays in the archive.
+            sql_query(format!("DROP TABLE {name} CASCADE")).execute(conn)?;
+            Ok::<_, diesel::result::Error>(copied)
+        });
+        match dropped {
+            Err(error) if attempts < LOCK_ATTEMPTS && error.to_string().contains("lock timeout") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
+
+/// How often a drop that could not get its locks in time is tried again.
+const LOCK_ATTEMPTS: u32 = 60;
 
 /// Brings an archived table back under its own name; returns the rows restored.
 pub fn restore_table(conn: &mut PgConnection, table: LegacyTable) -> anyhow::Result<i64> {

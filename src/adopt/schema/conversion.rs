@@ -22,21 +22,75 @@ pub fn needs_conversion(conn: &mut PgConnection) -> anyhow::Result<bool> {
     Ok(!current.iter().any(|c| c.name == "identity_policy") || current.iter().any(|c| c.name.ends_with(SHADOW_SUFFIX)))
 }
 
-/// The zone an interrupted conversion began with, if one is under way.
-pub fn conversion_zone(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
+/// What a conversion under way notes on a column of its own: `zone=<zone>`, and
+/// `;autovacuum=paused` when it paused autovacuum on the table. The note rides on the
+/// shadow of `created_at`, and so stays on `created_at` after the swap until adopt ends.
+fn conversion_note(conn: &mut PgConnection, column: &str) -> anyhow::Result<Option<String>> {
     #[derive(QueryableByName)]
-    struct Zone {
+    struct Note {
         #[diesel(sql_type = Nullable<Text>)]
-        zone: Option<String>,
+        note: Option<String>,
     }
-    let found: Vec<Zone> = sql_query(
-        "SELECT col_description(a.attrelid, a.attnum) AS zone FROM pg_attribute a
+    let found: Vec<Note> = sql_query(
+        "SELECT col_description(a.attrelid, a.attnum) AS note FROM pg_attribute a
           WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
     )
     .bind::<Text, _>(format!("{TARGET}.{RUNS}"))
-    .bind::<Text, _>(shadow("created_at"))
+    .bind::<Text, _>(column)
     .load(conn)?;
-    Ok(found.into_iter().next().and_then(|z| z.zone).and_then(|z| z.strip_prefix("zone=").map(str::to_owned)))
+    Ok(found.into_iter().next().and_then(|n| n.note).filter(|n| n.starts_with("zone=")))
+}
+
+const PAUSED: &str = ";autovacuum=paused";
+
+/// The zone an interrupted conversion began with, if one is under way.
+pub fn conversion_zone(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
+    let note = conversion_note(conn, &shadow("created_at"))?;
+    Ok(note.map(|n| n.trim_start_matches("zone=").split(';').next().unwrap_or_default().to_owned()))
+}
+
+/// Whether the table's own settings name autovacuum (adopt then leaves it as it is).
+fn autovacuum_configured(conn: &mut PgConnection) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Configured {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        configured: bool,
+    }
+    let found: Configured = sql_query(
+        "SELECT coalesce(EXISTS (SELECT 1 FROM unnest(reloptions) AS o WHERE o LIKE 'autovacuum_enabled=%'), false) AS configured
+           FROM pg_class WHERE oid = to_regclass($1)",
+    )
+    .bind::<Text, _>(format!("{TARGET}.{RUNS}"))
+    .get_result(conn)?;
+    Ok(found.configured)
+}
+
+/// Once the conversion is swapped in: autovacuum as it was, the note gone, and the row
+/// versions the fill left behind vacuumed (writes go on).
+pub(super) fn after_conversion(conn: &mut PgConnection) -> anyhow::Result<Vec<Step>> {
+    let Some(note) = conversion_note(conn, "created_at")? else { return Ok(Vec::new()) };
+    let mut steps = Vec::new();
+    if note.ends_with(PAUSED) {
+        steps.push(Step::new(
+            format!("{RUNS}: autovacuum on again"),
+            SHARE_UPDATE_EXCLUSIVE,
+            format!("ALTER TABLE {TARGET}.{RUNS} RESET (autovacuum_enabled)"),
+        ));
+    }
+    steps.push(Step::new(
+        "forget the conversion's note",
+        SHARE_UPDATE_EXCLUSIVE,
+        format!("COMMENT ON COLUMN {TARGET}.{RUNS}.created_at IS NULL"),
+    ));
+    steps.push(Step {
+        outside_transaction: true,
+        ..Step::new(
+            format!("vacuum {RUNS}: the row versions the conversion left"),
+            SHARE_UPDATE_EXCLUSIVE,
+            format!("VACUUM (ANALYZE) {TARGET}.{RUNS}"),
+        )
+    });
+    Ok(steps)
 }
 
 /// A column's name with every converted column read as its shadow, in a definition.
@@ -107,6 +161,22 @@ pub(super) fn plan_conversion(conn: &mut PgConnection, zone: &str, plan: &mut Pl
         }
     }
     keep_or_refuse_extra_columns(table, &wanted, &current, plan);
+    // Autovacuum would start on the table the fill rewrites, and a catalog change must then
+    // wait for it to give way (a second, deadlock_timeout) while writers queue behind:
+    // paused while converting, unless the table's own settings name it.
+    let paused = conversion_note(conn, &shadow("created_at"))?.is_some_and(|note| note.ends_with(PAUSED));
+    let pause = !paused && !autovacuum_configured(conn)?;
+    let note = format!("zone={zone}{}", if paused || pause { PAUSED } else { "" });
+    if pause {
+        plan.structure.insert(
+            0,
+            Step::new(
+                format!("{table}: autovacuum paused while converting"),
+                SHARE_UPDATE_EXCLUSIVE,
+                format!("ALTER TABLE {TARGET}.{table} SET (autovacuum_enabled = false)"),
+            ),
+        );
+    }
     if !added.is_empty() {
         plan.structure.insert(
             0,
@@ -117,7 +187,7 @@ pub(super) fn plan_conversion(conn: &mut PgConnection, zone: &str, plan: &mut Pl
                     "ALTER TABLE {TARGET}.{table} {}; COMMENT ON COLUMN {TARGET}.{table}.{} IS {}",
                     added.join(", "),
                     shadow("created_at"),
-                    quote_literal(&format!("zone={zone}"))
+                    quote_literal(&note)
                 ),
             ),
         );

@@ -185,6 +185,9 @@ pub fn plan(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Plan> {
             }
         }
     }
+    if !converting {
+        plan.finish.extend(conversion::after_conversion(conn)?);
+    }
     Ok(plan)
 }
 
