@@ -213,7 +213,7 @@ for w in writers:
 time.sleep(2)
 base = ["--database-url", url]
 step("adopt --check", [opsrun, "adopt", "--check", "--timezone", ZONE, *base])
-step("adopt", [opsrun, "adopt", "--timezone", ZONE, *base])
+adopt_steps = step("adopt", [opsrun, "adopt", "--timezone", ZONE, *base])
 step("legacy analyze", [opsrun, "legacy", "analyze", *base])
 step("legacy backfill", [opsrun, "legacy", "backfill", *base])
 step("legacy verify", [opsrun, "legacy", "verify", *base])
@@ -273,6 +273,8 @@ with lock:
     all_writes = [w for w in writes if w[3] == "writer"]
     failed = [w for w in writes if w[2]]
 longest_writer = max(s for _, s, _, _ in all_writes)
+print("\n== adopt, step by step")
+print("\n".join(line for line in adopt_steps.splitlines()[adopt_steps.splitlines().index(next(l for l in adopt_steps.splitlines() if l.startswith("step "))):]))
 print(f"\nthe platform's writer: {len(all_writes)} writes, longest {longest_writer * 1000:.0f} ms, {len(failed)} failed")
 for _, _, error, who in failed[:5]:
     print(f"   {who}: {error}")
