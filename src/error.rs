@@ -13,10 +13,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::DbError;
+use crate::domain::access::MissingCapability;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::RunId;
 use crate::domain::named_enum;
+use crate::startup::MAX_BODY_BYTES;
 
 /// How long a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
@@ -170,13 +172,13 @@ pub enum ApiError {
         /// The methods it does take, for the `Allow` header.
         allow: String,
     },
-    #[error("your token lacks the capability `{needs}`")]
-    Forbidden { needs: &'static str },
+    #[error(transparent)]
+    Forbidden(MissingCapability),
     /// A client mistake in the request (400), its meaning (422) or its timing (409); the
     /// code says which.
     #[error("{detail}")]
     Refused { code: ProblemCode, detail: String },
-    #[error("the request body is larger than 64 KiB")]
+    #[error("the request body is larger than {} KiB", MAX_BODY_BYTES / 1024)]
     PayloadTooLarge,
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
@@ -245,7 +247,7 @@ impl ApiError {
             ApiError::RouteNotFound => ProblemCode::RouteNotFound,
             ApiError::TenantNotFound => ProblemCode::TenantNotFound,
             ApiError::MethodNotAllowed { .. } => ProblemCode::MethodNotAllowed,
-            ApiError::Forbidden { .. } => ProblemCode::Forbidden,
+            ApiError::Forbidden(_) => ProblemCode::Forbidden,
             ApiError::Refused { code, .. } => *code,
             ApiError::PayloadTooLarge => ProblemCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType => ProblemCode::UnsupportedMediaType,
@@ -270,10 +272,12 @@ impl ApiError {
                 "No tenant with this id is visible to you; check `tenant_id` and your token's `tenants`.".into()
             }
             ApiError::MethodNotAllowed { allow } => format!("This route accepts only {allow}; see /docs/."),
-            ApiError::Forbidden { needs } => {
+            ApiError::Forbidden(MissingCapability { needs }) => {
                 format!("Your token lacks the capability `{needs}` that this action needs.")
             }
-            ApiError::PayloadTooLarge => "The request body is larger than 64 KiB; send less.".into(),
+            ApiError::PayloadTooLarge => {
+                format!("The request body is larger than {} KiB; send less.", MAX_BODY_BYTES / 1024)
+            }
             ApiError::UnsupportedMediaType => {
                 "The request body must be JSON: send `Content-Type: application/json`.".into()
             }
@@ -344,7 +348,7 @@ impl ResponseError for ApiError {
                 response.insert_header((header::ALLOW, allow.clone()));
             }
             ApiError::DuplicateRun { existing_run_id, .. } => {
-                response.insert_header((header::LOCATION, format!("/v1/runs/{existing_run_id}")));
+                response.insert_header((header::LOCATION, crate::routes::links::run(existing_run_id)));
             }
             ApiError::Unavailable
             | ApiError::RequestTimeout
@@ -439,7 +443,7 @@ mod refusals {
                 StartRefusal::Input(error) => return error.into(),
                 StartRefusal::Context(error) => return error.into(),
                 StartRefusal::TenantNotFound => return ApiError::TenantNotFound,
-                StartRefusal::Forbidden { needs } => return ApiError::Forbidden { needs },
+                StartRefusal::Forbidden(missing) => return ApiError::Forbidden(missing),
                 StartRefusal::NoRandomness(_) => return ApiError::internal(refusal),
                 StartRefusal::TenantRequired(_) => ProblemCode::TenantRequired,
                 StartRefusal::TenantNotAllowed(_) => ProblemCode::TenantNotAllowed,
@@ -503,7 +507,7 @@ mod refusals {
         fn from(error: RunError) -> ApiError {
             match error {
                 RunError::NotFound => ApiError::NotFound,
-                RunError::Forbidden { needs } => ApiError::Forbidden { needs },
+                RunError::Forbidden(missing) => ApiError::Forbidden(missing),
                 RunError::Refused { run_id, reason, reaped: true } => ApiError::InvalidTransition(format!(
                     "run {run_id} was reaped as stale (no worker completed it in time) and can no longer change; {reason}"
                 )),
@@ -523,7 +527,7 @@ mod tests {
     fn every_problem_is_problem_json_with_its_code() {
         let errors = [
             ApiError::NotFound,
-            ApiError::Forbidden { needs: "inventory.sync" },
+            ApiError::Forbidden(MissingCapability { needs: "inventory.sync" }),
             ApiError::DuplicateRun { existing_run_id: RunId(4), detail: "dup".into() },
             ApiError::Unavailable,
             ApiError::internal(anyhow::anyhow!("secret internals")),

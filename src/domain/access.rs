@@ -70,6 +70,13 @@ pub enum Action {
     Cancel,
 }
 
+/// The caller may see the run or tenant but lacks the capability the action needs (403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("your token lacks the capability `{needs}`")]
+pub struct MissingCapability {
+    pub needs: &'static str,
+}
+
 /// The decision, ordered from most to least restrictive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {

@@ -13,6 +13,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, PartialSchema};
 
+use crate::domain::access::MissingCapability;
 use crate::domain::catalog::{RunType, TypeNameError};
 use crate::domain::context::ContextError;
 use crate::domain::counts::CountsError;
@@ -51,7 +52,7 @@ pub fn example(code: ProblemCode) -> ApiError {
         InvalidIdempotencyKey => KeyRefusal::Empty.into(),
         InvalidReadAfter => crate::routes::reads::refuse_read_after(),
         Unauthenticated => ApiError::Unauthenticated("no Authorization header".into()),
-        Forbidden => ApiError::Forbidden { needs: "inventory.sync" },
+        Forbidden => ApiError::Forbidden(MissingCapability { needs: "inventory.sync" }),
         NotFound => ApiError::NotFound,
         TenantNotFound => ApiError::TenantNotFound,
         RouteNotFound => ApiError::RouteNotFound,
@@ -171,13 +172,19 @@ fn unavailable_response() -> Response {
         .build()
 }
 
-fn document_refusals(operation: &mut Operation) {
+/// Every operation under /v1 can answer 503 when the database is away, and every 503
+/// says when to come back, whether an operation wrote its own or not.
+fn document_unavailable(operation: &mut Operation) {
     let unavailable =
         operation.responses.responses.entry("503".into()).or_insert_with(|| RefOr::T(unavailable_response()));
-    // Every 503 says when to come back, whether an operation wrote its own or not.
     if let RefOr::T(unavailable) = unavailable {
         unavailable.headers.entry("Retry-After".into()).or_insert_with(retry_after_header);
     }
+}
+
+/// Each problem response gets a true example of every code its description names (or,
+/// naming none, of every code its status has).
+fn document_refusals(operation: &mut Operation) {
     for (status, response) in &mut operation.responses.responses {
         let (RefOr::T(response), Ok(number)) = (response, status.parse::<u16>()) else {
             continue;
@@ -213,10 +220,11 @@ impl Modify for Refusals {
                 "Answers {}; any other method is `405 method_not_allowed` with an `Allow` header.",
                 methods.join(", ")
             ));
-            if !path.starts_with("/v1/") {
-                continue;
-            }
+            let under_v1 = path.starts_with("/v1/");
             for operation in [item.get.as_mut(), item.post.as_mut()].into_iter().flatten() {
+                if under_v1 {
+                    document_unavailable(operation);
+                }
                 document_refusals(operation);
             }
         }
@@ -226,6 +234,12 @@ impl Modify for Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_body_limit_is_the_one_enforced() {
+        let limit = format!("{} KiB", crate::startup::MAX_BODY_BYTES / 1024);
+        assert!(default_description("413").is_some_and(|d| d.ends_with(&limit)));
+    }
 
     #[test]
     fn every_example_carries_its_own_code_and_status() {

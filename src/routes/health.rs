@@ -33,7 +33,7 @@ struct Recovery {
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", example = json!({"status": "ready", "replica": {"used": true, "lag_ms": 40}})),
-        (status = 503, description = "The primary is unavailable or is not taking writes", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: the primary is unavailable or is not taking writes", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/readyz")]

@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod health;
 pub mod idempotent;
 pub mod legacy;
+pub mod links;
 pub mod listing;
 pub mod metrics;
 pub mod operation_types;

@@ -14,7 +14,7 @@ use diesel::PgConnection;
 
 use crate::db::models::{OperationRunRow, RunEventRow};
 use crate::db::{events, runs, DbError};
-use crate::domain::access::{decide, Access, Action, Principal};
+use crate::domain::access::{decide, Access, Action, MissingCapability, Principal};
 use crate::domain::ids::RunId;
 use crate::domain::status::TransitionError;
 
@@ -24,8 +24,8 @@ pub enum RunError {
     /// Missing, or outside the caller's workspace or tenants: the two look the same.
     #[error("no run with this id is visible to you")]
     NotFound,
-    #[error("your token lacks the capability `{needs}`")]
-    Forbidden { needs: &'static str },
+    #[error(transparent)]
+    Forbidden(MissingCapability),
     /// The run's status does not allow the move.
     #[error("run {run_id}: {reason}")]
     Refused {
@@ -68,7 +68,7 @@ pub fn visible(
     let run = found.ok_or(RunError::NotFound)?;
     match decide(principal, run.workspace_id, run.tenant_id, run.run_type, action) {
         Access::Hidden => Err(RunError::NotFound),
-        Access::Forbidden { needs } => Err(RunError::Forbidden { needs }),
+        Access::Forbidden { needs } => Err(RunError::Forbidden(MissingCapability { needs })),
         Access::Allowed => Ok(run),
     }
 }

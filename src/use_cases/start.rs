@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::{NewOperationRun, OperationRunRow};
 use crate::db::{in_transaction, runs, transaction_open, Database, DbError};
-use crate::domain::access::{decide, Access, Action, Principal};
+use crate::domain::access::{decide, Access, Action, MissingCapability, Principal};
 use crate::domain::catalog::{RunType, Scope, TypeNameError};
 use crate::domain::context::{validate_context, ContextError};
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
@@ -68,8 +68,8 @@ pub enum StartRefusal {
     /// The tenant is not in the caller's token: it does not exist for them.
     #[error("the tenant is not visible to you")]
     TenantNotFound,
-    #[error("your token lacks the capability `{needs}`")]
-    Forbidden { needs: &'static str },
+    #[error(transparent)]
+    Forbidden(MissingCapability),
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
@@ -92,7 +92,7 @@ pub fn plan_start(principal: &Principal, request: StartRequest) -> Result<Planne
     };
     match decide(principal, principal.workspace_id, tenant_id, run_type, Action::Start) {
         Access::Hidden => return Err(StartRefusal::TenantNotFound),
-        Access::Forbidden { needs } => return Err(StartRefusal::Forbidden { needs }),
+        Access::Forbidden { needs } => return Err(StartRefusal::Forbidden(MissingCapability { needs })),
         Access::Allowed => {}
     }
 

@@ -529,7 +529,7 @@ fn a_batch_of_progress_reports_leaves_each_run_as_the_reports_one_after_another(
             let verdict = |answer: &Result<_, RunError>| match answer {
                 Ok(_) => 200,
                 Err(RunError::NotFound) => 404,
-                Err(RunError::Forbidden { .. }) => 403,
+                Err(RunError::Forbidden(_)) => 403,
                 Err(RunError::Refused { .. }) => 409,
                 Err(other) => panic!("{other:?}"),
             };

@@ -13,6 +13,26 @@ fn the_committed_openapi_document_matches_the_code() {
     );
 }
 
+/// Swagger UI shows a response's first example; without one it makes one up from the
+/// Problem schema, which names another status. Every refusal carries its own.
+#[test]
+fn every_problem_response_has_examples_of_its_own_status() {
+    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap().iter().filter(|(_, o)| o.get("responses").is_some()) {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let Some(problem) = response["content"].get("application/problem+json") else { continue };
+                let examples =
+                    problem["examples"].as_object().map(|e| e.values().collect::<Vec<_>>()).unwrap_or_default();
+                assert!(!examples.is_empty(), "{method} {path} {status} has no example");
+                for example in examples {
+                    assert_eq!(example["value"]["status"].to_string(), *status, "{method} {path}: {example}");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_document_and_swagger_ui_are_served_without_a_token() {
     let app = TestApp::spawn().await;

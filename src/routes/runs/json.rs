@@ -7,6 +7,7 @@
 //! Only `initiator_name` and a page's cursor can hold characters JSON escapes: they go
 //! through serde_json. Enum names, labels and links are ASCII identifiers and digits.
 
+use crate::routes::links;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
@@ -119,13 +120,19 @@ fn push_fields(out: &mut Vec<u8>, run: &RunFields<'_>) {
     push_time(out, run.completed_at.as_ref());
     out.extend_from_slice(b",\"duration_seconds\":");
     push_escaped(out, &duration_seconds(run.started_at, run.completed_at));
-    out.extend_from_slice(b",\"links\":{\"self\":\"/v1/runs/");
+    out.extend_from_slice(b",\"links\":{\"self\":\"");
+    out.extend_from_slice(links::RUNS.as_bytes());
+    out.push(b'/');
     out.extend_from_slice(id);
-    out.extend_from_slice(b"\",\"events\":\"/v1/runs/");
+    out.extend_from_slice(b"\",\"events\":\"");
+    out.extend_from_slice(links::RUNS.as_bytes());
+    out.push(b'/');
     out.extend_from_slice(id);
     out.extend_from_slice(b"/events\"");
     if let Some(schedule) = run.backup_schedule_id {
-        out.extend_from_slice(b",\"backup_schedule_runs\":\"/v1/backup-schedules/");
+        out.extend_from_slice(b",\"backup_schedule_runs\":\"");
+        out.extend_from_slice(links::BACKUP_SCHEDULES.as_bytes());
+        out.push(b'/');
         out.extend_from_slice(numbers.format(schedule).as_bytes());
         out.extend_from_slice(b"/runs\"");
     }

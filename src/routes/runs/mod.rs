@@ -9,6 +9,7 @@ pub mod stream;
 pub mod transition;
 pub mod view;
 
+use crate::routes::links;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -97,14 +98,9 @@ pub struct RunView {
 impl From<OperationRunRow> for RunView {
     fn from(run: OperationRunRow) -> RunView {
         let duration_seconds = duration_seconds(run.started_at, run.completed_at);
-        let backup_schedule_runs =
-            run.backup_schedule_id.map(|schedule| format!("/v1/backup-schedules/{schedule}/runs"));
+        let backup_schedule_runs = run.backup_schedule_id.map(links::schedule_runs);
         RunView {
-            links: RunLinks {
-                self_: format!("/v1/runs/{}", run.id),
-                events: format!("/v1/runs/{}/events", run.id),
-                backup_schedule_runs,
-            },
+            links: RunLinks { self_: links::run(run.id), events: links::run_events(run.id), backup_schedule_runs },
             id: run.id,
             workspace_id: run.workspace_id,
             tenant_id: run.tenant_id,

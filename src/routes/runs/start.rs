@@ -1,6 +1,7 @@
 //! `POST /v1/runs`: dispatch-time creation of a queued run, with the type's identity
 //! policy enforced by the database.
 
+use crate::routes::links;
 use actix_web::{http::header, post, web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use diesel::PgConnection;
 use serde::{Deserialize, Serialize};
@@ -235,6 +236,6 @@ fn started_answer(run_type: RunType, policy: IdentityPolicy, started: Started) -
 }
 
 fn started_response(mut response: HttpResponseBuilder, run: OperationRunRow, created: bool) -> HttpResponse {
-    response.insert_header((header::LOCATION, format!("/v1/runs/{}", run.id)));
+    response.insert_header((header::LOCATION, links::run(run.id)));
     json::respond(response, json::started(&run, created))
 }

@@ -6,6 +6,7 @@
 //! the other begins, and ids at or below the last one sent are skipped, so a resumed
 //! stream has no gap and no duplicate.
 
+use crate::routes::links;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -111,7 +112,7 @@ fn render(event: &AnnouncedEvent) -> Bytes {
     let (event, run) = event.clone();
     let data = RunStreamEvent {
         run: StreamedRun {
-            url: format!("/v1/runs/{}", run.id),
+            url: links::run(run.id),
             id: run.id,
             r#type: run.run_type,
             tenant_id: run.tenant_id,
