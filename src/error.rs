@@ -398,7 +398,7 @@ mod refusals {
     use crate::domain::catalog::TypeNameError;
     use crate::domain::context::ContextError;
     use crate::domain::inputs::InputError;
-    use crate::use_cases::idempotency::{KeyConflict, KeyRefusal};
+    use crate::use_cases::idempotency::{KeyConflict, KeyRefusal, KeyedError};
     use crate::use_cases::moves::ReportRefusal;
     use crate::use_cases::start::StartRefusal;
     use crate::use_cases::RunError;
@@ -491,6 +491,15 @@ mod refusals {
     impl From<KeyRefusal> for ApiError {
         fn from(refusal: KeyRefusal) -> ApiError {
             ApiError::bad_request(ProblemCode::InvalidIdempotencyKey, refusal.to_string())
+        }
+    }
+
+    impl From<KeyedError> for ApiError {
+        fn from(error: KeyedError) -> ApiError {
+            match error {
+                KeyedError::Key(conflict) => conflict.into(),
+                KeyedError::Db(error) => error.into(),
+            }
         }
     }
 

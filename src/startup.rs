@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::observability::{observe, stamp_problem_bodies};
 use crate::openapi::ApiDoc;
 use crate::routes::documented::DocumentedRoutes;
-use crate::routes::runs::start::KeyedStarts;
+use crate::routes::runs::start::keyed_starts;
 use crate::routes::{caching, reads};
 use crate::use_cases::moves::ProgressBatches;
 use crate::use_cases::start::StartBatches;
@@ -167,7 +167,7 @@ impl Application {
         let start_batches = web::Data::new(StartBatches::new(&database));
         let progress_batches = web::Data::new(ProgressBatches::new(&database));
         let list_pages = web::Data::new(routes::listing::list_pages());
-        let keyed_starts = web::Data::new(KeyedStarts::new(&database, metrics.clone()));
+        let keyed_starts = web::Data::new(keyed_starts(&database, metrics.clone()));
         let app_metrics = metrics.clone();
         let live = config.live;
         let hub = Hub::new(live, metrics.streams_dropped_slow.clone());

@@ -24,6 +24,15 @@ impl DbError {
         DbError::Query(Error::QueryBuilderError(message.into()))
     }
 
+    /// The server is a standby: as unavailable as a write refused there, and its
+    /// connection is retired the same way.
+    pub fn standby() -> DbError {
+        DbError::from(Error::DatabaseError(
+            DatabaseErrorKind::ReadOnlyTransaction,
+            Box::new("the server is a standby".to_owned()),
+        ))
+    }
+
     /// The same failure for another caller of one shared piece of work (a batch).
     pub fn shared(&self) -> DbError {
         match self {

@@ -1,25 +1,17 @@
 //! Liveness and readiness probes; neither needs a token.
 
 use actix_web::{get, web, HttpResponse};
-use diesel::sql_types::Bool;
-use diesel::{sql_query, QueryableByName, RunQueryDsl};
 use serde_json::json;
 
 use crate::db::replica::Reads;
-use crate::db::DbError;
 use crate::error::ApiError;
+use crate::use_cases::health::primary_ready;
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(tag = "operations", responses((status = 200, description = "The process is alive", example = json!({"status": "ok"}))))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
-}
-
-#[derive(QueryableByName)]
-struct Recovery {
-    #[diesel(sql_type = Bool)]
-    in_recovery: bool,
 }
 
 /// Readiness: the primary answers and takes writes.
@@ -38,20 +30,7 @@ struct Recovery {
 )]
 #[get("/readyz")]
 pub async fn readyz(reads: web::Data<Reads>) -> Result<HttpResponse, ApiError> {
-    reads
-        .primary()
-        .run(|conn| {
-            let server: Recovery = sql_query("SELECT pg_is_in_recovery() AS in_recovery").get_result(conn)?;
-            if server.in_recovery {
-                // Read-only: the same answer, and the same retiring, as a write refused there.
-                return Err(DbError::from(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ReadOnlyTransaction,
-                    Box::new("the server is a standby".to_owned()),
-                )));
-            }
-            Ok(())
-        })
-        .await?;
+    primary_ready(&reads).await?;
     let mut ready = json!({ "status": "ready" });
     if let Some(replica) = reads.replica() {
         ready["replica"] = json!({

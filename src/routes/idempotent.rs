@@ -1,21 +1,18 @@
-//! How the writes (`POST /v1/runs` and the worker moves) are answered: each may carry
-//! an `Idempotency-Key`, and with one its answer comes from
-//! [`idempotency::once`](crate::use_cases::idempotency::once): stored with its effect,
-//! replayed to retries (marked `Idempotent-Replayed: true`).
+//! The HTTP side of idempotent writes (`POST /v1/runs` and the worker moves): reading the
+//! `Idempotency-Key` header, turning a response into the answer a use case stores with
+//! its effect, and answering a stored answer again (marked `Idempotent-Replayed: true`).
 
 use actix_web::body::MessageBody;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use diesel::PgConnection;
 use serde::Serialize;
 
-use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::status::EventKind;
 use crate::error::{ApiError, ProblemCode};
 use crate::metrics::Metrics;
-use crate::use_cases::idempotency::{once, Answer, Answered, IdempotencyKey, KeyRefusal, KeyedRequest};
+use crate::use_cases::idempotency::{Answer, Answered, IdempotencyKey, KeyRefusal, KeyedRequest};
 
 /// The `Idempotency-Key` request header, as the OpenAPI document describes it.
 #[derive(utoipa::IntoParams)]
@@ -74,27 +71,6 @@ fn respond(answered: Answered) -> HttpResponse {
         response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
     response.body(answer.body)
-}
-
-/// Answers a write that makes an event of `kind`: runs `effect` (whose `Ok` answers are
-/// the ones worth replaying: successes, and refusals that depend on the run's state), at
-/// most once per key when `keyed`.
-pub async fn answer_write<F>(
-    db: &Database,
-    metrics: &Metrics,
-    kind: EventKind,
-    keyed: Option<KeyedRequest>,
-    effect: F,
-) -> Result<HttpResponse, ApiError>
-where
-    F: FnOnce(&mut PgConnection) -> Result<Answer, ApiError> + Send + 'static,
-{
-    let Some(keyed) = keyed else {
-        let answer = db.run(effect).await?;
-        return Ok(respond(Answered { answer, replayed: false }));
-    };
-    let answered = db.run(move |conn| once(conn, &keyed, effect)).await;
-    counted(metrics, kind, answered)
 }
 
 /// Counts a keyed write's replay or key conflict, and answers it.

@@ -8,8 +8,8 @@ use actix_web::{get, web, HttpResponse};
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::routes::listing::ListPages;
-use crate::routes::runs::start::KeyedStarts;
 use crate::use_cases::moves::ProgressBatches;
+use crate::use_cases::start::KeyedStarts;
 use crate::use_cases::start::StartBatches;
 
 /// Prometheus metrics.

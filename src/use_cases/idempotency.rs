@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::db::idempotency::{self, Claimed, KeyClaim, StoredAnswer};
+use crate::db::DbError;
 use crate::domain::access::Principal;
 use crate::domain::ids::WorkspaceId;
 
@@ -146,6 +147,22 @@ pub enum KeyConflict {
     InFlight,
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
     Reused,
+}
+
+/// Why a keyed write that was not refused for its content got no answer: its key, or
+/// the database.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyedError {
+    #[error(transparent)]
+    Key(#[from] KeyConflict),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for KeyedError {
+    fn from(error: diesel::result::Error) -> KeyedError {
+        KeyedError::Db(error.into())
+    }
 }
 
 /// Runs `effect` at most once for `keyed`: the first time, in one transaction with the

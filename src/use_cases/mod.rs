@@ -6,6 +6,8 @@
 //! Errors here are the use cases' own ([`RunError`], [`start::StartRefusal`],
 //! [`moves::ReportRefusal`]); `error.rs` maps them to HTTP.
 
+pub mod batch;
+pub mod health;
 pub mod idempotency;
 pub mod moves;
 pub mod start;

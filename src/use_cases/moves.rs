@@ -18,6 +18,8 @@ use crate::domain::counts::{Counts, CountsError};
 use crate::domain::failures::{Failure, FailureError, ReportedFailure};
 use crate::domain::ids::{RunId, WorkspaceId};
 use crate::domain::status::{self, EventKind, Transition, TransitionError};
+use crate::use_cases::batch::{together_else_alone, RACE_ATTEMPTS};
+use crate::use_cases::idempotency::{self, Answer, Answered, KeyConflict, KeyedRequest};
 
 /// The most failure entries one report may carry.
 pub const MAX_FAILURES_PER_REPORT: usize = 1000;
@@ -117,7 +119,7 @@ pub fn move_run(
 ) -> Result<OperationRunRow, RunError> {
     in_transaction(conn, |conn| {
         // Retried only when a concurrent move changed the status under us.
-        for _ in 0..5 {
+        for _ in 0..RACE_ATTEMPTS {
             let run = visible_run(conn, principal, run_id, requested.action())?;
             match apply_move(conn, &run, &principal.initiator_name, requested)? {
                 Applied::Moved(moved) => return Ok(moved),
@@ -130,6 +132,32 @@ pub fn move_run(
         }
         Err(RunError::Contended { run_id })
     })
+}
+
+/// Moves one run for a caller, as [`move_run`], and answers with `render`; with a key, at
+/// most once, the answer stored with the move and replayed to retries. A refusal of the
+/// move (the run's status decided it) is answered like a move, and replayed; a refusal of
+/// the caller (404, 403) or a passing contention is an error, not stored, so that a retry
+/// with the same key may still succeed.
+pub async fn request_move<E>(
+    db: &Database,
+    principal: Principal,
+    run_id: RunId,
+    requested: RunMove,
+    keyed: Option<KeyedRequest>,
+    render: impl FnOnce(Result<OperationRunRow, RunError>) -> Answer + Send + 'static,
+) -> Result<Answered, E>
+where
+    E: From<RunError> + From<KeyConflict> + From<DbError> + From<diesel::result::Error> + Send + 'static,
+{
+    let effect = move |conn: &mut PgConnection| match move_run(conn, &principal, run_id, &requested) {
+        decided @ (Ok(_) | Err(RunError::Refused { .. })) => Ok(render(decided)),
+        Err(other) => Err(E::from(other)),
+    };
+    match keyed {
+        None => db.run(effect).await.map(|answer| Answered { answer, replayed: false }),
+        Some(keyed) => db.run(move |conn| idempotency::once(conn, &keyed, effect)).await,
+    }
 }
 
 /// One caller's progress report on one run.
@@ -173,13 +201,12 @@ pub fn progress_batch(
     conn: &mut PgConnection,
     batch: Vec<ProgressReport>,
 ) -> Result<Vec<Result<OperationRunRow, RunError>>, DbError> {
-    match in_transaction(conn, |conn| progress_runs(conn, &batch)) {
-        Ok(answers) => Ok(answers),
-        Err(DbError::Query(_)) if batch.len() > 1 => {
-            Ok(batch.iter().map(|each| move_run(conn, &each.principal, each.run_id, &each.report)).collect())
-        }
-        Err(error) => Err(error),
-    }
+    together_else_alone(
+        conn,
+        &batch,
+        |conn, batch| in_transaction(conn, |conn| progress_runs(conn, batch)),
+        |conn, each| move_run(conn, &each.principal, each.run_id, &each.report),
+    )
 }
 
 /// [`move_run`] for each report of a batch, in one transaction, with one update per run.

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::{NewOperationRun, OperationRunRow};
@@ -20,6 +21,8 @@ use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::ids::{RunId, TenantId};
 use crate::domain::inputs::{parse_inputs, InputError};
 use crate::domain::named_enum;
+use crate::use_cases::batch::{together_else_alone, RACE_ATTEMPTS};
+use crate::use_cases::idempotency::{self, Answer, Answered, KeyedError, KeyedRequest};
 
 named_enum! {
     /// What a start does when a run already holds its identity.
@@ -173,10 +176,27 @@ pub fn start_run(conn: &mut PgConnection, planned: &PlannedStart) -> QueryResult
     }
 }
 
+/// What a start came to, without its run: for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartedKind {
+    Created,
+    Existing,
+    Held,
+}
+
+impl Started {
+    pub fn kind(&self) -> StartedKind {
+        match self {
+            Started::Created(_) => StartedKind::Created,
+            Started::Existing(_) => StartedKind::Existing,
+            Started::Held { .. } => StartedKind::Held,
+        }
+    }
+}
+
 /// Starts arriving together, each answered as [`start_run`] would answer it alone, by
 /// one transaction per batch: one statement creating the runs and their events, one
-/// commit (group commit). Keyed starts batch apart, with their keys
-/// (`routes::runs::start::KeyedStarts`).
+/// commit (group commit). Keyed starts batch apart, with their keys ([`KeyedStarts`]).
 pub struct StartBatches {
     batches: Coalescer<PlannedStart, Result<Started, DbError>>,
 }
@@ -198,6 +218,79 @@ impl StartBatches {
     }
 }
 
+/// The answer a caller gives a start, stored with its key and replayed to retries.
+pub type RenderStart = dyn Fn(&PlannedStart, Started) -> Answer + Send + Sync;
+/// What the caller does once a start made now has committed (it counts it).
+pub type OnStarted = dyn Fn(RunType, StartedKind) + Send + Sync;
+
+/// Keyed starts arriving together share one transaction and one commit (group commit):
+/// one statement claims their keys, one creates their runs ([`start_runs`]), one stores
+/// their answers ([`idempotency::once_each`]); each is answered as if made alone, one
+/// after the other. A batch the database refuses is made again one start at a time, so
+/// only the start at fault fails. Keyed moves are not batched: a batch would hold each
+/// moved run's row lock until all of it commits.
+pub struct KeyedStarts {
+    batches: Coalescer<(KeyedRequest, PlannedStart), Result<Answered, KeyedError>>,
+}
+
+/// Executors committing batches of keyed starts.
+const KEYED_EXECUTORS: usize = 2;
+
+impl KeyedStarts {
+    pub fn new(db: &Database, render: Arc<RenderStart>, on_started: Arc<OnStarted>) -> KeyedStarts {
+        let batches = db.coalescer(KEYED_EXECUTORS, move |conn, batch| {
+            keyed_start_batch(conn, batch, render.as_ref(), on_started.as_ref())
+        });
+        KeyedStarts { batches }
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.batches.stats()
+    }
+
+    pub async fn start(&self, keyed: KeyedRequest, planned: PlannedStart) -> Result<Answered, KeyedError> {
+        self.batches.submit((keyed, planned)).await?
+    }
+}
+
+/// One batch of keyed starts. `on_started` hears of a start once its transaction has
+/// committed: a batch the database refuses is rolled back and made again, and its starts
+/// must not count twice.
+fn keyed_start_batch(
+    conn: &mut PgConnection,
+    batch: Vec<(KeyedRequest, PlannedStart)>,
+    render: &RenderStart,
+    on_started: &OnStarted,
+) -> Result<Vec<Result<Answered, KeyedError>>, DbError> {
+    together_else_alone(
+        conn,
+        &batch,
+        |conn, batch| {
+            let mut made = Vec::new();
+            let answers = idempotency::once_each(conn, batch, |conn, due: Vec<&PlannedStart>| {
+                let started = start_runs(conn, &due).map_err(DbError::from)?;
+                made =
+                    due.iter().zip(&started).map(|(planned, started)| (planned.run.run_type, started.kind())).collect();
+                Ok::<_, DbError>(due.iter().zip(started).map(|(planned, started)| render(planned, started)).collect())
+            })?;
+            made.into_iter().for_each(|(run_type, kind)| on_started(run_type, kind));
+            Ok(answers.into_iter().map(|answered| answered.map_err(KeyedError::from)).collect())
+        },
+        |conn, (keyed, planned)| {
+            let mut made = None;
+            let answered = idempotency::once(conn, keyed, |conn| {
+                let started = start_run(conn, planned)?;
+                made = Some(started.kind());
+                Ok::<_, KeyedError>(render(planned, started))
+            });
+            if let (Ok(_), Some(kind)) = (&answered, made) {
+                on_started(planned.run.run_type, kind);
+            }
+            answered
+        },
+    )
+}
+
 /// One batch of starts. A statement that fails (a row the database refuses) fails the
 /// batch's transaction, so then each start is made on its own, and only the start at
 /// fault fails.
@@ -205,13 +298,12 @@ pub fn start_batch(
     conn: &mut PgConnection,
     batch: Vec<PlannedStart>,
 ) -> Result<Vec<Result<Started, DbError>>, DbError> {
-    match start_runs(conn, &batch).map_err(DbError::from) {
-        Ok(started) => Ok(started.into_iter().map(Ok).collect()),
-        Err(DbError::Query(_)) if batch.len() > 1 => {
-            Ok(batch.iter().map(|planned| start_run(conn, planned).map_err(DbError::from)).collect())
-        }
-        Err(error) => Err(error),
-    }
+    together_else_alone(
+        conn,
+        &batch,
+        |conn, batch| Ok(start_runs(conn, batch)?.into_iter().map(Ok).collect()),
+        |conn, planned| start_run(conn, planned).map_err(DbError::from),
+    )
 }
 
 /// [`start_run`] for several starts in one transaction, each answered as if made alone,
@@ -301,7 +393,7 @@ fn create_in_passes<K>(
     let mut todo = batch;
     // Each pass sees freshly committed rows (READ COMMITTED): if a holder completed
     // between our insert and our look, the next insert succeeds.
-    for _ in 0..5 {
+    for _ in 0..RACE_ATTEMPTS {
         if todo.is_empty() {
             break;
         }

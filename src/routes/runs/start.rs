@@ -2,16 +2,16 @@
 //! policy enforced by the database.
 
 use crate::routes::links;
+use std::sync::Arc;
+
 use actix_web::{http::header, post, web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use diesel::PgConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::{json, RunView};
-use crate::db::coalesce::{BatchStats, Coalescer};
 use crate::db::models::OperationRunRow;
-use crate::db::{Database, DbError};
+use crate::db::Database;
 use crate::domain::access::Principal;
 use crate::domain::catalog::RunType;
 use crate::domain::identity::IdentityPolicy;
@@ -19,8 +19,9 @@ use crate::domain::status::EventKind;
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
 use crate::routes::idempotent::{answer, counted, keyed_request, IdempotencyKeyHeader};
-use crate::use_cases::idempotency::{self, Answered, KeyedRequest};
-use crate::use_cases::start::{self, plan_start, OnConflict, PlannedStart, StartBatches, StartRequest, Started};
+use crate::use_cases::start::{
+    plan_start, KeyedStarts, OnConflict, PlannedStart, StartBatches, StartRequest, Started, StartedKind,
+};
 
 /// What to start. Its OpenAPI schema is derived from the catalog: one shape per type.
 #[derive(Deserialize, Serialize)]
@@ -129,108 +130,42 @@ pub async fn start_run(
     let planned = plan_start(&principal, request.into())?;
     let (run_type, policy) = (planned.run.run_type, planned.run.identity_policy);
     let Some(keyed) = keyed else {
-        let (outcome, response) = started_answer(run_type, policy, batches.start(planned).await?);
-        outcome.count(&metrics, run_type);
-        return Ok(response);
+        let started = batches.start(planned).await?;
+        count(&metrics, run_type, started.kind());
+        return Ok(started_answer(run_type, policy, started));
     };
-    let answered = keyed_starts.batches.submit((keyed, planned)).await.map_err(ApiError::from);
-    counted(&metrics, EventKind::Created, answered.and_then(|answered| answered))
+    let answered = keyed_starts.start(keyed, planned).await.map_err(ApiError::from);
+    counted(&metrics, EventKind::Created, answered)
 }
 
-/// Keyed starts arriving together share one transaction and one commit (group commit):
-/// one statement claims their keys, one creates their runs ([`start::start_runs`]), one
-/// stores their answers ([`idempotency::once_each`]); each is answered as if made alone,
-/// one after the other. A batch the database refuses (one row it will not take, a
-/// deadlock with another batch) is made again one start at a time, so only the start at
-/// fault fails. Keyed moves are not batched: a batch would hold each moved run's row lock
-/// until all of it commits.
-pub struct KeyedStarts {
-    batches: Coalescer<(KeyedRequest, PlannedStart), Result<Answered, ApiError>>,
+/// The keyed starts' group commit, answering and counting each start as a lone one is.
+pub fn keyed_starts(db: &Database, metrics: web::Data<Metrics>) -> KeyedStarts {
+    KeyedStarts::new(
+        db,
+        Arc::new(|planned: &PlannedStart, started| {
+            answer(started_answer(planned.run.run_type, planned.run.identity_policy, started))
+        }),
+        Arc::new(move |run_type, kind| count(&metrics, run_type, kind)),
+    )
 }
 
-/// Executors committing batches of keyed starts.
-const KEYED_EXECUTORS: usize = 2;
-
-impl KeyedStarts {
-    pub fn new(db: &Database, metrics: web::Data<Metrics>) -> KeyedStarts {
-        let batches = db.coalescer(KEYED_EXECUTORS, move |conn, batch| keyed_batch(conn, &metrics, batch));
-        KeyedStarts { batches }
-    }
-
-    pub fn stats(&self) -> BatchStats {
-        self.batches.stats()
-    }
-}
-
-/// Outcomes are counted once their transaction has committed: a batch the database
-/// refuses is rolled back and made again, and its starts must not count twice.
-fn keyed_batch(
-    conn: &mut PgConnection,
-    metrics: &Metrics,
-    batch: Vec<(KeyedRequest, PlannedStart)>,
-) -> Result<Vec<Result<Answered, ApiError>>, DbError> {
-    let render = |planned: &PlannedStart, started| {
-        let (outcome, response) = started_answer(planned.run.run_type, planned.run.identity_policy, started);
-        ((outcome, planned.run.run_type), answer(response))
+/// Counts what a start came to, once it is final (committed).
+fn count(metrics: &Metrics, run_type: RunType, kind: StartedKind) {
+    let counter = match kind {
+        StartedKind::Created => &metrics.runs_started,
+        StartedKind::Existing => &metrics.existing_runs_answered,
+        StartedKind::Held => &metrics.duplicate_refusals,
     };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let together = idempotency::once_each(conn, &batch, |conn, due: Vec<&PlannedStart>| {
-        let started = start::start_runs(conn, &due).map_err(DbError::from)?;
-        let (counted, answers): (Vec<_>, Vec<_>) =
-            due.iter().zip(started).map(|(planned, started)| render(planned, started)).unzip();
-        outcomes = counted;
-        Ok::<_, DbError>(answers)
-    });
-    match together {
-        Ok(answers) => {
-            outcomes.into_iter().for_each(|(outcome, run_type)| outcome.count(metrics, run_type));
-            Ok(answers.into_iter().map(|answered| answered.map_err(ApiError::from)).collect())
-        }
-        Err(DbError::Query(_)) => Ok(batch
-            .iter()
-            .map(|(keyed, planned)| {
-                let mut outcome = None;
-                let answered = idempotency::once(conn, keyed, |conn| {
-                    let (counted, answer) = render(planned, start::start_run(conn, planned)?);
-                    outcome = Some(counted);
-                    Ok(answer)
-                });
-                if let (Ok(_), Some((outcome, run_type))) = (&answered, outcome) {
-                    outcome.count(metrics, run_type);
-                }
-                answered
-            })
-            .collect()),
-        Err(error) => Err(error),
-    }
+    counter.with_label_values(&[run_type.as_str()]).inc();
 }
 
-/// What a start came to, for `/metrics`.
-#[derive(Clone, Copy, Debug)]
-enum StartOutcome {
-    Created,
-    Existing,
-    Refused,
-}
-
-impl StartOutcome {
-    fn count(self, metrics: &Metrics, run_type: RunType) {
-        let counter = match self {
-            StartOutcome::Created => &metrics.runs_started,
-            StartOutcome::Existing => &metrics.existing_runs_answered,
-            StartOutcome::Refused => &metrics.duplicate_refusals,
-        };
-        counter.with_label_values(&[run_type.as_str()]).inc();
-    }
-}
-
-/// The answer to a start, and what it came to (counted by the caller once it is final).
-fn started_answer(run_type: RunType, policy: IdentityPolicy, started: Started) -> (StartOutcome, HttpResponse) {
+/// The answer to a start.
+fn started_answer(run_type: RunType, policy: IdentityPolicy, started: Started) -> HttpResponse {
     match started {
-        Started::Created(run) => (StartOutcome::Created, started_response(HttpResponse::Created(), *run, true)),
-        Started::Existing(run) => (StartOutcome::Existing, started_response(HttpResponse::Ok(), *run, false)),
+        Started::Created(run) => started_response(HttpResponse::Created(), *run, true),
+        Started::Existing(run) => started_response(HttpResponse::Ok(), *run, false),
         Started::Held { existing_run_id } => {
-            (StartOutcome::Refused, ApiError::duplicate_run(run_type, policy, existing_run_id).error_response())
+            ApiError::duplicate_run(run_type, policy, existing_run_id).error_response()
         }
     }
 }

@@ -14,10 +14,9 @@ use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, FinalOutcome, Transition};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-use crate::routes::idempotent::{answer, answer_write, keyed_request, IdempotencyKeyHeader, IDEMPOTENT_REPLAYED};
+use crate::routes::idempotent::{answer, counted, keyed_request, IdempotencyKeyHeader, IDEMPOTENT_REPLAYED};
 use crate::use_cases::idempotency::KeyedRequest;
-use crate::use_cases::moves::{move_run, ProgressBatches, ProgressReport, RunMove};
-use crate::use_cases::RunError;
+use crate::use_cases::moves::{request_move, ProgressBatches, ProgressReport, RunMove};
 
 /// A progress report.
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -60,14 +59,12 @@ async fn respond_with_move(
     requested: RunMove,
 ) -> Result<HttpResponse, ApiError> {
     let kind = requested.transition.event_kind();
-    let response = answer_write(db, metrics, kind, keyed, move |conn| {
-        match move_run(conn, &principal, RunId(run_id), &requested) {
-            Ok(moved) => Ok(answer(json::respond(HttpResponse::Ok(), json::run(&moved)))),
-            Err(refused @ RunError::Refused { .. }) => Ok(answer(ApiError::from(refused).error_response())),
-            Err(other) => Err(other.into()),
-        }
+    let answered = request_move::<ApiError>(db, principal, RunId(run_id), requested, keyed, |decided| match decided {
+        Ok(moved) => answer(json::respond(HttpResponse::Ok(), json::run(&moved))),
+        Err(refused) => answer(ApiError::from(refused).error_response()),
     })
-    .await?;
+    .await;
+    let response = counted(metrics, kind, answered)?;
     // Counted once committed: a keyed move whose answer could not be stored was rolled
     // back whole. Only a move answers 200, and a replayed answer moved nothing now.
     if response.status() == StatusCode::OK && !response.headers().contains_key(IDEMPOTENT_REPLAYED) {
