@@ -136,6 +136,29 @@ pub fn apply(
     }
 }
 
+/// Which statuses a list asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusFilter {
+    Is(RunStatus),
+    /// Queued or running.
+    Active,
+}
+
+impl StatusFilter {
+    const ACTIVE: &'static str = "active";
+    /// Every name a client may filter by: each status, and `active`.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        RunStatus::ALL.into_iter().map(RunStatus::as_str).chain([StatusFilter::ACTIVE])
+    }
+
+    pub fn parse(name: &str) -> Option<StatusFilter> {
+        match name {
+            StatusFilter::ACTIVE => Some(StatusFilter::Active),
+            name => RunStatus::parse(name).map(StatusFilter::Is),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,12 +12,13 @@ use serde::de::DeserializeOwned;
 
 use super::runs::json::PageWriter;
 use crate::db::run_fields::RunFields;
-use crate::db::runs::{self, RunQuery, StatusFilter};
+use crate::db::runs::{self, RunQuery};
 use crate::db::shared_reads::SharedReads;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
 use crate::domain::one_of;
 use crate::domain::status::Outcome;
+use crate::domain::status::StatusFilter;
 use crate::error::{ApiError, ProblemCode};
 use crate::pagination::{self, ListRequest};
 use crate::routes::encoding::SharedBody;

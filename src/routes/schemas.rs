@@ -6,10 +6,10 @@ use serde_json::json;
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, RefOr};
 
-use crate::db::runs::StatusFilter;
 use crate::domain::catalog::{InputKind, Requirement, Scope, TypeSpec, CATALOG};
 use crate::domain::counts::{COUNT_KEYS, MAX_COUNT};
 use crate::domain::inputs::{Trigger, MAX_KEY_CHARS};
+use crate::domain::status::StatusFilter;
 use crate::use_cases::start::OnConflict;
 
 fn input_schema(kind: InputKind, triggers: &[Trigger]) -> Schema {

@@ -377,9 +377,10 @@ fn rows_read_by_this_session(conn: &mut diesel::PgConnection) -> i64 {
 fn a_filtered_page_reads_its_index_range_not_the_newer_runs_that_do_not_match() {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
-    use opsrun::db::runs::{list, RunQuery, StatusFilter};
+    use opsrun::db::runs::{list, RunQuery};
     use opsrun::domain::catalog::{RunType, BACKUP_SCHEDULE_TYPES};
     use opsrun::domain::ids::{TenantId, WorkspaceId};
+    use opsrun::domain::status::StatusFilter;
     use opsrun::domain::status::{Outcome, RunStatus};
 
     let mut conn = <diesel::PgConnection as Connection>::establish(&crate::helpers::fresh_database()).unwrap();
@@ -458,9 +459,10 @@ fn a_filtered_page_reads_its_index_range_not_the_newer_runs_that_do_not_match() 
 async fn a_page_read_from_the_drivers_buffer_holds_what_the_owned_rows_hold() {
     use chrono::{Duration, Utc};
     use diesel::{sql_query, RunQueryDsl};
-    use opsrun::db::runs::{self, RunQuery, StatusFilter};
+    use opsrun::db::runs::{self, RunQuery};
     use opsrun::domain::catalog::RunType;
     use opsrun::domain::ids::{TenantId, WorkspaceId};
+    use opsrun::domain::status::StatusFilter;
     use opsrun::domain::status::{Outcome, RunStatus};
     use opsrun::seed::{seed, SeedPlan};
     use proptest::prelude::*;
