@@ -15,7 +15,6 @@ pub mod live;
 pub mod metrics;
 pub mod observability;
 pub mod openapi;
-pub mod pagination;
 pub mod reaper;
 pub mod routes;
 pub mod seed;

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actix_web::web;
 use anyhow::anyhow;
 use diesel::connection::{CacheSize, Connection as _, SimpleConnection};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
@@ -196,11 +195,12 @@ impl Database {
         E: From<DbError> + Send + 'static,
     {
         let connections = Arc::clone(&self.connections);
-        let blocking = web::block(move || connections.run_blocking(work));
+        // On the calling runtime's blocking pool: under actix-web, the HTTP worker's own.
+        let blocking = tokio::task::spawn_blocking(move || connections.run_blocking(work));
         match tokio::time::timeout(self.connections.work_timeout, blocking).await {
             Ok(Ok(finished)) => finished,
-            // The blocking pool is gone: the server is shutting down.
-            Ok(Err(_blocking)) => Err(DbError::Unavailable.into()),
+            // The blocking pool is gone (the server is shutting down), or the work panicked.
+            Ok(Err(_joined)) => Err(DbError::Unavailable.into()),
             Err(_elapsed) => Err(DbError::Timeout.into()),
         }
     }

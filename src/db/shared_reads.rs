@@ -85,7 +85,7 @@ where
         if start {
             let shared = Arc::clone(&self.shared);
             // Not awaited: the executor answers through the waiters' senders.
-            drop(actix_web::rt::task::spawn_blocking(move || shared.execute(&connections, slot)));
+            drop(tokio::task::spawn_blocking(move || shared.execute(&connections, slot)));
         }
         wait(answered, timeout).await
     }

@@ -24,7 +24,7 @@ use crate::domain::inputs::InputError;
 use crate::domain::status::TransitionError;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::live::SubscribeError;
-use crate::pagination::{self, ListRequest};
+use crate::routes::pagination::{self, ListRequest};
 use crate::routes::runs::start::StartRunRequest;
 use crate::use_cases::idempotency::{KeyConflict, KeyRefusal};
 use crate::use_cases::moves::ReportRefusal;

@@ -15,7 +15,7 @@ use crate::domain::inputs::{format_minute, Trigger};
 use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::pagination::ListRequest;
+use crate::routes::pagination::ListRequest;
 use crate::routes::reads::{ReadAfterHeader, Reader};
 
 /// Filters of a schedule's history. Time bounds are half-open: `scheduled_after`

@@ -20,8 +20,8 @@ use crate::domain::one_of;
 use crate::domain::status::Outcome;
 use crate::domain::status::StatusFilter;
 use crate::error::{ApiError, ProblemCode};
-use crate::pagination::{self, ListRequest};
 use crate::routes::encoding::SharedBody;
+use crate::routes::pagination::{self, ListRequest};
 use crate::routes::reads::Reader;
 
 /// Parses the query string into `T`; any problem is a 400 naming it.

@@ -12,6 +12,7 @@ pub mod links;
 pub mod listing;
 pub mod metrics;
 pub mod operation_types;
+pub mod pagination;
 pub mod reads;
 pub mod runs;
 pub mod schemas;

@@ -10,11 +10,11 @@ use crate::domain::catalog::RunType;
 use crate::domain::ids::TenantId;
 use crate::domain::status::Outcome;
 use crate::error::{ApiError, Problem};
-use crate::pagination::ListRequest;
 use crate::routes::listing::{
     parse_outcomes, parse_query, parse_status, parse_time, parse_types, positive_id, respond_with_page, visible_query,
     ListPages,
 };
+use crate::routes::pagination::ListRequest;
 use crate::routes::reads::{ReadAfterHeader, Reader};
 
 /// Filters of `GET /v1/runs`. Time bounds are half-open: `*_after` inclusive, `*_before` exclusive.
