@@ -111,56 +111,244 @@ pub struct SettingDoc {
     pub meaning: &'static str,
 }
 
-const fn doc(name: &'static str, default: &'static str, meaning: &'static str) -> SettingDoc {
-    SettingDoc { name, default, meaning }
+/// What a setting is when its variable is absent.
+#[derive(Clone, Copy, Debug)]
+enum Fallback {
+    /// This text, read as if it had been given (and documented as the default).
+    Text(&'static str),
+    /// Worked out at startup, as this documents.
+    Derived(&'static str),
+    /// Nothing; this says what that means.
+    Unset(&'static str),
 }
+
+/// One setting: the single place that names its variable, its default, what it means and
+/// how its text is read.
+pub struct Setting<T> {
+    pub name: &'static str,
+    fallback: Fallback,
+    pub meaning: &'static str,
+    read: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Setting<T> {
+    const fn new(
+        name: &'static str,
+        fallback: Fallback,
+        meaning: &'static str,
+        read: fn(&str) -> Result<T, String>,
+    ) -> Self {
+        Setting { name, fallback, meaning, read }
+    }
+
+    pub const fn doc(&self) -> SettingDoc {
+        let default = match self.fallback {
+            Fallback::Text(text) | Fallback::Derived(text) | Fallback::Unset(text) => text,
+        };
+        SettingDoc { name: self.name, default, meaning: self.meaning }
+    }
+
+    /// The value given in the environment, else the default text's (`None` when the
+    /// default is derived or unset). A bad value names the setting.
+    fn value(&self, lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<T>, ConfigError> {
+        let given = lookup(self.name);
+        let text = match (&given, self.fallback) {
+            (Some(text), _) => text.as_str(),
+            (None, Fallback::Text(text)) => text,
+            (None, Fallback::Derived(_) | Fallback::Unset(_)) => return Ok(None),
+        };
+        (self.read)(text).map(Some).map_err(|problem| bad(self.name, problem))
+    }
+
+    /// [`Setting::value`] for a setting whose default is text: always a value.
+    fn read(&self, lookup: &impl Fn(&str) -> Option<String>) -> Result<T, ConfigError> {
+        Ok(self.value(lookup)?.expect("a setting with a text default always has a value"))
+    }
+}
+
+use Fallback::{Derived, Text, Unset};
+
+pub const DATABASE_URL: Setting<SecretString> =
+    Setting::new("DATABASE_URL", Unset("embedded PostgreSQL"), "postgres://user:password@host:5432/db", secret);
+pub const DATABASE_DIRECT_URL: Setting<SecretString> = Setting::new(
+    "DATABASE_DIRECT_URL",
+    Unset("DATABASE_URL"),
+    "a direct connection (not a transaction pooler) for migrations and the live listener",
+    secret,
+);
+pub const DATABASE_READ_URL: Setting<SecretString> = Setting::new(
+    "DATABASE_READ_URL",
+    Unset("-"),
+    "a read replica: lists, views, events, history and stream catch-up read there",
+    secret,
+);
+pub const MAX_REPLICA_LAG: Setting<Duration> = Setting::new(
+    "OPSRUN_MAX_REPLICA_LAG",
+    Text("1s"),
+    "how far behind the replica may fall before reads go to the primary",
+    |text| duration_within(text, Duration::from_millis(200), Duration::from_secs(3600), "from 200ms to 1h, such as 1s"),
+);
+pub const DB_STATEMENT_CACHE: Setting<bool> = Setting::new(
+    "OPSRUN_DB_STATEMENT_CACHE",
+    Text("on"),
+    "`off` behind a transaction pooler such as PgBouncer: no named prepared statements",
+    on_off,
+);
+pub const BIND: Setting<SocketAddr> = Setting::new("OPSRUN_BIND", Text("127.0.0.1:8080"), "listen address", |text| {
+    text.parse().map_err(|_| format!("`{text}` is not an address:port such as 127.0.0.1:8080"))
+});
+pub const JWT_SECRET: Setting<String> = Setting::new(
+    "OPSRUN_JWT_SECRET",
+    Unset("dev secret (embedded mode only)"),
+    "HS256 secret, at least 32 bytes",
+    |secret| match secret.len() {
+        short if short < MIN_SECRET_BYTES => {
+            Err(format!("is {short} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"))
+        }
+        _ => Ok(secret.to_owned()),
+    },
+);
+pub const JWT_PUBLIC_KEY_FILE: Setting<JwtKey> = Setting::new(
+    "OPSRUN_JWT_PUBLIC_KEY_FILE",
+    Unset("-"),
+    "PEM public key: RSA means RS256, EC P-256 means ES256 (instead of the secret)",
+    |path| {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        JwtKey::from_public_pem(pem).map_err(|e| format!("`{path}` {e}"))
+    },
+);
+pub const JWT_ISSUER: Setting<String> =
+    Setting::new("OPSRUN_JWT_ISSUER", Unset("-"), "when set, tokens must carry this `iss`", any_text);
+pub const JWT_AUDIENCE: Setting<String> =
+    Setting::new("OPSRUN_JWT_AUDIENCE", Unset("-"), "when set, tokens must carry this `aud`", any_text);
+pub const JWT_LEEWAY: Setting<Duration> = Setting::new(
+    "OPSRUN_JWT_LEEWAY",
+    Text("60s"),
+    "clock skew accepted on a token's `exp` and `nbf`, 0s to 10m",
+    |text| duration_within(text, Duration::ZERO, Duration::from_secs(600), "from 0s to 10m, such as 60s"),
+);
+pub const DB_POOL_SIZE: Setting<u32> = Setting::new(
+    "OPSRUN_DB_POOL_SIZE",
+    Derived("10 (embedded: 2 x CPU count, 4 to 10)"),
+    "database connections per instance, and so the requests at the database at once",
+    |text| whole_number(text, 1..=1000),
+);
+pub const DB_POOL_TIMEOUT_MS: Setting<u64> = Setting::new(
+    "OPSRUN_DB_POOL_TIMEOUT_MS",
+    Text("2000"),
+    "longest wait for a connection before answering 503",
+    |text| whole_number(text, 10..=60_000),
+);
+pub const WORKERS: Setting<usize> =
+    Setting::new("OPSRUN_WORKERS", Derived("CPU count"), "HTTP worker threads", |text| whole_number(text, 1..=256));
+pub const REQUEST_TIMEOUT_MS: Setting<u64> = Setting::new(
+    "OPSRUN_REQUEST_TIMEOUT_MS",
+    Text("10000"),
+    "longest database work of one request (and statement timeout); then 503",
+    |text| whole_number(text, 100..=600_000),
+);
+pub const MAX_STREAMS: Setting<usize> = Setting::new(
+    "OPSRUN_MAX_STREAMS",
+    Text("1000"),
+    "live streams and long-polls per instance; past it, 503 stream_limit_reached",
+    |text| whole_number(text, 1..=100_000),
+);
+pub const REAP_INTERVAL: Setting<Option<Duration>> = Setting::new(
+    "OPSRUN_REAP_INTERVAL",
+    Text("60s"),
+    "how often `serve` reaps stale runs; `off` to leave it to `opsrun reap`",
+    |text| match text.trim() {
+        "off" => Ok(None),
+        _ => duration_within(text, Duration::from_millis(100), Duration::MAX, "of at least 100ms, such as 60s")
+            .map(Some)
+            .map_err(|_| format!("`{text}` is not `off` or a duration of at least 100ms, such as 60s")),
+    },
+);
+pub const STALE_LIMITS: Setting<StaleLimits> = Setting::new(
+    "OPSRUN_STALE_LIMITS",
+    Derived("3 x expected"),
+    "per-type overrides, e.g. `inventory_sync=45m,restore_execute=4h`",
+    StaleLimits::parse,
+);
+pub const DATA_DIR: Setting<PathBuf> =
+    Setting::new("OPSRUN_DATA_DIR", Text(".opsrun"), "where the embedded database and the dev secret live", |text| {
+        Ok(PathBuf::from(text))
+    });
+pub const LOG_FORMAT: Setting<LogFormat> =
+    Setting::new("OPSRUN_LOG_FORMAT", Text("text"), "`text` or `json`", |text| match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}` is neither `text` nor `json`")),
+    });
+pub const CORS_ORIGINS: Setting<CorsOrigins> = Setting::new(
+    "OPSRUN_CORS_ORIGINS",
+    Unset("-"),
+    "browser origins that may call the API: a comma-separated list of exact origins, or `*`",
+    CorsOrigins::parse,
+);
+/// Read by the log filter (`telemetry`), not by [`Settings`].
+pub const RUST_LOG: Setting<String> = Setting::new("RUST_LOG", Text("info"), "log filter", any_text);
 
 /// Every setting, in the order they are documented. A test checks that this is exactly
 /// what `Settings::from_lookup` reads (plus `RUST_LOG`), and that README lists them.
 pub const SETTINGS: [SettingDoc; 22] = [
-    doc("DATABASE_URL", "embedded PostgreSQL", "postgres://user:password@host:5432/db"),
-    doc(
-        "DATABASE_DIRECT_URL",
-        "DATABASE_URL",
-        "a direct connection (not a transaction pooler) for migrations and the live listener",
-    ),
-    doc("DATABASE_READ_URL", "-", "a read replica: lists, views, events, history and stream catch-up read there"),
-    doc("OPSRUN_MAX_REPLICA_LAG", "1s", "how far behind the replica may fall before reads go to the primary"),
-    doc(
-        "OPSRUN_DB_STATEMENT_CACHE",
-        "on",
-        "`off` behind a transaction pooler such as PgBouncer: no named prepared statements",
-    ),
-    doc("OPSRUN_BIND", "127.0.0.1:8080", "listen address"),
-    doc("OPSRUN_JWT_SECRET", "dev secret (embedded mode only)", "HS256 secret, at least 32 bytes"),
-    doc(
-        "OPSRUN_JWT_PUBLIC_KEY_FILE",
-        "-",
-        "PEM public key: RSA means RS256, EC P-256 means ES256 (instead of the secret)",
-    ),
-    doc("OPSRUN_JWT_ISSUER", "-", "when set, tokens must carry this `iss`"),
-    doc("OPSRUN_JWT_AUDIENCE", "-", "when set, tokens must carry this `aud`"),
-    doc("OPSRUN_JWT_LEEWAY", "60s", "clock skew accepted on a token's `exp` and `nbf`, 0s to 10m"),
-    doc(
-        "OPSRUN_DB_POOL_SIZE",
-        "10 (embedded: 2 x CPU count, 4 to 10)",
-        "database connections per instance, and so the requests at the database at once",
-    ),
-    doc("OPSRUN_DB_POOL_TIMEOUT_MS", "2000", "longest wait for a connection before answering 503"),
-    doc("OPSRUN_WORKERS", "CPU count", "HTTP worker threads"),
-    doc("OPSRUN_REQUEST_TIMEOUT_MS", "10000", "longest database work of one request (and statement timeout); then 503"),
-    doc("OPSRUN_MAX_STREAMS", "1000", "live streams and long-polls per instance; past it, 503 stream_limit_reached"),
-    doc("OPSRUN_REAP_INTERVAL", "60s", "how often `serve` reaps stale runs; `off` to leave it to `opsrun reap`"),
-    doc("OPSRUN_STALE_LIMITS", "3 x expected", "per-type overrides, e.g. `inventory_sync=45m,restore_execute=4h`"),
-    doc("OPSRUN_DATA_DIR", ".opsrun", "where the embedded database and the dev secret live"),
-    doc("OPSRUN_LOG_FORMAT", "text", "`text` or `json`"),
-    doc(
-        "OPSRUN_CORS_ORIGINS",
-        "-",
-        "browser origins that may call the API: a comma-separated list of exact origins, or `*`",
-    ),
-    doc("RUST_LOG", "info", "log filter"),
+    DATABASE_URL.doc(),
+    DATABASE_DIRECT_URL.doc(),
+    DATABASE_READ_URL.doc(),
+    MAX_REPLICA_LAG.doc(),
+    DB_STATEMENT_CACHE.doc(),
+    BIND.doc(),
+    JWT_SECRET.doc(),
+    JWT_PUBLIC_KEY_FILE.doc(),
+    JWT_ISSUER.doc(),
+    JWT_AUDIENCE.doc(),
+    JWT_LEEWAY.doc(),
+    DB_POOL_SIZE.doc(),
+    DB_POOL_TIMEOUT_MS.doc(),
+    WORKERS.doc(),
+    REQUEST_TIMEOUT_MS.doc(),
+    MAX_STREAMS.doc(),
+    REAP_INTERVAL.doc(),
+    STALE_LIMITS.doc(),
+    DATA_DIR.doc(),
+    LOG_FORMAT.doc(),
+    CORS_ORIGINS.doc(),
+    RUST_LOG.doc(),
 ];
+
+fn secret(text: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(text))
+}
+
+fn any_text(text: &str) -> Result<String, String> {
+    Ok(text.to_owned())
+}
+
+fn on_off(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("`{other}` is neither `on` nor `off`")),
+    }
+}
+
+fn whole_number<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match text.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number from {} to {}", range.start(), range.end())),
+    }
+}
+
+/// A duration such as `60s` or `1h30m` from `min` to `max`; `range` says which, for a person.
+fn duration_within(text: &str, min: Duration, max: Duration, range: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) if (min..=max).contains(&duration) => Ok(duration),
+        _ => Err(format!("`{text}` is not a duration {range}")),
+    }
+}
 
 /// Connections per instance unless `OPSRUN_DB_POOL_SIZE` says otherwise. Each request at
 /// the database holds a thread as well as a connection, and decodes and renders its rows
@@ -202,22 +390,6 @@ fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting, problem: problem.into() }
 }
 
-fn parse_number<T>(
-    setting: &'static str,
-    value: Option<String>,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(text) = value else { return Ok(default) };
-    match text.trim().parse::<T>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(bad(setting, format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()))),
-    }
-}
-
 impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {
         Settings::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -225,140 +397,43 @@ impl Settings {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let bind = match lookup("OPSRUN_BIND") {
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(text) => text
-                .parse()
-                .map_err(|_| bad("OPSRUN_BIND", format!("`{text}` is not an address:port such as 127.0.0.1:8080")))?,
+        if lookup(JWT_SECRET.name).is_some() && lookup(JWT_PUBLIC_KEY_FILE.name).is_some() {
+            return Err(bad(JWT_SECRET.name, format!("set either it or {}, not both", JWT_PUBLIC_KEY_FILE.name)));
+        }
+        let jwt_key = match JWT_SECRET.value(&lookup)? {
+            Some(secret) => Some(JwtKey::Hs256(SecretSlice::from(secret.into_bytes()))),
+            None => JWT_PUBLIC_KEY_FILE.value(&lookup)?,
         };
-
-        let jwt_key = match (lookup("OPSRUN_JWT_SECRET"), lookup("OPSRUN_JWT_PUBLIC_KEY_FILE")) {
-            (Some(_), Some(_)) => {
-                return Err(bad("OPSRUN_JWT_SECRET", "set either it or OPSRUN_JWT_PUBLIC_KEY_FILE, not both"))
-            }
-            (Some(secret), None) if secret.len() < MIN_SECRET_BYTES => {
-                return Err(bad(
-                    "OPSRUN_JWT_SECRET",
-                    format!("is {} bytes; use at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)", secret.len()),
-                ))
-            }
-            (Some(secret), None) => Some(JwtKey::Hs256(SecretSlice::from(secret.into_bytes()))),
-            (None, Some(path)) => {
-                let pem = std::fs::read(&path)
-                    .map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("cannot read `{path}`: {e}")))?;
-                Some(
-                    JwtKey::from_public_pem(pem)
-                        .map_err(|e| bad("OPSRUN_JWT_PUBLIC_KEY_FILE", format!("`{path}` {e}")))?,
-                )
-            }
-            (None, None) => None,
-        };
-
-        let log_format = match lookup("OPSRUN_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(bad("OPSRUN_LOG_FORMAT", format!("`{other}` is neither `text` nor `json`"))),
-        };
-
-        let reap_interval = match lookup("OPSRUN_REAP_INTERVAL").as_deref().map(str::trim) {
-            None => Some(Duration::from_secs(60)),
-            Some("off") => None,
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(interval) if interval >= Duration::from_millis(100) => Some(interval),
-                _ => {
-                    return Err(bad(
-                        "OPSRUN_REAP_INTERVAL",
-                        format!("`{text}` is not `off` or a duration of at least 100ms, such as 60s"),
-                    ))
-                }
-            },
-        };
-        let stale_limits = match lookup("OPSRUN_STALE_LIMITS") {
-            None => StaleLimits::default(),
-            Some(text) => StaleLimits::parse(&text).map_err(|e| bad("OPSRUN_STALE_LIMITS", e))?,
-        };
-
-        let jwt_leeway = match lookup("OPSRUN_JWT_LEEWAY") {
-            None => Duration::from_secs(60),
-            Some(text) => match humantime::parse_duration(text.trim()) {
-                Ok(leeway) if leeway <= Duration::from_secs(600) => leeway,
-                _ => {
-                    return Err(bad(
-                        "OPSRUN_JWT_LEEWAY",
-                        format!("`{text}` is not a duration from 0s to 10m, such as 60s"),
-                    ))
-                }
-            },
-        };
-
-        let max_replica_lag = match lookup("OPSRUN_MAX_REPLICA_LAG") {
-            None => Duration::from_secs(1),
-            Some(text) => match humantime::parse_duration(text.trim()) {
-                Ok(lag) if (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&lag) => lag,
-                _ => {
-                    return Err(bad(
-                        "OPSRUN_MAX_REPLICA_LAG",
-                        format!("`{text}` is not a duration from 200ms to 1h, such as 1s"),
-                    ))
-                }
-            },
-        };
-        let statement_cache = match lookup("OPSRUN_DB_STATEMENT_CACHE").as_deref().map(str::trim) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(bad("OPSRUN_DB_STATEMENT_CACHE", format!("`{other}` is neither `on` nor `off`")))
-            }
-        };
-        let database_url = lookup("DATABASE_URL").map(SecretString::from);
-        let database_direct_url = lookup("DATABASE_DIRECT_URL").map(SecretString::from);
-        let database_read_url = lookup("DATABASE_READ_URL").map(SecretString::from);
+        let database_url = DATABASE_URL.value(&lookup)?;
+        let database_direct_url = DATABASE_DIRECT_URL.value(&lookup)?;
+        let database_read_url = DATABASE_READ_URL.value(&lookup)?;
         if database_url.is_none() && (database_direct_url.is_some() || database_read_url.is_some()) {
-            let setting = if database_direct_url.is_some() { "DATABASE_DIRECT_URL" } else { "DATABASE_READ_URL" };
+            let setting = if database_direct_url.is_some() { DATABASE_DIRECT_URL.name } else { DATABASE_READ_URL.name };
             return Err(bad(setting, "needs DATABASE_URL: the embedded PostgreSQL has neither a pooler nor a replica"));
         }
-
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let embedded = database_url.is_none();
         Ok(Settings {
             database_url,
             database_direct_url,
             database_read_url,
-            max_replica_lag,
-            statement_cache,
-            bind,
+            max_replica_lag: MAX_REPLICA_LAG.read(&lookup)?,
+            statement_cache: DB_STATEMENT_CACHE.read(&lookup)?,
+            bind: BIND.read(&lookup)?,
             jwt_key,
-            jwt_issuer: lookup("OPSRUN_JWT_ISSUER"),
-            jwt_audience: lookup("OPSRUN_JWT_AUDIENCE"),
-            jwt_leeway,
-            pool_size: parse_number(
-                "OPSRUN_DB_POOL_SIZE",
-                lookup("OPSRUN_DB_POOL_SIZE"),
-                default_pool_size(embedded, cpus),
-                1..=1000,
-            )?,
-            pool_timeout: Duration::from_millis(parse_number(
-                "OPSRUN_DB_POOL_TIMEOUT_MS",
-                lookup("OPSRUN_DB_POOL_TIMEOUT_MS"),
-                2000,
-                10..=60_000,
-            )?),
-            workers: parse_number("OPSRUN_WORKERS", lookup("OPSRUN_WORKERS"), cpus, 1..=256)?,
-            request_timeout: Duration::from_millis(parse_number(
-                "OPSRUN_REQUEST_TIMEOUT_MS",
-                lookup("OPSRUN_REQUEST_TIMEOUT_MS"),
-                10_000,
-                100..=600_000,
-            )?),
-            reap_interval,
-            stale_limits,
-            log_format,
-            data_dir: lookup("OPSRUN_DATA_DIR").map_or_else(|| PathBuf::from(".opsrun"), PathBuf::from),
-            cors_origins: match lookup("OPSRUN_CORS_ORIGINS") {
-                None => CorsOrigins::None,
-                Some(text) => CorsOrigins::parse(&text).map_err(|e| bad("OPSRUN_CORS_ORIGINS", e))?,
-            },
-            max_streams: parse_number("OPSRUN_MAX_STREAMS", lookup("OPSRUN_MAX_STREAMS"), 1000, 1..=100_000)?,
+            jwt_issuer: JWT_ISSUER.value(&lookup)?,
+            jwt_audience: JWT_AUDIENCE.value(&lookup)?,
+            jwt_leeway: JWT_LEEWAY.read(&lookup)?,
+            pool_size: DB_POOL_SIZE.value(&lookup)?.unwrap_or_else(|| default_pool_size(embedded, cpus)),
+            pool_timeout: Duration::from_millis(DB_POOL_TIMEOUT_MS.read(&lookup)?),
+            workers: WORKERS.value(&lookup)?.unwrap_or(cpus),
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS.read(&lookup)?),
+            reap_interval: REAP_INTERVAL.read(&lookup)?,
+            stale_limits: STALE_LIMITS.value(&lookup)?.unwrap_or_default(),
+            log_format: LOG_FORMAT.read(&lookup)?,
+            data_dir: DATA_DIR.read(&lookup)?,
+            cors_origins: CORS_ORIGINS.value(&lookup)?.unwrap_or_default(),
+            max_streams: MAX_STREAMS.read(&lookup)?,
         })
     }
 }
@@ -375,6 +450,8 @@ mod tests {
 
     #[test]
     fn defaults_need_no_environment() {
+        // Every default written as text is read by its own setting's reader (from_lookup
+        // below would panic on one that is not).
         let s = settings(&[]).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
         assert!(s.database_url.is_none() && s.jwt_key.is_none());
