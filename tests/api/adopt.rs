@@ -13,6 +13,7 @@ use diesel::sql_types::Text;
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
+use crate::helpers::process::{stderr, stdout};
 use crate::helpers::{admin_token, empty_database, inventory_sync, TestApp};
 use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 
@@ -52,14 +53,6 @@ fn migrate(url: &str) -> Output {
         .env("OPSRUN_JWT_SECRET", "unused-for-migrations-only-0123456789")
         .output()
         .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The findings table of a report: finding → rows.

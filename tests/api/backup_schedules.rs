@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, claims, ids, mint, spawn_all, token, worker_token, TestApp};
+use crate::helpers::{
+    admin_token, assert_problem, claims, complete, ids, mint, spawn_all, token, worker_token, TestApp,
+};
 
 fn scheduled(schedule: i64, tenant: i64, at: &str) -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": tenant,
@@ -16,11 +18,6 @@ fn manual(kind: &str, schedule: i64, tenant: i64) -> Value {
         }
         _ => json!({"type": kind, "tenant_id": tenant, "inputs": {"backup_schedule_id": schedule}}),
     }
-}
-
-async fn complete(app: &TestApp, id: i64, outcome: &str) {
-    let response = app.post(&format!("/v1/runs/{id}/complete"), &worker_token(), json!({"outcome": outcome})).await;
-    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

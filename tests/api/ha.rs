@@ -12,8 +12,8 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{sql_query, Connection, OptionalExtension, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, spawn_all, worker_token, TestApp};
-use crate::stream::SseReader;
+use crate::helpers::sse::SseReader;
+use crate::helpers::{admin_token, click, spawn_all, worker_token, TestApp};
 
 /// The lab's URLs, as `scripts/ha-lab.sh urls` prints them.
 struct Lab {
@@ -114,10 +114,6 @@ fn database_oid(conn: &mut PgConnection, name: &str) -> diesel::QueryResult<Opti
     Ok(query.get_result::<Oid>(conn).optional()?.map(|row| row.oid))
 }
 
-fn click() -> Value {
-    json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
-}
-
 /// One answer a client got.
 #[derive(Clone, Debug)]
 struct Answer {
@@ -158,7 +154,7 @@ async fn until_answered(app: &TestApp, path: &str, token: &str, body: Value, rou
 /// count of unanswered starts bounds); a move answered 503 is, until it is answered.
 async fn client(app: Arc<TestApp>, stop: Arc<AtomicBool>, round: Arc<Mutex<Round>>, t0: Instant) {
     while !stop.load(Ordering::Relaxed) {
-        let response = app.post("/v1/runs", &admin_token(), click()).await;
+        let response = app.post("/v1/runs", &admin_token(), click(1)).await;
         let status = response.status().as_u16();
         let retry_after = response.headers().contains_key("retry-after");
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -405,7 +401,7 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     // A start's Location, read at once, never misses the run (with and without the token).
     let (replica_before, primary_before) = (list_calls(&replica_url), list_calls(&url));
     for _ in 0..100 {
-        let started = app.post("/v1/runs", &admin_token(), click()).await;
+        let started = app.post("/v1/runs", &admin_token(), click(1)).await;
         assert_eq!(started.status(), 201);
         let location = started.headers()["location"].to_str().unwrap().to_owned();
         let token = started.headers()["opsrun-read-after"].to_str().unwrap().to_owned();
@@ -440,7 +436,7 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     stream.assert_quiet().await;
 
     // A token makes a read include its write: a move read back at once shows it.
-    let id = app.start(&admin_token(), click()).await;
+    let id = app.start(&admin_token(), click(1)).await;
     let moved = app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
     let token = moved.headers()["opsrun-read-after"].to_str().unwrap().to_owned();
     let read: Value = app
@@ -459,7 +455,7 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     // A replica that stops replaying is bypassed once its lag passes the bound.
     let mut replica = PgConnection::establish(&replica_url).unwrap();
     sql_query("SELECT pg_wal_replay_pause()").execute(&mut replica).unwrap();
-    let newest = app.start(&admin_token(), click()).await;
+    let newest = app.start(&admin_token(), click(1)).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     let bypassed = !replica_used(&app).await;
     let page: Value = app.get("/v1/runs?limit=1", &admin_token()).await.json().await.unwrap();

@@ -9,14 +9,9 @@ use diesel::{sql_query, Connection, RunQueryDsl};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, assert_problem, claims, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run, token,
-    worker_token, TestApp,
+    admin_token, assert_problem, claims, click, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run,
+    token, worker_token, TestApp,
 };
-
-/// A backup run fired by hand: without a key every start creates a run.
-fn click() -> Value {
-    json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 3, "trigger": "run_now"}})
-}
 
 fn count(app: &TestApp, sql: &str) -> i64 {
     #[derive(diesel::QueryableByName)]
@@ -34,13 +29,13 @@ fn runs(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_retry_with_the_same_key_replays_the_first_answer_exactly() {
     let app = TestApp::spawn().await;
-    let first = post_keyed(&app, "/v1/runs", &admin_token(), &click(), "retry-1").await;
+    let first = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "retry-1").await;
     assert_eq!(first.status(), 201);
     assert!(!replayed(&first));
     let location = first.headers().get("location").unwrap().clone();
     let body = first.text().await.unwrap();
 
-    let retry = post_keyed(&app, "/v1/runs", &admin_token(), &click(), "retry-1").await;
+    let retry = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "retry-1").await;
     assert_eq!(retry.status(), 201);
     assert!(replayed(&retry));
     assert_eq!(retry.headers().get("location"), Some(&location));
@@ -48,8 +43,8 @@ async fn a_retry_with_the_same_key_replays_the_first_answer_exactly() {
     assert_eq!(runs(&app), 1);
 
     // Another key is another request; no key at all is never deduplicated.
-    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(), "retry-2").await.status(), 201);
-    app.start(&admin_token(), click()).await;
+    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "retry-2").await.status(), 201);
+    app.start(&admin_token(), click(3)).await;
     assert_eq!(runs(&app), 3);
 }
 
@@ -62,7 +57,7 @@ async fn thirty_two_concurrent_keyed_starts_take_effect_once_across_two_instance
         .map(|i| {
             let app = apps[i % 2].clone();
             async move {
-                let response = post_keyed(&app, "/v1/runs", &admin_token(), &click(), "one-effect").await;
+                let response = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "one-effect").await;
                 let (status, was_replayed) = (response.status().as_u16(), replayed(&response));
                 let body: Value = response.json().await.unwrap();
                 (status, was_replayed, body)
@@ -81,7 +76,7 @@ async fn thirty_two_concurrent_keyed_starts_take_effect_once_across_two_instance
         }
     }
     assert_eq!(runs(&apps[0]), 1, "never a second run");
-    let retry = post_keyed(&apps[1], "/v1/runs", &admin_token(), &click(), "one-effect").await;
+    let retry = post_keyed(&apps[1], "/v1/runs", &admin_token(), &click(3), "one-effect").await;
     assert!(retry.status() == 201 && replayed(&retry));
 }
 
@@ -91,7 +86,7 @@ async fn thirty_two_concurrent_keyed_starts_take_effect_once_across_two_instance
 async fn a_retry_after_a_lost_answer_replays_it() {
     let app = TestApp::spawn().await;
     let address = app.address.strip_prefix("http://").unwrap().to_owned();
-    let body = serde_json::to_vec(&click()).unwrap();
+    let body = serde_json::to_vec(&click(3)).unwrap();
     let mut stream = TcpStream::connect(&address).unwrap();
     write!(
         stream,
@@ -109,7 +104,7 @@ async fn a_retry_after_a_lost_answer_replays_it() {
     }
     drop(stream); // the answer is never read
 
-    let retry = post_keyed(&app, "/v1/runs", &admin_token(), &click(), "lost-answer").await;
+    let retry = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "lost-answer").await;
     assert_eq!(retry.status(), 201);
     assert!(replayed(&retry), "the stored answer, not a new run");
     let run: Value = retry.json().await.unwrap();
@@ -120,7 +115,7 @@ async fn a_retry_after_a_lost_answer_replays_it() {
 #[tokio::test]
 async fn a_key_names_one_request_of_one_caller() {
     let app = TestApp::spawn().await;
-    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(), "mine").await.status(), 201);
+    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "mine").await.status(), 201);
     let other_body = json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 4, "trigger": "run_now"}});
     let reused = post_keyed(&app, "/v1/runs", &admin_token(), &other_body, "mine").await;
     assert_problem(reused, 422, "idempotency_key_reused").await;
@@ -241,11 +236,11 @@ async fn a_retry_while_the_first_is_in_flight_is_told_to_retry_later() {
 async fn keys_are_1_to_255_visible_characters() {
     let app = TestApp::spawn().await;
     for bad in ["", &"k".repeat(256)] {
-        let response = post_keyed(&app, "/v1/runs", &admin_token(), &click(), bad).await;
+        let response = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), bad).await;
         assert_problem(response, 400, "invalid_idempotency_key").await;
     }
     assert_eq!(runs(&app), 0, "a refused key takes no effect");
-    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(), &"k".repeat(255)).await.status(), 201);
+    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(3), &"k".repeat(255)).await.status(), 201);
 }
 
 /// A refusal of the caller (here: a missing capability) is not stored: once the caller
@@ -254,9 +249,9 @@ async fn keys_are_1_to_255_visible_characters() {
 async fn refusals_before_any_effect_are_not_replayed() {
     let app = TestApp::spawn().await;
     let unable = token(json!("*"), &["inventory.sync"]);
-    assert_problem(post_keyed(&app, "/v1/runs", &unable, &click(), "later").await, 403, "forbidden").await;
+    assert_problem(post_keyed(&app, "/v1/runs", &unable, &click(3), "later").await, 403, "forbidden").await;
     let able = token(json!("*"), &["backup_schedules.run"]);
-    let response = post_keyed(&app, "/v1/runs", &able, &click(), "later").await;
+    let response = post_keyed(&app, "/v1/runs", &able, &click(3), "later").await;
     assert!(response.status() == 201 && !replayed(&response));
 }
 
@@ -264,13 +259,13 @@ async fn refusals_before_any_effect_are_not_replayed() {
 #[tokio::test]
 async fn keys_expire_after_24_hours_and_are_purged() {
     let app = TestApp::spawn().await;
-    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(), "old").await.status(), 201);
-    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(), "fresh").await.status(), 201);
+    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "old").await.status(), 201);
+    assert_eq!(post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "fresh").await.status(), 201);
     sql_query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
         .execute(&mut app.db())
         .unwrap();
 
-    let again = post_keyed(&app, "/v1/runs", &admin_token(), &click(), "old").await;
+    let again = post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "old").await;
     assert!(again.status() == 201 && !replayed(&again), "an expired key is a new request");
     assert_eq!(runs(&app), 3);
 
@@ -351,8 +346,8 @@ async fn replays_and_key_conflicts_are_counted() {
     let before = app.metrics_text_blocking();
     assert_eq!(metric(&before, "opsrun_idempotent_replays_total{kind=\"created\"}"), 0.0);
     assert_eq!(metric(&before, "opsrun_idempotency_key_conflicts_total{code=\"idempotency_key_reused\"}"), 0.0);
-    post_keyed(&app, "/v1/runs", &admin_token(), &click(), "counted").await;
-    post_keyed(&app, "/v1/runs", &admin_token(), &click(), "counted").await;
+    post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "counted").await;
+    post_keyed(&app, "/v1/runs", &admin_token(), &click(3), "counted").await;
     post_keyed(&app, "/v1/runs", &admin_token(), &inventory_sync(1, "other"), "counted").await;
     let after = app.metrics_text_blocking();
     assert_eq!(metric(&after, "opsrun_idempotent_replays_total{kind=\"created\"}"), 1.0);

@@ -8,6 +8,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
+use crate::helpers::process::stdout;
 use crate::helpers::{assert_problem, fresh_database, token, TestApp};
 
 pub const LEGACY_SCHEMA: &str = include_str!("../fixtures/legacy-schema.sql");
@@ -64,10 +65,6 @@ fn legacy_database() -> String {
 
 fn legacy(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_opsrun")).arg("legacy").args(args).arg("--database-url").arg(url).output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[derive(QueryableByName, Debug)]

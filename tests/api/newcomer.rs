@@ -9,8 +9,8 @@ use diesel::sql_types::Text;
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
+use crate::helpers::process::{interrupt, launch, serve_command};
 use crate::helpers::server_url;
-use crate::serve::{interrupt, launch, serve_command};
 
 /// A fresh directory of its own for one test.
 fn scratch(name: &str) -> PathBuf {

@@ -11,14 +11,10 @@ use opsrun::domain::staleness::StaleLimits;
 use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{json, Value};
 
+use crate::helpers::sse::SseReader;
 use crate::helpers::{
-    admin_token, assert_problem, fresh_database, inventory_sync, metric_sum, spawn_all, worker_token, TestApp,
+    admin_token, assert_problem, click, fresh_database, inventory_sync, metric_sum, spawn_all, worker_token, TestApp,
 };
-use crate::stream::SseReader;
-
-fn click() -> Value {
-    json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": 1, "trigger": "run_now"}})
-}
 
 fn own_data_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("opsrun-test-{}.{name}", std::process::id()))
@@ -67,7 +63,7 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
             async move {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let status = app.post("/v1/runs", &admin_token(), click()).await.status().as_u16();
+                    let status = app.post("/v1/runs", &admin_token(), click(1)).await.status().as_u16();
                     answers.lock().unwrap().push((status, started.elapsed()));
                 }
             }
@@ -87,7 +83,7 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
     // Healed without a restart: a start succeeds again within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if app.post("/v1/runs", &admin_token(), click()).await.status() == 201 {
+        if app.post("/v1/runs", &admin_token(), click(1)).await.status() == 201 {
             break;
         }
         assert!(Instant::now() < deadline, "the service did not recover");

@@ -6,12 +6,7 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, inventory_sync, spawn_all, worker_token, TestApp};
-
-async fn complete(app: &TestApp, id: i64) {
-    let response = app.post(&format!("/v1/runs/{id}/complete"), &worker_token(), json!({"outcome": "succeeded"})).await;
-    assert_eq!(response.status(), 200);
-}
+use crate::helpers::{admin_token, assert_problem, complete, inventory_sync, spawn_all, TestApp};
 
 #[tokio::test]
 async fn a_start_creates_a_queued_run_with_its_location_and_created_event() {
@@ -48,7 +43,7 @@ async fn a_second_start_of_an_active_identity_is_refused_with_409() {
 async fn after_the_active_run_completes_a_new_start_succeeds() {
     let app = TestApp::spawn().await;
     let first = app.start(&admin_token(), inventory_sync(3, "sel-1")).await;
-    complete(&app, first).await;
+    complete(&app, first, "succeeded").await;
     let second = app.start(&admin_token(), inventory_sync(3, "sel-1")).await;
     assert_ne!(first, second);
 }
@@ -61,7 +56,7 @@ async fn workspace_scoped_identities_dedupe_too() {
     let problem =
         assert_problem(app.post("/v1/runs", &admin_token(), export.clone()).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
-    complete(&app, first).await;
+    complete(&app, first, "succeeded").await;
     app.start(&admin_token(), export).await;
 }
 
@@ -70,7 +65,7 @@ async fn strict_once_conflicts_even_after_completion() {
     let app = TestApp::spawn().await;
     let restore = json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 77}});
     let first = app.start(&admin_token(), restore.clone()).await;
-    complete(&app, first).await;
+    complete(&app, first, "succeeded").await;
     let problem = assert_problem(app.post("/v1/runs", &admin_token(), restore).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
     app.start(&admin_token(), json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 78}}))

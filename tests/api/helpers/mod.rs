@@ -1,6 +1,9 @@
 //! `TestApp::spawn` and friends: a server on a random port over its own database, and
 //! tokens minted for it.
 
+pub mod process;
+pub mod sse;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -421,4 +424,16 @@ pub fn metric_sum(text: &str, series: &str) -> f64 {
         .filter(|line| line.starts_with(series) && !line.starts_with('#'))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A backup run fired by hand (`run_now`) for `schedule`: without a key, every start of it
+/// creates a run.
+pub fn click(schedule: i64) -> Value {
+    json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": {"backup_schedule_id": schedule, "trigger": "run_now"}})
+}
+
+/// Completes run `id` as a worker, with `outcome`.
+pub async fn complete(app: &TestApp, id: i64, outcome: &str) {
+    let response = app.post(&format!("/v1/runs/{id}/complete"), &worker_token(), json!({"outcome": outcome})).await;
+    assert_eq!(response.status(), 200);
 }
