@@ -104,7 +104,7 @@ pub async fn list_backup_schedule_runs(
         .trigger
         .as_deref()
         .map(|name| {
-            Trigger::parse(name).map(Trigger::as_str).ok_or_else(|| {
+            Trigger::parse(name).ok_or_else(|| {
                 ApiError::bad_request(
                     ProblemCode::InvalidQuery,
                     format!("`trigger`: `{name}` is not one of {}.", one_of(Trigger::ALL.map(Trigger::as_str))),

@@ -12,7 +12,7 @@ use super::active;
 use crate::db::models::OperationRunRow;
 use crate::db::run_fields::{self, RunFields};
 use crate::db::schema::operation_runs::{self, dsl::*};
-use crate::domain::catalog::RunType;
+use crate::domain::catalog::{RunType, Trigger};
 use crate::domain::ids::{TenantId, WorkspaceId};
 use crate::domain::status::{Outcome, RunStatus, StatusFilter};
 
@@ -34,7 +34,7 @@ pub struct RunQuery {
     /// Exclusive upper bound.
     pub created_before: Option<DateTime<Utc>>,
     pub backup_schedule_id: Option<i64>,
-    pub trigger: Option<&'static str>,
+    pub trigger: Option<Trigger>,
     /// Inclusive lower bound, a normalized `scheduled_for`.
     pub scheduled_after: Option<String>,
     /// Exclusive upper bound, a normalized `scheduled_for`.
@@ -290,7 +290,7 @@ fn list_range<'a>(query: &'a RunQuery, range: Range<'a>) -> RangeStatement<RunSe
         Some(Lead::Type(v)) => select.filter(type_.between(v, v)).order(type_),
     };
     if let Some(trigger) = query.trigger {
-        select = select.filter(sql::<Bool>("context ->> 'trigger' = ").bind::<Text, _>(trigger));
+        select = select.filter(sql::<Bool>("context ->> 'trigger' = ").bind::<Text, _>(trigger.as_str()));
     }
     if let Some(after) = &query.scheduled_after {
         select = select.filter(sql::<Bool>("context ->> 'scheduled_for' >= ").bind::<Text, _>(after.clone()));
