@@ -5,7 +5,7 @@
 use diesel::sql_types::{Nullable, Text};
 use diesel::{sql_query, PgConnection, QueryableByName, RunQueryDsl};
 
-use super::catalog::{columns, constraints, in_target, indexes, triggers, unqualified};
+use super::introspect::{columns, constraints, in_target, indexes, triggers, unqualified};
 use super::{
     binary_coercible, index_steps, keep_or_refuse_extra_columns, not_null_check, not_null_unchecked, retype_in_place,
     Plan, Step, ACCESS_EXCLUSIVE_BRIEF, NONE, REFERENCE, RUNS, SHARE_ROW_EXCLUSIVE_BRIEF, SHARE_UPDATE_EXCLUSIVE,

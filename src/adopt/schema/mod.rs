@@ -15,12 +15,12 @@ use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-mod catalog;
+mod introspect;
 mod conversion;
 
 use super::compat::{COMPAT_TRIGGER, SHADOW_SUFFIX};
 use crate::db::MIGRATIONS;
-use catalog::{
+use introspect::{
     columns, constraints, functions, in_target, indexes, tables, triggers, unqualified, Column, Constraint, Name, Named,
 };
 use conversion::plan_conversion;
