@@ -105,7 +105,7 @@ pub async fn run_periodically(database: Database, limits: StaleLimits, interval:
         ticks.tick().await;
         let limits = limits.clone();
         let tidied = database
-            .run(move |conn| {
+            .write(move |conn| {
                 let reaped = reap(conn, &limits, false)?;
                 Ok::<_, DbError>((reaped, idempotency::purge_expired(conn)?))
             })

@@ -152,7 +152,7 @@ impl Application {
     pub fn build(config: ApplicationConfig) -> anyhow::Result<Application> {
         let database = Database::connect(config.database.url.expose_secret(), "opsrun", &config.pool);
         let replica = config.database.read_url.as_ref().map(|url| {
-            let replica = Database::connect(url.expose_secret(), "opsrun-reads", &config.pool);
+            let replica = Database::connect_replica(url.expose_secret(), "opsrun-reads", &config.pool);
             Arc::new(Replica::new(replica, config.database.max_replica_lag))
         });
         let reads = web::Data::new(Reads::new(database.clone(), replica.clone()));

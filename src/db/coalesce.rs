@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use diesel::PgConnection;
 use tokio::sync::oneshot;
 
-use super::{Connections, DbError};
+use super::{Announce, Connections, DbError};
 
 type Work<J, A> = dyn Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync;
 
@@ -32,6 +32,7 @@ struct Shared<J, A> {
     queue: Mutex<Queue<J, A>>,
     drainers: usize,
     max_batch: usize,
+    announce: Announce,
     work: Box<Work<J, A>>,
     batches: AtomicU64,
     answered: AtomicU64,
@@ -58,6 +59,7 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
         connections: Arc<Connections>,
         drainers: usize,
         max_batch: usize,
+        announce: Announce,
         work: impl Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync + 'static,
     ) -> Coalescer<J, A> {
         let queue = Mutex::new(Queue { waiting: VecDeque::new(), running: 0 });
@@ -67,6 +69,7 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
                 queue,
                 drainers: drainers.max(1),
                 max_batch,
+                announce,
                 work: Box::new(work),
                 batches: AtomicU64::new(0),
                 answered: AtomicU64::new(0),
@@ -147,8 +150,9 @@ impl<J, A> Shared<J, A> {
             let count = jobs.len();
             self.batches.fetch_add(1, Ordering::Relaxed);
             self.answered.fetch_add(count as u64, Ordering::Relaxed);
-            let answers =
-                catch_unwind(AssertUnwindSafe(|| self.connections.run_blocking(|conn| (self.work)(conn, jobs))));
+            let answers = catch_unwind(AssertUnwindSafe(|| {
+                self.connections.run_blocking(self.announce, |conn| (self.work)(conn, jobs))
+            }));
             match answers {
                 Ok(Ok(answers)) if answers.len() == count => {
                     for (sender, answer) in senders.into_iter().zip(answers) {

@@ -1,8 +1,6 @@
 //! What can go wrong below the HTTP edge when talking to PostgreSQL. Database code
 //! returns this (or diesel's own error); `error.rs` maps it to a response.
 
-use std::cell::Cell;
-
 use diesel::result::{DatabaseErrorKind, Error};
 
 /// A failed piece of database work.
@@ -58,25 +56,8 @@ impl From<Error> for DbError {
             Error::BrokenTransactionManager => DbError::Unavailable,
             other => DbError::Query(other),
         };
-        if matches!(classified, DbError::Unavailable) {
-            CONNECTION_SPENT.set(true);
-        }
         classified
     }
-}
-
-thread_local! {
-    /// Set when work on this thread found its connection dead or pointing at a standby;
-    /// `Database::run` then retires that connection instead of returning it to the pool.
-    /// A flag rather than a return value: the work's own error type carries the error
-    /// up, and every database error passes through `DbError::from` on the thread that
-    /// holds the connection.
-    static CONNECTION_SPENT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether work on this thread has found its connection unusable since the last call.
-pub(crate) fn take_connection_spent() -> bool {
-    CONNECTION_SPENT.replace(false)
 }
 
 impl From<diesel::r2d2::PoolError> for DbError {

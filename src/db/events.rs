@@ -1,10 +1,8 @@
 //! The append-only run timeline. Every change to a run writes exactly one event, and
 //! [`record_each`] is the one place that writes them, but for a creation's event, which
-//! is written by the statement creating the run ([`super::runs::create_each`]). Each notes, for
-//! [`super::Database::run`], that the work at hand wrote an event, so that the instances'
-//! listeners are told once it commits (`crate::live`).
-
-use std::cell::Cell;
+//! is written by the statement creating the run ([`super::runs::create_each`]). Work
+//! that writes runs runs through [`super::Database::write`] or a write coalescer, which
+//! tell the instances' listeners once it commits (`crate::live`).
 
 use diesel::dsl::exists;
 use diesel::prelude::*;
@@ -14,21 +12,6 @@ use super::models::{NewRunEvent, OperationRunRow, RunEventRow};
 use super::schema::operation_run_events::dsl::*;
 use crate::domain::ids::RunId;
 use crate::domain::status::{EventKind, RunStatus};
-
-thread_local! {
-    /// Whether the database work running on this thread has written an event.
-    static WROTE_EVENTS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks that the work at hand wrote events.
-pub(super) fn note_written() {
-    WROTE_EVENTS.with(|wrote| wrote.set(true));
-}
-
-/// Whether events were written since the last call; clears the mark.
-pub(super) fn take_written() -> bool {
-    WROTE_EVENTS.with(|wrote| wrote.replace(false))
-}
 
 /// Appends the event of one change to a run: `run` as the change left it, and the
 /// status it left (`None` for its creation).
@@ -67,7 +50,6 @@ pub fn record_each<'a>(
         return Ok(());
     }
     diesel::insert_into(operation_run_events).values(&events).execute(conn)?;
-    note_written();
     Ok(())
 }
 

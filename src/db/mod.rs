@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use diesel::connection::{CacheSize, Connection as _, SimpleConnection};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use diesel::{sql_query, PgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -32,7 +32,52 @@ use crate::domain::ids::{RunId, WorkspaceId};
 use coalesce::Coalescer;
 use models::OperationRunRow;
 
-pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+pub type DbPool = Pool<Manager>;
+
+/// A pooled connection, and whether the work it served found it unusable.
+pub struct Pooled {
+    conn: PgConnection,
+    spent: bool,
+}
+
+/// diesel's connection manager, which also drops a connection marked spent when it comes
+/// back: r2d2 asks `has_broken` then, and diesel's own answer only looks at the
+/// transaction state, which a failed statement outside a transaction leaves intact.
+pub struct Manager(ConnectionManager<PgConnection>);
+
+impl ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<Pooled, Self::Error> {
+        Ok(Pooled { conn: self.0.connect()?, spent: false })
+    }
+
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut pooled.conn)
+    }
+
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        pooled.spent || self.0.has_broken(&mut pooled.conn)
+    }
+}
+
+/// Which server a pool reaches: a connection to the primary that finds a standby (the
+/// primary moved) is spent; a replica's is one by design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Primary,
+    Replica,
+}
+
+/// What a piece of work does about the events it may have written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Announce {
+    /// Reads, and writes of no event.
+    Nothing,
+    /// Writes of runs: once it returns `Ok`, the instances' listeners are told.
+    OnSuccess,
+}
 
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -60,10 +105,10 @@ struct StatementCache {
     enabled: bool,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for StatementCache {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<Pooled, diesel::r2d2::Error> for StatementCache {
+    fn on_acquire(&self, pooled: &mut Pooled) -> Result<(), diesel::r2d2::Error> {
         if !self.enabled {
-            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            pooled.conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
         Ok(())
     }
@@ -115,6 +160,7 @@ pub(crate) struct Connections {
     /// Told when work that wrote events has returned (the instance's listener); without
     /// one, work announces on its own connection.
     events_written: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    role: Role,
 }
 
 /// What the pool looks like at one moment.
@@ -143,6 +189,15 @@ impl Database {
     /// each statement on the server.
     /// `application_name` is what the server shows for its connections.
     pub fn connect(database_url: &str, application_name: &str, config: &PoolConfig) -> Database {
+        Database::pool(database_url, application_name, config, Role::Primary)
+    }
+
+    /// [`Database::connect`] for a read replica: its connections reach a standby by design.
+    pub fn connect_replica(database_url: &str, application_name: &str, config: &PoolConfig) -> Database {
+        Database::pool(database_url, application_name, config, Role::Replica)
+    }
+
+    fn pool(database_url: &str, application_name: &str, config: &PoolConfig, role: Role) -> Database {
         let url = with_session_parameters(database_url, application_name, config.work_timeout);
         let pool = Pool::builder()
             .max_size(config.size)
@@ -153,16 +208,18 @@ impl Database {
             // round trip per checkout would cost every request.
             .test_on_check_out(false)
             .connection_customizer(Box::new(StatementCache { enabled: config.statement_cache }))
-            .build_unchecked(ConnectionManager::new(url));
+            .build_unchecked(Manager(ConnectionManager::new(url)));
         let connections = Arc::new(Connections {
             pool,
             waiting: AtomicI64::default(),
             work_timeout: config.work_timeout,
             events_written: OnceLock::new(),
+            role,
         });
-        let views = Coalescer::new(Arc::clone(&connections), VIEW_EXECUTORS, MAX_BATCH, |conn, wanted| {
-            Ok(runs::find_each(conn, &wanted)?)
-        });
+        let views =
+            Coalescer::new(Arc::clone(&connections), VIEW_EXECUTORS, MAX_BATCH, Announce::Nothing, |conn, wanted| {
+                Ok(runs::find_each(conn, &wanted)?)
+            });
         Database { connections, views: Arc::new(views) }
     }
 
@@ -194,9 +251,29 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        self.run_announcing(Announce::Nothing, work).await
+    }
+
+    /// [`Database::run`] for work that writes runs: once it returns `Ok`, the instances'
+    /// listeners are told that events committed.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.run_announcing(Announce::OnSuccess, work).await
+    }
+
+    async fn run_announcing<T, E, F>(&self, announce: Announce, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let connections = Arc::clone(&self.connections);
         // On the calling runtime's blocking pool: under actix-web, the HTTP worker's own.
-        let blocking = tokio::task::spawn_blocking(move || connections.run_blocking(work));
+        let blocking = tokio::task::spawn_blocking(move || connections.run_blocking(announce, work));
         match tokio::time::timeout(self.connections.work_timeout, blocking).await {
             Ok(Ok(finished)) => finished,
             // The blocking pool is gone (the server is shutting down), or the work panicked.
@@ -216,20 +293,23 @@ impl Database {
         self.views.stats()
     }
 
-    /// Requests of one kind answered in batches on this pool: see [`Coalescer`].
+    /// Writes of one kind answered in batches on this pool: see [`Coalescer`]. A batch
+    /// that returns `Ok` is announced to the listeners.
     pub fn coalescer<J: Send + 'static, A: Send + 'static>(
         &self,
         executors: usize,
         work: impl Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync + 'static,
     ) -> Coalescer<J, A> {
-        Coalescer::new(Arc::clone(&self.connections), executors, MAX_BATCH, work)
+        Coalescer::new(Arc::clone(&self.connections), executors, MAX_BATCH, Announce::OnSuccess, work)
     }
 }
 
 impl Connections {
-    /// Runs `work` on this thread with a pooled connection; tells the listener (or
-    /// announces) when it wrote events, and retires a connection that lost its server.
-    fn run_blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    /// Runs `work` on this thread with a pooled connection. When it fails, the connection
+    /// is checked before it goes back: one that lost its server, or (to the primary) now
+    /// reaches a standby, is spent and the pool drops it. When it succeeds and
+    /// `announce` says so, the listener is told (or, without one, it announces).
+    pub(crate) fn run_blocking<T, E, F>(&self, announce: Announce, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DbError>,
@@ -237,31 +317,33 @@ impl Connections {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let checkout = self.pool.get();
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut conn = checkout.map_err(DbError::from)?;
-        events::take_written();
-        error::take_connection_spent();
-        let done = work(&mut conn);
-        if error::take_connection_spent() {
-            retire(&mut conn);
-            return done;
-        }
-        if events::take_written() && done.is_ok() {
-            match self.events_written.get() {
+        let mut pooled = checkout.map_err(DbError::from)?;
+        let done = work(&mut pooled.conn);
+        match (&done, announce) {
+            (Err(_), _) => pooled.spent = !usable(&mut pooled.conn, self.role),
+            (Ok(_), Announce::OnSuccess) => match self.events_written.get() {
                 Some(notify) => notify(),
-                None => announce(&mut conn),
-            }
+                None => self::announce(&mut pooled.conn),
+            },
+            (Ok(_), Announce::Nothing) => {}
         }
         done
     }
 }
 
-/// Marks `conn` broken, so that the pool drops it instead of handing it out again: it
-/// lost its server, or the server it reaches is now a standby. diesel's pool only asks
-/// whether the transaction state is broken, which a failed statement outside a
-/// transaction leaves intact.
-fn retire(conn: &mut PgConnection) {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+/// Whether a connection whose work failed may serve again: it still reaches its server,
+/// and, for the primary's pool, that server is not (now) a standby. One round trip, only
+/// after a failure.
+fn usable(conn: &mut PgConnection, role: Role) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Recovery {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        in_recovery: bool,
+    }
+    match diesel::sql_query("SELECT pg_is_in_recovery() AS in_recovery").get_result::<Recovery>(conn) {
+        Ok(server) => role == Role::Replica || !server.in_recovery,
+        Err(_) => false,
+    }
 }
 
 /// The channel on which writers tell the instances' listeners that events committed.

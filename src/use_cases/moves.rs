@@ -155,8 +155,8 @@ where
         Err(other) => Err(E::from(other)),
     };
     match keyed {
-        None => db.run(effect).await.map(|answer| Answered { answer, replayed: false }),
-        Some(keyed) => db.run(move |conn| idempotency::once(conn, &keyed, effect)).await,
+        None => db.write(effect).await.map(|answer| Answered { answer, replayed: false }),
+        Some(keyed) => db.write(move |conn| idempotency::once(conn, &keyed, effect)).await,
     }
 }
 

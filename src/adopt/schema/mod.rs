@@ -15,16 +15,16 @@ use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-mod introspect;
 mod conversion;
+mod introspect;
 
 use super::compat::{COMPAT_TRIGGER, SHADOW_SUFFIX};
 use crate::db::MIGRATIONS;
+use conversion::plan_conversion;
+pub use conversion::{conversion_zone, finish_steps, needs_conversion};
 use introspect::{
     columns, constraints, functions, in_target, indexes, tables, triggers, unqualified, Column, Constraint, Name, Named,
 };
-use conversion::plan_conversion;
-pub use conversion::{conversion_zone, finish_steps, needs_conversion};
 
 /// The scratch schema opsrun's migrations are applied to, to read its schema from.
 pub const REFERENCE: &str = "opsrun_adopt_reference";

@@ -33,9 +33,6 @@ pub fn create_each(conn: &mut PgConnection, batch: &[Creation<'_>]) -> QueryResu
         (0..batch.len()).partition(|&position| batch[position].run.carried.is_some());
     let mut created = create_at::<false>(conn, batch, &started)?;
     created.extend(create_at::<true>(conn, batch, &carried)?);
-    if !created.is_empty() {
-        crate::db::events::note_written();
-    }
     Ok(created)
 }
 
