@@ -679,3 +679,29 @@ fn the_database_sanitizes_messages_as_the_service_does() {
         })
         .unwrap();
 }
+
+/// `adopt --finish` ends the conversion of the platform's writes: before it, a write in
+/// the platform's shapes lands converted; after it, opsrun's constraints refuse it, as
+/// any client's; and adopt has nothing left to do.
+#[test]
+fn after_finish_the_platforms_own_shapes_are_refused() {
+    let url = platform_database(PLATFORM_SHAPES);
+    assert!(adopt(&url, &[]).status.success());
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let platform_insert = |selection: &str| {
+        format!(
+            "INSERT INTO operation_runs (workspace_id, tenant_id, initiator_name, type, status, outcome,
+                                         run_identity_hash, summary_counts, failure_summary, context)
+             VALUES (1, 1, 'Ada', 'inventory.sync', 'queued', 'pending', 'x', '[]', '[]', '{{\"selection_hash\": \"{selection}\"}}')"
+        )
+    };
+    conn.batch_execute(&platform_insert("before-finish")).expect("converted on its way in");
+
+    let output = opsrun(&url, &["adopt", "--finish"]).output().unwrap();
+    assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+    let refused = conn.batch_execute(&platform_insert("after-finish")).unwrap_err();
+    assert!(refused.to_string().contains("identity_policy"), "{refused}");
+
+    let output = adopt(&url, &[]);
+    assert!(stdout(&output).contains("nothing to do"), "{}", stdout(&output));
+}
