@@ -16,13 +16,19 @@
 //!   replayed there.
 
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use diesel::sql_types::{Nullable, Text};
 use diesel::{sql_query, QueryableByName, RunQueryDsl};
 
+use diesel::PgConnection;
+
+use super::models::OperationRunRow;
+use super::shared_reads::SharedReads;
 use super::{Database, DbError};
+use crate::domain::ids::{RunId, WorkspaceId};
 
 /// How often freshness is measured: the resolution of the lag and of read-after tokens.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -176,6 +182,81 @@ impl Reads {
             }
             _ => ReadTarget { db: self.primary.clone(), replica_holds: None },
         }
+    }
+}
+
+/// The database a read reads from: the replica while it holds what the read must see,
+/// else the primary.
+pub struct Reader {
+    target: ReadTarget,
+    primary: Database,
+}
+
+/// A read error the primary may not share: the replica lacks the row, or is away.
+pub trait AskPrimary {
+    fn ask_primary(&self) -> bool;
+}
+
+impl AskPrimary for DbError {
+    fn ask_primary(&self) -> bool {
+        matches!(self, DbError::Unavailable)
+    }
+}
+
+impl Reader {
+    /// Reads routed by `reads`: from the replica when it holds everything committed by
+    /// `must_include` (or, without it, is fresh enough), else from the primary.
+    pub fn new(reads: &Reads, must_include: Option<SystemTime>) -> Reader {
+        Reader { target: reads.target(must_include), primary: reads.primary().clone() }
+    }
+
+    /// Runs `work` on the chosen database; on the replica, a miss or an outage is asked
+    /// of the primary once more.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: Fn(&mut PgConnection) -> Result<T, E> + Clone + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + AskPrimary + Send + 'static,
+    {
+        if self.target.replica_holds.is_none() {
+            return self.primary.run(work).await;
+        }
+        match self.target.db.run(work.clone()).await {
+            Err(error) if error.ask_primary() => self.primary.run(work).await,
+            answered => answered,
+        }
+    }
+
+    /// The run with this id in `workspace` ([`Database::find_run`]: batched with the
+    /// views other requests ask for); a replica's miss is asked of the primary.
+    pub async fn find_run(&self, workspace: WorkspaceId, run: RunId) -> Result<Option<OperationRunRow>, DbError> {
+        if self.target.replica_holds.is_none() {
+            return self.primary.find_run(workspace, run).await;
+        }
+        match self.target.db.find_run(workspace, run).await {
+            Ok(None) | Err(DbError::Unavailable) => self.primary.find_run(workspace, run).await,
+            answered => answered,
+        }
+    }
+
+    /// `key`'s answer from `reads` ([`SharedReads::read`]: shared with the identical
+    /// reads of the same moment); on the replica, an outage is asked of the primary.
+    pub async fn read_shared<K, V>(&self, reads: &SharedReads<K, V>, key: K) -> Result<Arc<V>, DbError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        if self.target.replica_holds.is_none() {
+            return reads.read(&self.primary, key).await;
+        }
+        match reads.read(&self.target.db, key.clone()).await {
+            Err(error) if error.ask_primary() => reads.read(&self.primary, key).await,
+            answered => answered,
+        }
+    }
+
+    pub fn primary(&self) -> &Database {
+        &self.primary
     }
 }
 

@@ -20,9 +20,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::db::announced::{AnnouncedEvent, CatchUp};
+use crate::db::announced::{self, AnnouncedEvent, CatchUp};
+use crate::db::{Database, DbError};
 use crate::domain::access::{decide, Access, Action, Principal};
 use crate::domain::catalog::RunType;
+use crate::domain::ids::WorkspaceId;
 use crate::domain::ids::{RunId, TenantId};
 
 /// Events a subscriber may fall behind by before it is dropped.
@@ -322,4 +324,18 @@ impl Hub {
     pub fn stop(&self) {
         self.stopping.send_replace(true);
     }
+}
+
+/// One page of `workspace`'s announced events after `after`, up to `through`, of the
+/// kinds `wanted` names: how a stream catches up before it follows the hub.
+pub async fn catch_up(
+    db: &Database,
+    workspace: WorkspaceId,
+    after: i64,
+    through: i64,
+    wanted: CatchUp,
+    limit: i64,
+) -> Result<Vec<AnnouncedEvent>, DbError> {
+    db.run(move |conn| announced::catch_up(conn, workspace, after, through, &wanted, limit).map_err(DbError::from))
+        .await
 }

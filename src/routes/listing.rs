@@ -7,12 +7,11 @@ use std::sync::Arc;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use diesel::{PgConnection, QueryResult};
+use diesel::QueryResult;
 use serde::de::DeserializeOwned;
 
 use super::runs::json::PageWriter;
-use crate::db::run_fields::RunFields;
-use crate::db::runs::{self, RunQuery};
+use crate::db::runs::RunQuery;
 use crate::db::shared_reads::SharedReads;
 use crate::domain::access::{Principal, TenantScope};
 use crate::domain::catalog::RunType;
@@ -23,6 +22,7 @@ use crate::error::{ApiError, ProblemCode};
 use crate::routes::encoding::SharedBody;
 use crate::routes::pagination::{self, ListRequest};
 use crate::routes::reads::Reader;
+use crate::use_cases::lists::{self, ReadRuns};
 
 /// Parses the query string into `T`; any problem is a 400 naming it.
 pub fn parse_query<T: DeserializeOwned>(request: &HttpRequest) -> Result<(T, Vec<(String, String)>), ApiError> {
@@ -142,7 +142,7 @@ pub struct Page {
 pub type ListPages = SharedReads<PageKey, Page>;
 
 pub fn list_pages() -> ListPages {
-    SharedReads::new(|conn, key: &PageKey| Ok(read_page(conn, key)?))
+    lists::shared_pages(|key: &PageKey| &key.query, render_page)
 }
 
 /// Runs one page of `query` and answers with the page, in the coding `request` takes,
@@ -161,9 +161,9 @@ pub async fn respond_with_page(
     query.limit = limit + 1;
     let key = PageKey { query, list };
     let page = if key.query.types.is_empty() {
-        Arc::new(render_page(&key, |_| Ok(()))?)
+        Arc::new(render_page(&key, &mut |_| Ok(()))?)
     } else {
-        db.read_shared(pages, key).await?
+        lists::page(db, pages, key).await?
     };
     let mut response = HttpResponse::Ok();
     response.content_type(ContentType::json());
@@ -173,17 +173,9 @@ pub async fn respond_with_page(
     Ok(page.body.respond(request, response))
 }
 
-/// The page `key` names, written as its runs are read.
-fn read_page(conn: &mut PgConnection, key: &PageKey) -> QueryResult<Page> {
-    render_page(key, |visit| runs::visit_page(conn, &key.query, visit))
-}
-
 /// The page of the runs `read` hands over: the query's runs, read one past the page size
 /// to know whether more follow.
-fn render_page(
-    key: &PageKey,
-    read: impl FnOnce(&mut dyn FnMut(RunFields<'_>)) -> QueryResult<()>,
-) -> QueryResult<Page> {
+fn render_page(key: &PageKey, read: ReadRuns<'_>) -> QueryResult<Page> {
     let limit = usize::try_from(key.query.limit - 1).unwrap_or(0);
     let mut page = PageWriter::new(limit);
     let mut read_runs = 0;

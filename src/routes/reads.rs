@@ -1,4 +1,5 @@
-//! Which database a read request reads from, and the read-your-writes token.
+//! The HTTP side of read routing ([`Reader`], in `db::replica`): which database a read
+//! request reads from, and the read-your-writes token.
 //!
 //! Every successful write answer carries `Opsrun-Read-After`, the time its write had
 //! committed by. A client that sends it back on a read is answered from the replica only
@@ -7,8 +8,6 @@
 //! as well, so following a `201`'s `Location` never answers 404, token or not.
 
 use std::future::{ready, Ready};
-use std::hash::Hash;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::body::MessageBody;
@@ -18,15 +17,10 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
-use diesel::PgConnection;
 
-use crate::db::models::OperationRunRow;
-use crate::db::replica::{ReadTarget, Reads};
-use crate::db::shared_reads::SharedReads;
-use crate::db::{Database, DbError};
-use crate::domain::ids::{RunId, WorkspaceId};
+pub use crate::db::replica::Reader;
+use crate::db::replica::Reads;
 use crate::error::{ApiError, ProblemCode};
-use crate::use_cases::RunError;
 
 /// The token's header, on write answers and on reads that must see those writes.
 pub const READ_AFTER: HeaderName = HeaderName::from_static("opsrun-read-after");
@@ -43,12 +37,6 @@ pub struct ReadAfterHeader {
     opsrun_read_after: Option<String>,
 }
 
-/// The database this request reads from.
-pub struct Reader {
-    target: ReadTarget,
-    primary: Database,
-}
-
 impl FromRequest for Reader {
     type Error = ApiError;
     type Future = Ready<Result<Reader, ApiError>>;
@@ -63,7 +51,7 @@ fn reader(request: &HttpRequest) -> Result<Reader, ApiError> {
         .app_data::<web::Data<Reads>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no read routing configured")))?;
     let must_include = request.headers().get(READ_AFTER).map(read_after).transpose()?;
-    Ok(Reader { target: reads.target(must_include), primary: reads.primary().clone() })
+    Ok(Reader::new(reads, must_include))
 }
 
 fn read_after(value: &HeaderValue) -> Result<SystemTime, ApiError> {
@@ -81,78 +69,6 @@ pub fn refuse_read_after() -> ApiError {
         "`Opsrun-Read-After` is not a token from a write answer (an RFC 3339 time such as \
          2026-01-31T10:00:00.123456Z); send it back unchanged, or leave it out.",
     )
-}
-
-/// A read error the primary may not share: the replica lacks the row, or is away.
-pub trait AskPrimary {
-    fn ask_primary(&self) -> bool;
-}
-
-impl AskPrimary for DbError {
-    fn ask_primary(&self) -> bool {
-        matches!(self, DbError::Unavailable)
-    }
-}
-
-impl AskPrimary for RunError {
-    fn ask_primary(&self) -> bool {
-        match self {
-            RunError::NotFound => true,
-            RunError::Db(error) => error.ask_primary(),
-            _ => false,
-        }
-    }
-}
-
-impl Reader {
-    /// Runs `work` on the chosen database; on the replica, a miss or an outage is asked
-    /// of the primary once more.
-    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
-    where
-        F: Fn(&mut PgConnection) -> Result<T, E> + Clone + Send + 'static,
-        T: Send + 'static,
-        E: From<DbError> + AskPrimary + Send + 'static,
-    {
-        if self.target.replica_holds.is_none() {
-            return self.primary.run(work).await;
-        }
-        match self.target.db.run(work.clone()).await {
-            Err(error) if error.ask_primary() => self.primary.run(work).await,
-            answered => answered,
-        }
-    }
-
-    /// The run with this id in `workspace` ([`Database::find_run`]: batched with the
-    /// views other requests ask for); a replica's miss is asked of the primary.
-    pub async fn find_run(&self, workspace: WorkspaceId, run: RunId) -> Result<Option<OperationRunRow>, DbError> {
-        if self.target.replica_holds.is_none() {
-            return self.primary.find_run(workspace, run).await;
-        }
-        match self.target.db.find_run(workspace, run).await {
-            Ok(None) | Err(DbError::Unavailable) => self.primary.find_run(workspace, run).await,
-            answered => answered,
-        }
-    }
-
-    /// `key`'s answer from `reads` ([`SharedReads::read`]: shared with the identical
-    /// reads of the same moment); on the replica, an outage is asked of the primary.
-    pub async fn read_shared<K, V>(&self, reads: &SharedReads<K, V>, key: K) -> Result<Arc<V>, DbError>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
-    {
-        if self.target.replica_holds.is_none() {
-            return reads.read(&self.primary, key).await;
-        }
-        match reads.read(&self.target.db, key.clone()).await {
-            Err(error) if error.ask_primary() => reads.read(&self.primary, key).await,
-            answered => answered,
-        }
-    }
-
-    pub fn primary(&self) -> &Database {
-        &self.primary
-    }
 }
 
 /// Stamps successful write answers with the read-your-writes token: the time at which

@@ -9,12 +9,16 @@
 pub mod batch;
 pub mod health;
 pub mod idempotency;
+pub mod lists;
 pub mod moves;
 pub mod start;
+
+use std::sync::Arc;
 
 use diesel::PgConnection;
 
 use crate::db::models::{OperationRunRow, RunEventRow};
+use crate::db::replica::{AskPrimary, Reader};
 use crate::db::{events, runs, DbError};
 use crate::domain::access::{decide, Access, Action, MissingCapability, Principal};
 use crate::domain::ids::RunId;
@@ -88,4 +92,40 @@ pub fn timeline(
     let run = visible_run(conn, principal, run_id, Action::View)?;
     let events = if wanted(&run) { Some(events::for_run(conn, run.id, after)?) } else { None };
     Ok((run, events))
+}
+
+impl AskPrimary for RunError {
+    fn ask_primary(&self) -> bool {
+        match self {
+            RunError::NotFound => true,
+            RunError::Db(error) => error.ask_primary(),
+            _ => false,
+        }
+    }
+}
+
+/// The run `id` for `principal`, as a view answers it, read where `reader` reads; with
+/// `fresh`, from the primary (a change the caller was told of may not be on the replica).
+pub async fn read_run(
+    reader: &Reader,
+    principal: &Principal,
+    id: RunId,
+    fresh: bool,
+) -> Result<OperationRunRow, RunError> {
+    let found = match fresh {
+        true => reader.primary().find_run(principal.workspace_id, id).await,
+        false => reader.find_run(principal.workspace_id, id).await,
+    };
+    visible(principal, found?, Action::View)
+}
+
+/// [`timeline`] read where `reader` reads (a replica's miss is asked of the primary).
+pub async fn read_timeline(
+    reader: &Reader,
+    principal: Arc<Principal>,
+    run_id: RunId,
+    after: i64,
+    wanted: impl Fn(&OperationRunRow) -> bool + Clone + Send + 'static,
+) -> Result<(OperationRunRow, Option<Vec<RunEventRow>>), RunError> {
+    reader.run(move |conn| timeline(conn, &principal, run_id, after, wanted.clone())).await
 }

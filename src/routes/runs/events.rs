@@ -18,7 +18,7 @@ use crate::routes::caching::{self, Representation};
 use crate::routes::listing::event_cursor;
 use crate::routes::reads::{ReadAfterHeader, Reader};
 use crate::routes::timestamps;
-use crate::use_cases::timeline;
+use crate::use_cases::read_timeline;
 
 /// One entry of a run's timeline.
 #[derive(Serialize, ToSchema)]
@@ -108,7 +108,7 @@ pub async fn list_run_events(
     let representation = Representation::Timeline { after };
     let held = move |run: &_| caching::client_has(if_none_match.as_ref(), &caching::etag(representation, run));
     let principal = Arc::new(principal);
-    let (run, events) = db.run(move |conn| timeline(conn, &principal, id, after, |run| !held(run))).await?;
+    let (run, events) = read_timeline(&db, principal, id, after, move |run| !held(run)).await?;
     let etag = caching::etag(representation, &run);
     let Some(events) = events else {
         return Ok(caching::not_modified(etag));

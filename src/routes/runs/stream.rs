@@ -20,15 +20,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::events::RunEventView;
 use crate::auth::principal_from_header_or_query;
-use crate::db::announced::{self, AnnouncedEvent, CatchUp};
+use crate::db::announced::{AnnouncedEvent, CatchUp};
 use crate::db::replica::Reads;
-use crate::db::{DbError, JsonText};
+use crate::db::JsonText;
 use crate::domain::access::Principal;
 use crate::domain::catalog::RunType;
 use crate::domain::ids::{RunId, TenantId};
 use crate::domain::status::{Outcome, RunStatus};
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::live::{Hub, StreamFilter, Subscription};
+use crate::live::{self, Hub, StreamFilter, Subscription};
 use crate::metrics::Metrics;
 use crate::routes::listing::{event_cursor, parse_query, parse_types, positive_id};
 
@@ -202,11 +202,7 @@ impl Streaming {
             _ => (self.reads.primary().clone(), through),
         };
         let (workspace, after, wanted) = (self.principal.workspace_id, self.cursor, self.catch_up.clone());
-        let page = db
-            .run(move |conn| {
-                announced::catch_up(conn, workspace, after, upto, &wanted, CATCH_UP_PAGE).map_err(DbError::from)
-            })
-            .await;
+        let page = live::catch_up(&db, workspace, after, upto, wanted, CATCH_UP_PAGE).await;
         let Ok(page) = page else {
             // The client resumes from the last event it received.
             self.finished = true;

@@ -11,13 +11,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{json, RunView};
-use crate::domain::access::{Action, Principal};
+use crate::domain::access::Principal;
 use crate::domain::ids::RunId;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::live::{Hub, StreamFilter, Subscription};
 use crate::routes::caching::{self, Representation};
 use crate::routes::reads::{ReadAfterHeader, Reader};
-use crate::use_cases::{visible, RunError};
+use crate::use_cases::read_run;
 
 /// The longest a long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -109,11 +109,7 @@ pub async fn view_run(
     let mut woken = false;
     loop {
         // Woken by a change: the replica may not hold it yet, the primary does.
-        let found = match woken {
-            true => db.primary().find_run(principal.workspace_id, id).await,
-            false => db.find_run(principal.workspace_id, id).await,
-        };
-        let run = visible(&principal, found.map_err(RunError::from)?, Action::View)?;
+        let run = read_run(&db, &principal, id, woken).await?;
         let etag = caching::etag(Representation::Run, &run);
         if !caching::client_has(if_none_match.as_ref(), &etag) {
             let mut response = HttpResponse::Ok();
