@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use secrecy::{SecretSlice, SecretString};
 
-use crate::auth::JwtKey;
 use crate::domain::staleness::StaleLimits;
+use crate::http::auth::JwtKey;
 
 /// HS256 secrets shorter than this are refused: they can be brute-forced.
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -1,23 +1,15 @@
 //! opsrun: the canonical store of operation runs, as a JSON REST API over PostgreSQL.
+//!
+//! The layers, top to bottom (docs/ARCHITECTURE.md): `http` and `commands` call
+//! `use_cases` (and `reaper`, `live`), which call `db`; `domain` is pure rules that all
+//! of them use. Nothing imports upward.
 
-pub mod adopt;
-pub mod auth;
-pub mod bootstrap;
-pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod cors;
 pub mod db;
 pub mod domain;
-pub mod embedded_pg;
-pub mod error;
-pub mod legacy;
+pub mod http;
 pub mod live;
 pub mod metrics;
-pub mod observability;
-pub mod openapi;
 pub mod reaper;
-pub mod routes;
-pub mod seed;
-pub mod startup;
-pub mod telemetry;
 pub mod use_cases;

@@ -8,7 +8,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = opsrun::cli::Cli::parse();
+    let cli = opsrun::commands::cli::Cli::parse();
     if cli.command.prints_a_report() {
         // A report piped into `head` ends quietly when the reader goes, as other command
         // line tools do, instead of panicking on the broken pipe. Not for `serve`, whose
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         // SAFETY: restores the default disposition of one signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    match opsrun::cli::run(cli) {
+    match opsrun::commands::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("opsrun: {error:#}");

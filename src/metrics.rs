@@ -7,7 +7,7 @@ use crate::db::coalesce::BatchStats;
 use crate::db::Database;
 use crate::domain::catalog::RunType;
 use crate::domain::status::EventKind;
-use crate::error::ProblemCode;
+use crate::http::error::ProblemCode;
 use crate::live::Hub;
 
 /// Every metric family the service exports, in its own registry.

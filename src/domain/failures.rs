@@ -112,7 +112,7 @@ impl Failure {
 }
 
 // Word boundaries, whitespace and case are ASCII's, so that PostgreSQL's regular
-// expressions (src/adopt/convert.sql) redact exactly the same whatever the database's locale.
+// expressions (src/commands/adopt/convert.sql) redact exactly the same whatever the database's locale.
 static BEARER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?-u:\b)(?i-u:bearer)[\t\n\x0B\x0C\r ]+[A-Za-z0-9\-._~+/]+=*").expect("valid regex"));
 static JWT: LazyLock<Regex> =

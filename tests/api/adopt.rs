@@ -13,9 +13,9 @@ use diesel::sql_types::Text;
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
+use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 use crate::helpers::process::{stderr, stdout};
 use crate::helpers::{admin_token, empty_database, inventory_sync, TestApp};
-use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 
 const PLATFORM_SCHEMA: &str = include_str!("../fixtures/platform-schema.sql");
 
@@ -57,7 +57,7 @@ fn migrate(url: &str) -> Output {
 
 /// The findings table of a report: finding → rows.
 fn findings(report: &str) -> BTreeMap<String, u64> {
-    let names = opsrun::adopt::Finding::ALL.map(|f| f.name());
+    let names = opsrun::commands::adopt::Finding::ALL.map(|f| f.name());
     report
         .lines()
         .filter_map(|line| {
@@ -483,7 +483,7 @@ struct Converted {
     context: String,
 }
 
-fn platform_rows() -> impl proptest::strategy::Strategy<Value = opsrun::adopt::PlatformRow> {
+fn platform_rows() -> impl proptest::strategy::Strategy<Value = opsrun::commands::adopt::PlatformRow> {
     use proptest::prelude::*;
     let types = prop::sample::select(vec![
         "inventory_sync",
@@ -551,19 +551,21 @@ fn platform_rows() -> impl proptest::strategy::Strategy<Value = opsrun::adopt::P
     ]);
     let hashes = prop::sample::select(vec!["f".repeat(64), "F".repeat(64), "abc".to_owned()]);
     (types, states, contexts, counts, failures, hashes, prop::option::of(1..4i64), 1..1000i64).prop_map(
-        |(run_type, (status, outcome), context, counts, failures, hash, tenant, id)| opsrun::adopt::PlatformRow {
-            id,
-            workspace_id: 1,
-            tenant_id: tenant,
-            run_type: run_type.into(),
-            status: status.into(),
-            outcome: outcome.into(),
-            run_identity_hash: hash,
-            has_completed_at: status == "completed",
-            summary_counts: counts.map(Into::into),
-            failure_summary: failures.map(Into::into),
-            context: Some(context.into()),
-            identity_policy: None,
+        |(run_type, (status, outcome), context, counts, failures, hash, tenant, id)| {
+            opsrun::commands::adopt::PlatformRow {
+                id,
+                workspace_id: 1,
+                tenant_id: tenant,
+                run_type: run_type.into(),
+                status: status.into(),
+                outcome: outcome.into(),
+                run_identity_hash: hash,
+                has_completed_at: status == "completed",
+                summary_counts: counts.map(Into::into),
+                failure_summary: failures.map(Into::into),
+                context: Some(context.into()),
+                identity_policy: None,
+            }
         },
     )
 }
@@ -576,12 +578,12 @@ fn the_database_converts_every_row_as_adopt_check_expects() {
     use proptest::test_runner::{Config, TestRunner};
 
     let conn = std::cell::RefCell::new(PgConnection::establish(&empty_database()).unwrap());
-    conn.borrow_mut().batch_execute(&opsrun::adopt::conversion_functions_sql()).unwrap();
+    conn.borrow_mut().batch_execute(&opsrun::commands::adopt::conversion_functions_sql()).unwrap();
     let json =
         |text: &Option<String>| -> Value { text.as_deref().map_or(Value::Null, |t| serde_json::from_str(t).unwrap()) };
     TestRunner::new(Config { cases: 512, ..Config::default() })
         .run(&platform_rows(), |row| {
-            let verdict = opsrun::adopt::judge(&row);
+            let verdict = opsrun::commands::adopt::judge(&row);
             let converted: Result<Converted, _> = sql_query(
                 "SELECT c.run_type, c.run_identity_hash, c.identity_policy, c.summary_counts::text AS summary_counts,
                         c.failure_summary::text AS failure_summary, c.context::text AS context
@@ -631,7 +633,7 @@ fn the_database_sanitizes_messages_as_the_service_does() {
     use proptest::test_runner::{Config, TestRunner};
 
     let conn = std::cell::RefCell::new(PgConnection::establish(&empty_database()).unwrap());
-    conn.borrow_mut().batch_execute(&opsrun::adopt::conversion_functions_sql()).unwrap();
+    conn.borrow_mut().batch_execute(&opsrun::commands::adopt::conversion_functions_sql()).unwrap();
     let pieces = prop::sample::select(vec![
         "password",
         "PassWD",

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use opsrun::auth::{AuthConfig, JwtKey};
+use opsrun::http::auth::{AuthConfig, JwtKey};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@ use crate::helpers::{admin_token, inventory_sync, TestApp};
 fn the_committed_openapi_document_matches_the_code() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
         .expect("openapi/openapi.json exists");
-    let generated = opsrun::openapi::document_json();
+    let generated = opsrun::http::openapi::document_json();
     assert!(
         committed == generated,
         "openapi/openapi.json is stale: regenerate it with `cargo run -q -- openapi > openapi/openapi.json`"
@@ -17,7 +17,7 @@ fn the_committed_openapi_document_matches_the_code() {
 /// Problem schema, which names another status. Every refusal carries its own.
 #[test]
 fn every_problem_response_has_examples_of_its_own_status() {
-    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&opsrun::http::openapi::document_json()).unwrap();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap().iter().filter(|(_, o)| o.get("responses").is_some()) {
             for (status, response) in operation["responses"].as_object().unwrap() {
@@ -38,7 +38,7 @@ async fn the_document_and_swagger_ui_are_served_without_a_token() {
     let app = TestApp::spawn().await;
     let served: serde_json::Value =
         app.client.get(format!("{}/openapi.json", app.address)).send().await.unwrap().json().await.unwrap();
-    let generated: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let generated: serde_json::Value = serde_json::from_str(&opsrun::http::openapi::document_json()).unwrap();
     assert_eq!(served, generated);
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(served["components"]["securitySchemes"]["bearer"].is_object());
@@ -56,7 +56,7 @@ async fn the_document_and_swagger_ui_are_served_without_a_token() {
 #[tokio::test]
 async fn links_from_a_started_run_lead_to_that_run() {
     let app = TestApp::spawn().await;
-    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&opsrun::http::openapi::document_json()).unwrap();
     let path_of = |operation_id: &str| {
         document["paths"].as_object().unwrap().iter().find_map(|(path, item)| {
             item.as_object().unwrap().values().any(|op| op["operationId"] == operation_id).then_some(path.clone())
@@ -110,7 +110,7 @@ fn documented_examples(document: &serde_json::Value) -> Vec<(String, String, ser
 /// what capability it needs, and every `/v1` operation documents `503` with `Retry-After`.
 #[test]
 fn every_refusal_is_documented_with_an_example_of_its_own_status() {
-    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&opsrun::http::openapi::document_json()).unwrap();
     let examples = documented_examples(&document);
     assert!(examples.len() > 50, "{}", examples.len());
     for (operation, status, example) in &examples {
@@ -136,7 +136,7 @@ fn every_refusal_is_documented_with_an_example_of_its_own_status() {
 #[tokio::test]
 async fn documented_examples_are_what_the_service_really_answers() {
     let app = TestApp::spawn().await;
-    let document: serde_json::Value = serde_json::from_str(&opsrun::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&opsrun::http::openapi::document_json()).unwrap();
     let example_of = |code: &str| {
         documented_examples(&document)
             .into_iter()

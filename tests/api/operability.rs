@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::{sql_query, Connection, PgConnection};
+use opsrun::commands::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use opsrun::domain::staleness::StaleLimits;
-use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{json, Value};
 
 use crate::helpers::sse::SseReader;
@@ -126,7 +126,7 @@ async fn wait_until_no_active_runs(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_instances_reap_each_stale_run_once_count_it_once_and_stream_it_to_all() {
     let database = fresh_database();
-    let reaping = |config: &mut opsrun::startup::ApplicationConfig| {
+    let reaping = |config: &mut opsrun::http::startup::ApplicationConfig| {
         config.reaper = Some((Duration::from_millis(20), StaleLimits::default()));
     };
     let mut apps = Vec::new();

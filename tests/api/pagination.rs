@@ -313,7 +313,7 @@ fn every_filter_combination_pages_through_exactly_its_runs_newest_first() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let app = runtime.block_on(TestApp::spawn());
     let runs = seed_listed(&mut app.db());
-    let caps = opsrun::auth::all_capabilities();
+    let caps = opsrun::http::auth::all_capabilities();
     let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
     let config = proptest::test_runner::Config { cases: 48, failure_persistence: None, ..Default::default() };
     proptest::test_runner::TestRunner::new(config)
@@ -459,12 +459,12 @@ fn a_filtered_page_reads_its_index_range_not_the_newer_runs_that_do_not_match() 
 async fn a_page_read_from_the_drivers_buffer_holds_what_the_owned_rows_hold() {
     use chrono::{Duration, Utc};
     use diesel::{sql_query, RunQueryDsl};
+    use opsrun::commands::seed::{seed, SeedPlan};
     use opsrun::db::runs::{self, RunQuery};
     use opsrun::domain::catalog::RunType;
     use opsrun::domain::ids::{TenantId, WorkspaceId};
     use opsrun::domain::status::StatusFilter;
     use opsrun::domain::status::{Outcome, RunStatus};
-    use opsrun::seed::{seed, SeedPlan};
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
 

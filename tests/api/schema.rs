@@ -215,10 +215,10 @@ async fn the_database_spells_each_fixed_set_exactly_as_the_code_does() {
 #[tokio::test]
 async fn seeded_runs_use_only_the_codes_spellings_and_cover_them() {
     use diesel::prelude::*;
+    use opsrun::commands::seed::{seed, SeedPlan};
     use opsrun::db::models::{OperationRunRow, RunEventRow};
     use opsrun::db::schema::{operation_run_events, operation_runs};
     use opsrun::domain::status::{Outcome, RunStatus};
-    use opsrun::seed::{seed, SeedPlan};
 
     let app = TestApp::spawn().await;
     let mut conn = app.db();

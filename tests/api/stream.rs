@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::{sql_query, RunQueryDsl};
-use opsrun::auth::mint_token;
-use opsrun::startup::Application;
+use opsrun::http::auth::mint_token;
+use opsrun::http::startup::Application;
 use serde_json::{json, Value};
 
 use crate::helpers::sse::{Sse, SseReader};
@@ -117,7 +117,7 @@ async fn runs_the_caller_may_not_view_never_appear() {
     let mut stream = SseReader::open(&app, "", &viewer, None).await;
 
     let mut other_workspace =
-        claims(2, json!("*"), &opsrun::auth::all_capabilities().iter().map(String::as_str).collect::<Vec<_>>());
+        claims(2, json!("*"), &opsrun::http::auth::all_capabilities().iter().map(String::as_str).collect::<Vec<_>>());
     other_workspace.sub = "9".into();
     app.start(&mint(&other_workspace), inventory_sync(1, "foreign")).await;
     app.start(&admin_token(), inventory_sync(2, "other tenant")).await;

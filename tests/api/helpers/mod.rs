@@ -11,10 +11,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
-use opsrun::auth::{mint_token, AuthConfig, Claims, JwtKey};
+use opsrun::commands::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use opsrun::db::PoolConfig;
-use opsrun::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
-use opsrun::startup::{Application, ApplicationConfig, DatabaseUrls};
+use opsrun::http::auth::{mint_token, AuthConfig, Claims, JwtKey};
+use opsrun::http::startup::{Application, ApplicationConfig, DatabaseUrls};
 use reqwest::{Method, Response};
 use secrecy::SecretSlice;
 use serde_json::{json, Value};
@@ -341,7 +341,7 @@ pub fn token(tenants: Value, caps: &[&str]) -> String {
 
 /// Every tenant, every capability, workspace 1.
 pub fn admin_token() -> String {
-    let caps = opsrun::auth::all_capabilities();
+    let caps = opsrun::http::auth::all_capabilities();
     let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
     token(json!("*"), &caps)
 }
