@@ -15,30 +15,28 @@ use secrecy::{SecretSlice, SecretString};
 use crate::commands::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use crate::config::Settings;
 use crate::http::auth::JwtKey;
+use crate::http::startup::DatabaseUrls;
 
 /// The database the embedded cluster serves.
 const EMBEDDED_DATABASE: &str = "opsrun";
 
-/// The database to use, and the embedded cluster behind it when there is one.
-pub struct Database {
-    pub url: SecretString,
-    /// A session of its own, for migrations and the live listener: `DATABASE_DIRECT_URL`,
-    /// else `url`.
-    pub direct_url: SecretString,
-    /// The read replica, if any.
-    pub read_url: Option<SecretString>,
+/// Where a command's connections go, and the embedded cluster behind them when there
+/// is one (it stops when this is dropped or stopped).
+pub struct ResolvedDatabase {
+    pub urls: DatabaseUrls,
     pub embedded: Option<EmbeddedPostgres>,
 }
 
 /// `DATABASE_URL` when set; otherwise starts the embedded cluster under the data dir.
-pub fn database(settings: &Settings) -> anyhow::Result<Database> {
+pub fn database(settings: &Settings) -> anyhow::Result<ResolvedDatabase> {
     if let Some(url) = &settings.database_url {
-        return Ok(Database {
+        let urls = DatabaseUrls {
             url: url.clone(),
             direct_url: settings.database_direct_url.clone().unwrap_or_else(|| url.clone()),
             read_url: settings.database_read_url.clone(),
-            embedded: None,
-        });
+            max_replica_lag: settings.max_replica_lag,
+        };
+        return Ok(ResolvedDatabase { urls, embedded: None });
     }
     let options = EmbeddedOptions { data_dir: settings.data_dir.join("pg"), durable: true, port: None };
     let cluster = EmbeddedPostgres::start(&options).context("cannot start the embedded PostgreSQL")?;
@@ -49,7 +47,7 @@ pub fn database(settings: &Settings) -> anyhow::Result<Database> {
         sql_query(format!("CREATE DATABASE {EMBEDDED_DATABASE}")).execute(&mut admin)?;
     }
     let url = SecretString::from(cluster.url(EMBEDDED_DATABASE));
-    Ok(Database { direct_url: url.clone(), url, read_url: None, embedded: Some(cluster) })
+    Ok(ResolvedDatabase { urls: DatabaseUrls::single(url), embedded: Some(cluster) })
 }
 
 /// Whether a missing dev secret may be made.

@@ -14,7 +14,7 @@ use crate::commands::{adopt, bootstrap, legacy, logging, seed};
 use crate::config::Settings;
 use crate::db::PoolConfig;
 use crate::http::auth::{AuthConfig, Claims};
-use crate::http::startup::{self, Application, ApplicationConfig, DatabaseUrls};
+use crate::http::startup::{self, Application, ApplicationConfig};
 use crate::http::{auth, openapi};
 use crate::live::LiveConfig;
 use crate::{db, reaper};
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             logging::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let applied = migrate(database.direct_url.expose_secret())?;
+            let applied = migrate(database.urls.direct_url.expose_secret())?;
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
@@ -122,7 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reap { dry_run } => {
             logging::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let mut conn = PgConnection::establish(database.direct_url.expose_secret())
+            let mut conn = PgConnection::establish(database.urls.direct_url.expose_secret())
                 .context("cannot connect to the database")?;
             let stale = reaper::reap(&mut conn, &settings.stale_limits, dry_run)?;
             println!(
@@ -152,9 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => {
             logging::init(settings.log_format);
             let database = bootstrap::database(&settings)?;
-            let mut conn = PgConnection::establish(database.direct_url.expose_secret())
+            let mut conn = PgConnection::establish(database.urls.direct_url.expose_secret())
                 .context("cannot connect to the database")?;
-            migrate(database.direct_url.expose_secret())?;
+            migrate(database.urls.direct_url.expose_secret())?;
             let plan = seed::SeedPlan {
                 runs: args.runs.max(0),
                 workspaces: args.workspaces.max(1),
@@ -216,17 +216,12 @@ fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (key, dev_mode) = bootstrap::signing_key(&settings, DevSecret::CreateIfMissing)?;
     let database = bootstrap::database(&settings)?;
-    let applied = migrate(database.direct_url.expose_secret())?;
+    let applied = migrate(database.urls.direct_url.expose_secret())?;
     tracing::info!(migrations = applied.len(), "database ready");
 
     let application = Application::build(ApplicationConfig {
         bind: settings.bind,
-        database: DatabaseUrls {
-            url: database.url.clone(),
-            direct_url: database.direct_url.clone(),
-            read_url: database.read_url.clone(),
-            max_replica_lag: settings.max_replica_lag,
-        },
+        database: database.urls.clone(),
         pool: PoolConfig {
             size: settings.pool_size,
             checkout_timeout: settings.pool_timeout,

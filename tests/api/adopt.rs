@@ -13,9 +13,9 @@ use diesel::sql_types::Text;
 use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
-use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 use crate::helpers::process::{stderr, stdout};
 use crate::helpers::{admin_token, empty_database, inventory_sync, TestApp};
+use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 
 const PLATFORM_SCHEMA: &str = include_str!("../fixtures/platform-schema.sql");
 
