@@ -2,7 +2,6 @@
 //! diesel's blocking work off the async executor.
 
 pub mod announced;
-pub mod catalog;
 pub mod coalesce;
 mod error;
 pub mod events;
@@ -12,6 +11,7 @@ pub mod replica;
 pub mod run_fields;
 pub mod runs;
 pub mod schema;
+pub mod shape;
 pub mod shared_reads;
 mod sql_types;
 
@@ -421,9 +421,9 @@ pub fn with_migration_lock<T>(
 pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     with_migration_lock(conn, |conn| {
         // Asked before diesel's harness creates its record table in someone else's database.
-        let recorded = catalog::table_exists(conn, "__diesel_schema_migrations")?
+        let recorded = shape::table_exists(conn, "__diesel_schema_migrations")?
             && !conn.applied_migrations().map_err(|e| anyhow!("cannot read the migration record: {e}"))?.is_empty();
-        if !recorded && catalog::table_exists(conn, "operation_runs")? {
+        if !recorded && shape::table_exists(conn, "operation_runs")? {
             anyhow::bail!(
                 "this database already has an operation_runs table that opsrun did not create; \
                  `opsrun adopt --check --timezone <zone>` reports what taking it over involves"

@@ -42,7 +42,7 @@ fn text_array(items: impl IntoIterator<Item = String>) -> String {
     format!("ARRAY[{}]::text[]", items.join(", "))
 }
 
-fn catalog_sql() -> String {
+fn lookups() -> String {
     let mut scopes = String::new();
     let mut rules = String::new();
     let mut inputs = String::new();
@@ -118,7 +118,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT {counts} $$;
 
 /// Every function of the conversion, created or replaced.
 pub fn functions_sql() -> String {
-    format!("{}\n{}", catalog_sql(), include_str!("convert.sql"))
+    format!("{}\n{}", lookups(), include_str!("convert.sql"))
 }
 
 /// The statements that set NEW's converted columns from `opsrun_adopt_convert`'s
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn every_type_and_spelling_is_in_the_generated_catalog() {
-        let sql = catalog_sql();
+        let sql = lookups();
         for spec in &CATALOG {
             assert!(sql.contains(&format!("'{}'", spec.run_type.as_str())), "{}", spec.run_type);
         }

@@ -78,7 +78,7 @@ pub fn run(args: AdoptArgs, default_url: Option<String>) -> anyhow::Result<()> {
     let url = args.database_url.clone().or(default_url).context("--database-url or DATABASE_URL is required")?;
     let mut conn = PgConnection::establish(&url).context("cannot connect to the database")?;
     let conn = &mut conn;
-    if !crate::db::catalog::table_exists(conn, "operation_runs")? {
+    if !crate::db::shape::table_exists(conn, "operation_runs")? {
         anyhow::bail!(
             "this database has no operation_runs table to adopt; `opsrun migrate` creates opsrun's schema in an empty one"
         );

@@ -8,7 +8,7 @@ use diesel::{sql_query, PgConnection, QueryableByName, RunQueryDsl};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::rows::{judge, keep_apart, Finding, IdentityKey, PlatformRow, Verdict};
-use crate::db::catalog::column_exists;
+use crate::db::shape::column_exists;
 
 /// Rows read per statement.
 const BATCH: i64 = 5_000;

@@ -5,7 +5,7 @@ use diesel::{sql_query, Connection, PgConnection, RunQueryDsl};
 
 use super::checks::table_checks;
 use super::mapping::LegacyTable;
-use crate::db::catalog::table_exists;
+use crate::db::shape::table_exists;
 
 fn archive_name(table: LegacyTable) -> String {
     format!("_archive_{}", table.name())

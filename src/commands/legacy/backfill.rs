@@ -12,10 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::Digest;
 
-use super::catalog_sql::{OptionalId, Users, WorkspaceResolver};
+use super::lookups::{OptionalId, Users, WorkspaceResolver};
 use super::mapping::{map_row, LegacyInitiator, LegacyTable, Mapped, MappedRun};
-use crate::db::catalog::{column_exists, table_exists};
 use crate::db::models::{CarriedState, NewOperationRun};
+use crate::db::shape::{column_exists, table_exists};
 use crate::domain::catalog::{LegacySpelling, Trigger, LEGACY_SPELLINGS};
 use crate::domain::identity::IdentityPolicy;
 use crate::domain::ids::{RunId, WorkspaceId};

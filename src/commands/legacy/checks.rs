@@ -5,9 +5,9 @@ use diesel::sql_query;
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 
 use super::backfill::REFERENCES;
-use super::catalog_sql::OptionalId;
+use super::lookups::OptionalId;
 use super::mapping::LegacyTable;
-use crate::db::catalog::{column_exists, table_exists};
+use crate::db::shape::{column_exists, table_exists};
 
 fn count(conn: &mut PgConnection, sql: &str) -> QueryResult<i64> {
     Ok(sql_query(sql).get_result::<OptionalId>(conn)?.id.unwrap_or(0))

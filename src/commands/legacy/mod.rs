@@ -4,8 +4,8 @@
 
 mod archive;
 mod backfill;
-mod catalog_sql;
 mod checks;
+mod lookups;
 pub mod mapping;
 
 use std::time::Instant;
@@ -16,8 +16,8 @@ use diesel::{Connection, PgConnection};
 
 pub use archive::{drop_table, restore_table};
 pub use backfill::{canonicalize_types, repoint_references, Backfill, TableReport, BACKFILL_ACTOR};
-pub use catalog_sql::{Users, WorkspaceResolver, WorkspaceSource};
 pub use checks::{analyze, verify, Check, TableSummary};
+pub use lookups::{Users, WorkspaceResolver, WorkspaceSource};
 use mapping::LegacyTable;
 
 #[derive(clap::Args)]

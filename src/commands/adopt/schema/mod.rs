@@ -520,7 +520,7 @@ pub fn record_migrations(conn: &mut PgConnection) -> anyhow::Result<usize> {
 /// How many of opsrun's migrations the database has no record of.
 pub fn unrecorded_migrations(conn: &mut PgConnection) -> anyhow::Result<usize> {
     let versions = versions()?;
-    if !crate::db::catalog::table_exists(conn, "__diesel_schema_migrations")? {
+    if !crate::db::shape::table_exists(conn, "__diesel_schema_migrations")? {
         return Ok(versions.len());
     }
     let recorded: Vec<Name> = sql_query("SELECT version::text AS name FROM __diesel_schema_migrations").load(conn)?;

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::db::catalog::{column_exists, table_exists};
+use crate::db::shape::{column_exists, table_exists};
 use crate::domain::ids::{TenantId, WorkspaceId};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{sql_query, PgConnection, QueryResult, QueryableByName, RunQueryDsl};
