@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 pub use super::findings::Finding;
 use super::shapes;
-use crate::domain::catalog::{IdentityRule, RunType, Scope};
+use crate::domain::catalog::{IdentityRule, RunType, Scope, Trigger};
 use crate::domain::identity::{identity_hash, IdentityPolicy, ScopeKey};
 use crate::domain::ids::{TenantId, WorkspaceId};
 use crate::domain::inputs::parse_inputs;
@@ -108,111 +108,193 @@ fn is_empty_json(value: &Value) -> bool {
     value.is_null() || value.as_array().is_some_and(Vec::is_empty)
 }
 
-/// Judges one row under opsrun's rules.
-pub fn judge(row: &PlatformRow) -> Verdict {
-    let mut verdict = Verdict::default();
-    let Some((run_type, implied_trigger)) = shapes::canonical_type(&row.run_type) else {
-        return verdict.refuse(Finding::UnknownType, format!("type `{}`", row.run_type));
-    };
-    if run_type.as_str() != row.run_type {
-        verdict.findings.push((Finding::DottedType, None));
-        verdict.fix.run_type = Some(run_type);
-    }
-    let spec = run_type.spec();
+/// A refusal: the rule the row breaks, and why.
+type Refusal = (Finding, String);
 
+/// One of opsrun's rules, applied to a row being judged.
+type Rule = fn(&mut Judging<'_>) -> Result<(), Refusal>;
+
+/// Judges one row under opsrun's rules, one after the other; the first that refuses the
+/// row ends the judgement, keeping the findings before it.
+pub fn judge(row: &PlatformRow) -> Verdict {
+    const RULES: [Rule; 6] = [type_name, status_and_outcome, json_columns, scope, set_aside_and_type_notes, identity];
+    let mut judging = Judging::new(row);
+    for rule in RULES {
+        if let Err((finding, reason)) = rule(&mut judging) {
+            return judging.verdict.refuse(finding, reason);
+        }
+    }
+    judging.finish()
+}
+
+/// What the rules have found out about a row so far.
+struct Judging<'a> {
+    row: &'a PlatformRow,
+    verdict: Verdict,
+    run_type: RunType,
+    implied_trigger: Option<Trigger>,
+    completed: bool,
+    tenant_id: Option<TenantId>,
+    context: Map<String, Value>,
+    context_changed: bool,
+    /// Counters set aside, for `context.adopted.summary_counts`.
+    aside: Map<String, Value>,
+    /// What goes into `context.adopted`.
+    notes: Map<String, Value>,
+}
+
+impl<'a> Judging<'a> {
+    fn new(row: &'a PlatformRow) -> Judging<'a> {
+        Judging {
+            row,
+            verdict: Verdict::default(),
+            run_type: RunType::InventorySync,
+            implied_trigger: None,
+            completed: false,
+            tenant_id: None,
+            context: Map::new(),
+            context_changed: false,
+            aside: Map::new(),
+            notes: Map::new(),
+        }
+    }
+
+    fn found(&mut self, finding: Finding) {
+        self.verdict.findings.push((finding, None));
+    }
+
+    /// The notes go into `context.adopted`; the verdict is complete.
+    fn finish(mut self) -> Verdict {
+        if !self.notes.is_empty() {
+            let adopted = self.context.entry(ADOPTED_KEY).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(adopted) = adopted {
+                adopted.extend(std::mem::take(&mut self.notes));
+            }
+            self.context_changed = true;
+        }
+        if self.context_changed {
+            self.verdict.fix.context = Some(Value::Object(self.context));
+        }
+        self.verdict
+    }
+}
+
+/// A canonical type, a legacy spelling, or a dotted spelling of a canonical name.
+fn type_name(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    let row = judging.row;
+    let (run_type, implied_trigger) = shapes::canonical_type(&row.run_type)
+        .ok_or_else(|| (Finding::UnknownType, format!("type `{}`", row.run_type)))?;
+    if run_type.as_str() != row.run_type {
+        judging.found(Finding::DottedType);
+        judging.verdict.fix.run_type = Some(run_type);
+    }
+    (judging.run_type, judging.implied_trigger) = (run_type, implied_trigger);
+    Ok(())
+}
+
+/// A known status and outcome that go together, and `completed_at` with completion.
+fn status_and_outcome(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    let row = judging.row;
     let (Some(status), Some(outcome)) = (RunStatus::parse(&row.status), Outcome::parse(&row.outcome)) else {
-        return verdict
-            .refuse(Finding::UnknownStatusOrOutcome, format!("status `{}`, outcome `{}`", row.status, row.outcome));
+        return Err((Finding::UnknownStatusOrOutcome, format!("status `{}`, outcome `{}`", row.status, row.outcome)));
     };
     let completed = status == RunStatus::Completed;
     if completed == (outcome == Outcome::Pending) {
-        return verdict
-            .refuse(Finding::StatusOutcomeMismatch, format!("{} with outcome {}", status.as_str(), outcome.as_str()));
+        return Err((Finding::StatusOutcomeMismatch, format!("{} with outcome {}", status.as_str(), outcome.as_str())));
     }
     match (completed, row.has_completed_at) {
         (true, false) => {
-            verdict.findings.push((Finding::CompletedWithoutCompletedAt, None));
-            verdict.fix.completed_at_from_updated_at = true;
+            judging.found(Finding::CompletedWithoutCompletedAt);
+            judging.verdict.fix.completed_at_from_updated_at = true;
         }
         (false, true) => {
-            return verdict.refuse(Finding::ActiveWithCompletedAt, format!("{} with completed_at", status.as_str()))
+            return Err((Finding::ActiveWithCompletedAt, format!("{} with completed_at", status.as_str())))
         }
         _ => {}
     }
+    judging.completed = completed;
+    Ok(())
+}
 
-    let read = |column: &str, text: Option<&str>| json_value(text).map_err(|what| format!("{column} is {what}"));
-    let (counts, failures, given_context) = match (
-        read("summary_counts", row.summary_counts.as_deref()),
-        read("failure_summary", row.failure_summary.as_deref()),
-        read("context", row.context.as_deref()),
-    ) {
-        (Ok(counts), Ok(failures), Ok(context)) => (counts, failures, context),
-        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => return verdict.refuse(Finding::JsonNotObject, why),
+/// The JSON columns in opsrun's shapes: the platform's lists, empty lists and nulls,
+/// string counters and keys of its own are converted, anything else refused.
+fn json_columns(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    let row = judging.row;
+    let read = |column: &str, text: Option<&str>| {
+        json_value(text).map_err(|what| (Finding::JsonNotObject, format!("{column} is {what}")))
     };
+    let counts = read("summary_counts", row.summary_counts.as_deref())?;
+    let failures = read("failure_summary", row.failure_summary.as_deref())?;
+    let given_context = read("context", row.context.as_deref())?;
     if [&counts, &failures, &given_context].into_iter().any(is_empty_json) {
-        verdict.findings.push((Finding::JsonNull, None));
+        judging.found(Finding::JsonNull);
     }
-    let (kept_counts, aside) = match shapes::counts(counts.clone()) {
-        Ok(split) => split,
-        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("summary_counts is {what}")),
-    };
-    let stored_failures = match shapes::failures(failures.clone()) {
-        Ok(stored) => stored,
-        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("failure_summary is {what}")),
-    };
-    let mut context = match shapes::object(given_context.clone()) {
-        Ok(map) => map,
-        Err(what) => return verdict.refuse(Finding::JsonNotObject, format!("context is {what}")),
-    };
+    let refused = |column: &'static str| move |what: String| (Finding::JsonNotObject, format!("{column} is {what}"));
+    let (kept_counts, aside) = shapes::counts(counts.clone()).map_err(refused("summary_counts"))?;
+    let stored_failures = shapes::failures(failures.clone()).map_err(refused("failure_summary"))?;
+    judging.context = shapes::object(given_context.clone()).map_err(refused("context"))?;
+    judging.context_changed = !given_context.is_object();
+    judging.aside = aside;
     let kept_counts = Value::Object(kept_counts);
     if kept_counts != counts {
         if !is_empty_json(&counts) {
-            verdict.findings.push((Finding::PlatformCounts, None));
+            judging.found(Finding::PlatformCounts);
         }
-        verdict.fix.summary_counts = Some(kept_counts);
+        judging.verdict.fix.summary_counts = Some(kept_counts);
     }
     if stored_failures != failures {
         if !is_empty_json(&failures) {
-            verdict.findings.push((Finding::PlatformFailures, None));
+            judging.found(Finding::PlatformFailures);
         }
-        verdict.fix.failure_summary = Some(stored_failures);
+        judging.verdict.fix.failure_summary = Some(stored_failures);
     }
-    let context_defaulted = !given_context.is_object();
+    Ok(())
+}
 
-    let tenant_id = match (spec.scope, row.tenant_id) {
+/// A tenant type has a tenant, a workspace type none.
+fn scope(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    let run_type = judging.run_type;
+    judging.tenant_id = match (run_type.spec().scope, judging.row.tenant_id) {
         (Scope::Tenant, Some(tenant)) => Some(TenantId(tenant)),
         (Scope::Workspace, None) => None,
-        (Scope::Tenant, None) => {
-            return verdict.refuse(Finding::ScopeMismatch, format!("{run_type} without tenant_id"))
-        }
-        (Scope::Workspace, Some(_)) => {
-            return verdict.refuse(Finding::ScopeMismatch, format!("{run_type} with tenant_id"))
-        }
+        (Scope::Tenant, None) => return Err((Finding::ScopeMismatch, format!("{run_type} without tenant_id"))),
+        (Scope::Workspace, Some(_)) => return Err((Finding::ScopeMismatch, format!("{run_type} with tenant_id"))),
     };
+    Ok(())
+}
 
-    let mut notes = Map::new();
-    let mut context_changed = context_defaulted;
-    if !aside.is_empty() {
-        let mut set_aside = context
+/// Counters set aside and the platform's type name are noted in `context.adopted`; a
+/// backup-schedule spelling's trigger goes to `context.trigger`.
+fn set_aside_and_type_notes(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    if !judging.aside.is_empty() {
+        let mut set_aside = judging
+            .context
             .get(ADOPTED_KEY)
             .and_then(|adopted| adopted.get("summary_counts"))
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        set_aside.extend(aside);
-        notes.insert("summary_counts".into(), Value::Object(set_aside));
+        set_aside.extend(std::mem::take(&mut judging.aside));
+        judging.notes.insert("summary_counts".into(), Value::Object(set_aside));
     }
-    if verdict.fix.run_type.is_some() {
-        notes.insert("platform_type".into(), Value::String(row.run_type.clone()));
-        if let Some(trigger) = implied_trigger {
-            context.insert("trigger".into(), Value::String(trigger.as_str().into()));
+    if judging.verdict.fix.run_type.is_some() {
+        judging.notes.insert("platform_type".into(), Value::String(judging.row.run_type.clone()));
+        if let Some(trigger) = judging.implied_trigger {
+            judging.context.insert("trigger".into(), Value::String(trigger.as_str().into()));
         }
-        context_changed = true;
+        judging.context_changed = true;
     }
+    Ok(())
+}
 
-    // The identity, under opsrun's rules, from the inputs the context carries.
-    let active = !completed;
-    let given: Map<String, Value> = context
+/// The identity under opsrun's rules, from the inputs the context carries: the hash a
+/// start through the API computes, where a unique index compares it.
+fn identity(judging: &mut Judging<'_>) -> Result<(), Refusal> {
+    let row = judging.row;
+    let (run_type, spec) = (judging.run_type, judging.run_type.spec());
+    let active = !judging.completed;
+    let given: Map<String, Value> = judging
+        .context
         .iter()
         .filter(|(key, _)| spec.inputs.iter().any(|input| input.name == *key))
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -222,7 +304,7 @@ pub fn judge(row: &PlatformRow) -> Verdict {
         Ok(inputs) => {
             let policy = IdentityPolicy::for_start(spec.identity, &inputs);
             let nonce = (policy == IdentityPolicy::UniquePerClick).then(|| format!("adopted:{}", row.id));
-            let scope = ScopeKey::new(spec.scope, WorkspaceId(row.workspace_id), tenant_id);
+            let scope = ScopeKey::new(spec.scope, WorkspaceId(row.workspace_id), judging.tenant_id);
             let computed = identity_hash(scope, run_type, &inputs, nonce.as_deref());
             // Only the rows a unique index compares must carry opsrun's hash; a finished
             // dedupe or per-click run keeps the platform's, when it is well formed.
@@ -234,7 +316,7 @@ pub fn judge(row: &PlatformRow) -> Verdict {
             (policy, hash)
         }
         Err(error) if active || spec.identity != IdentityRule::DedupeActive => {
-            return verdict.refuse(Finding::IdentityNotComputable, error.to_string());
+            return Err((Finding::IdentityNotComputable, error.to_string()));
         }
         Err(_) => {
             let hash =
@@ -243,44 +325,35 @@ pub fn judge(row: &PlatformRow) -> Verdict {
         }
     };
     // A row an earlier adopt kept apart stays apart.
-    let kept_apart = context.get(ADOPTED_KEY).is_some_and(|adopted| adopted.get(KEPT_APART_KEY).is_some());
+    let adopted = judging.context.get(ADOPTED_KEY);
+    let kept_apart = adopted.is_some_and(|adopted| adopted.get(KEPT_APART_KEY).is_some());
+    let noted_hash = adopted.is_some_and(|adopted| adopted.get("platform_run_identity_hash").is_some());
     let (policy, hash) = match (kept_apart, well_formed) {
         (true, true) => (IdentityPolicy::UniquePerClick, row.run_identity_hash.clone()),
         (true, false) => (IdentityPolicy::UniquePerClick, own_identity(&hash, row.id)),
         (false, _) => (policy, hash),
     };
     if hash != row.run_identity_hash {
-        verdict.findings.push((if well_formed { Finding::HashDiffers } else { Finding::MalformedHash }, None));
-        if context.get(ADOPTED_KEY).is_none_or(|adopted| adopted.get("platform_run_identity_hash").is_none()) {
-            notes.insert("platform_run_identity_hash".into(), Value::String(row.run_identity_hash.clone()));
+        judging.found(if well_formed { Finding::HashDiffers } else { Finding::MalformedHash });
+        if !noted_hash {
+            judging.notes.insert("platform_run_identity_hash".into(), Value::String(row.run_identity_hash.clone()));
         }
-        verdict.fix.run_identity_hash = Some(hash.clone());
+        judging.verdict.fix.run_identity_hash = Some(hash.clone());
     }
     if row.identity_policy.as_deref() != Some(policy.as_str()) {
-        verdict.fix.identity_policy = Some(policy);
+        judging.verdict.fix.identity_policy = Some(policy);
     }
-    if !notes.is_empty() {
-        let adopted = context.entry(ADOPTED_KEY).or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(adopted) = adopted {
-            adopted.extend(notes);
-        }
-        context_changed = true;
-    }
-    if context_changed {
-        verdict.fix.context = Some(Value::Object(context));
-    }
-
     if active {
-        verdict.identities.push(IdentityKey::Active {
+        judging.verdict.identities.push(IdentityKey::Active {
             workspace_id: row.workspace_id,
             tenant_id: row.tenant_id,
             hash: hash.clone(),
         });
     }
     if policy == IdentityPolicy::StrictOnce && !kept_apart {
-        verdict.identities.push(IdentityKey::StrictOnce { workspace_id: row.workspace_id, hash });
+        judging.verdict.identities.push(IdentityKey::StrictOnce { workspace_id: row.workspace_id, hash });
     }
-    verdict
+    Ok(())
 }
 
 /// Gives a row kept apart from `holder` an identity of its own, noted in its context.
