@@ -215,112 +215,16 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
         }
     };
     let run_type = table.run_type();
-    let mut context = Map::new();
-    let mut inputs = Map::new();
-    let mut failures = Vec::new();
-    let (summary_counts, initiator);
-
-    match table {
-        LegacyTable::InventorySyncRuns => {
-            let selection = text(row, "selection_hash").unwrap_or_else(|| {
-                notes.push("no selection_hash; identity uses `unknown`".into());
-                "unknown".into()
-            });
-            inputs.insert("selection_hash".into(), Value::from(selection));
-            if let Some(payload) = json_field(row, "selection_payload", &mut notes) {
-                context.insert("selection_payload".into(), payload);
-            }
-            summary_counts = nonzero_counts(&[
-                ("total", count(row.get("items_observed_count"))),
-                ("succeeded", count(row.get("items_upserted_count"))),
-                ("failed", count(row.get("errors_count"))),
-            ]);
-            match json_field(row, "error_codes", &mut notes) {
-                Some(Value::Array(codes)) => failures.extend(codes.iter().map(|c| {
-                    let code = c.as_str().map(str::to_owned).unwrap_or_else(|| c.to_string());
-                    failure(&code, "unknown", "")
-                })),
-                Some(_) => notes.push("`error_codes` is not an array; ignored".into()),
-                None => {}
-            }
-            initiator = id(row, "user_id").map(LegacyInitiator::User);
-        }
-        LegacyTable::EntraGroupSyncRuns => {
-            let selection = text(row, "selection_key").unwrap_or_else(|| {
-                notes.push("no selection_key; identity uses `unknown`".into());
-                "unknown".into()
-            });
-            inputs.insert("selection_key".into(), Value::from(selection));
-            if let Some(slot) = text(row, "slot_key") {
-                context.insert("slot_key".into(), Value::from(slot));
-            }
-            context.insert(
-                "safety_stop".into(),
-                json!({ "triggered": row.get("safety_stop_triggered").and_then(Value::as_bool).unwrap_or(false),
-                        "reason": text(row, "safety_stop_reason") }),
-            );
-            summary_counts = nonzero_counts(&[
-                ("total", count(row.get("items_observed_count"))),
-                ("succeeded", count(row.get("items_upserted_count"))),
-                ("failed", count(row.get("error_count"))),
-                ("items", count(row.get("pages_fetched"))),
-            ]);
-            if let Some(code) = text(row, "error_code") {
-                let reason = text(row, "error_category").unwrap_or_else(|| "unknown".into());
-                failures.push(failure(&code, &reason, &text(row, "error_summary").unwrap_or_default()));
-            }
-            initiator = id(row, "initiator_user_id").map(LegacyInitiator::User);
-        }
-        LegacyTable::BackupScheduleRuns => {
-            let Some(schedule) = id(row, "backup_schedule_id") else {
-                return Mapped::Refuse("no backup_schedule_id".into());
-            };
-            let scheduled_for = text(row, "scheduled_for")
-                .and_then(|raw| parse_minute(&raw).or_else(|| time(row, "scheduled_for")))
-                .map(format_minute);
-            let Some(scheduled_for) = scheduled_for else {
-                return Mapped::Refuse("no readable scheduled_for".into());
-            };
-            inputs.insert("backup_schedule_id".into(), Value::from(schedule));
-            inputs.insert("trigger".into(), Value::from("scheduled"));
-            inputs.insert("scheduled_for".into(), Value::from(scheduled_for));
-            if let Some(set) = id(row, "backup_set_id") {
-                context.insert("backup_set_id".into(), Value::from(set));
-            }
-            let summary = json_field(row, "summary", &mut notes).unwrap_or(Value::Null);
-            summary_counts = nonzero_counts(&[
-                ("total", count(summary.get("total_policies"))),
-                ("succeeded", count(summary.get("backed_up"))),
-                ("failed", count(summary.get("errors"))),
-            ]);
-            if let Some(code) = text(row, "error_code") {
-                failures.push(failure(&code, "unknown", &text(row, "error_message").unwrap_or_default()));
-            }
-            initiator = id(row, "user_id").map(LegacyInitiator::User);
-        }
-        LegacyTable::RestoreRuns => {
-            inputs.insert("restore_run_id".into(), Value::from(legacy_id));
-            if let Some(set) = id(row, "backup_set_id") {
-                context.insert("backup_set_id".into(), Value::from(set));
-            }
-            if let Some(dry_run) = row.get("is_dry_run").and_then(Value::as_bool) {
-                context.insert("is_dry_run".into(), Value::from(dry_run));
-            }
-            let results = json_field(row, "results", &mut notes);
-            let items = results.as_ref().and_then(|r| r.get("items").or(Some(r))).and_then(Value::as_array);
-            summary_counts = match items {
-                Some(items) => {
-                    let ok = items.iter().filter(|i| i.get("ok").and_then(Value::as_bool) == Some(true)).count() as i64;
-                    json!({ "total": items.len(), "succeeded": ok, "failed": items.len() as i64 - ok })
-                }
-                None => json!({}),
-            };
-            if let Some(reason) = text(row, "failure_reason") {
-                failures.push(failure("restore.failed", "unknown", &reason));
-            }
-            initiator = text(row, "requested_by").map(LegacyInitiator::Named);
-        }
-    }
+    let parts = match table {
+        LegacyTable::InventorySyncRuns => inventory_sync_run(row, &mut notes),
+        LegacyTable::EntraGroupSyncRuns => group_sync_run(row, &mut notes),
+        LegacyTable::BackupScheduleRuns => backup_schedule_run(row, &mut notes),
+        LegacyTable::RestoreRuns => restore_run(legacy_id, row, &mut notes),
+    };
+    let Parts { mut context, inputs, summary_counts, mut failures, initiator } = match parts {
+        Ok(parts) => parts,
+        Err(refusal) => return Mapped::Refuse(refusal),
+    };
 
     // The identity follows the API's rules, so a backfilled active run blocks a duplicate start.
     let spec = run_type.spec();
@@ -363,6 +267,134 @@ pub fn map_row(table: LegacyTable, row: &Value) -> Mapped {
         }),
         notes,
     )
+}
+
+/// What one legacy table's row says beyond the columns every table has.
+struct Parts {
+    context: Map<String, Value>,
+    inputs: Map<String, Value>,
+    summary_counts: Value,
+    failures: Vec<Value>,
+    initiator: Option<LegacyInitiator>,
+}
+
+/// A row of `inventory_sync_runs`.
+fn inventory_sync_run(row: &Value, notes: &mut Vec<String>) -> Result<Parts, String> {
+    let mut inputs = Map::new();
+    let mut context = Map::new();
+    let mut failures = Vec::new();
+    let selection = text(row, "selection_hash").unwrap_or_else(|| {
+        notes.push("no selection_hash; identity uses `unknown`".into());
+        "unknown".into()
+    });
+    inputs.insert("selection_hash".into(), Value::from(selection));
+    if let Some(payload) = json_field(row, "selection_payload", notes) {
+        context.insert("selection_payload".into(), payload);
+    }
+    let summary_counts = nonzero_counts(&[
+        ("total", count(row.get("items_observed_count"))),
+        ("succeeded", count(row.get("items_upserted_count"))),
+        ("failed", count(row.get("errors_count"))),
+    ]);
+    match json_field(row, "error_codes", notes) {
+        Some(Value::Array(codes)) => failures.extend(codes.iter().map(|c| {
+            let code = c.as_str().map(str::to_owned).unwrap_or_else(|| c.to_string());
+            failure(&code, "unknown", "")
+        })),
+        Some(_) => notes.push("`error_codes` is not an array; ignored".into()),
+        None => {}
+    }
+    let initiator = id(row, "user_id").map(LegacyInitiator::User);
+    Ok(Parts { context, inputs, summary_counts, failures, initiator })
+}
+
+/// A row of `entra_group_sync_runs`.
+fn group_sync_run(row: &Value, notes: &mut Vec<String>) -> Result<Parts, String> {
+    let mut inputs = Map::new();
+    let mut context = Map::new();
+    let mut failures = Vec::new();
+    let selection = text(row, "selection_key").unwrap_or_else(|| {
+        notes.push("no selection_key; identity uses `unknown`".into());
+        "unknown".into()
+    });
+    inputs.insert("selection_key".into(), Value::from(selection));
+    if let Some(slot) = text(row, "slot_key") {
+        context.insert("slot_key".into(), Value::from(slot));
+    }
+    context.insert(
+        "safety_stop".into(),
+        json!({ "triggered": row.get("safety_stop_triggered").and_then(Value::as_bool).unwrap_or(false),
+                "reason": text(row, "safety_stop_reason") }),
+    );
+    let summary_counts = nonzero_counts(&[
+        ("total", count(row.get("items_observed_count"))),
+        ("succeeded", count(row.get("items_upserted_count"))),
+        ("failed", count(row.get("error_count"))),
+        ("items", count(row.get("pages_fetched"))),
+    ]);
+    if let Some(code) = text(row, "error_code") {
+        let reason = text(row, "error_category").unwrap_or_else(|| "unknown".into());
+        failures.push(failure(&code, &reason, &text(row, "error_summary").unwrap_or_default()));
+    }
+    let initiator = id(row, "initiator_user_id").map(LegacyInitiator::User);
+    Ok(Parts { context, inputs, summary_counts, failures, initiator })
+}
+
+/// A row of `backup_schedule_runs`: every one was a scheduled fire.
+fn backup_schedule_run(row: &Value, notes: &mut Vec<String>) -> Result<Parts, String> {
+    let mut inputs = Map::new();
+    let mut context = Map::new();
+    let mut failures = Vec::new();
+    let schedule = id(row, "backup_schedule_id").ok_or("no backup_schedule_id")?;
+    let scheduled_for = text(row, "scheduled_for")
+        .and_then(|raw| parse_minute(&raw).or_else(|| time(row, "scheduled_for")))
+        .map(format_minute)
+        .ok_or("no readable scheduled_for")?;
+    inputs.insert("backup_schedule_id".into(), Value::from(schedule));
+    inputs.insert("trigger".into(), Value::from("scheduled"));
+    inputs.insert("scheduled_for".into(), Value::from(scheduled_for));
+    if let Some(set) = id(row, "backup_set_id") {
+        context.insert("backup_set_id".into(), Value::from(set));
+    }
+    let summary = json_field(row, "summary", notes).unwrap_or(Value::Null);
+    let summary_counts = nonzero_counts(&[
+        ("total", count(summary.get("total_policies"))),
+        ("succeeded", count(summary.get("backed_up"))),
+        ("failed", count(summary.get("errors"))),
+    ]);
+    if let Some(code) = text(row, "error_code") {
+        failures.push(failure(&code, "unknown", &text(row, "error_message").unwrap_or_default()));
+    }
+    let initiator = id(row, "user_id").map(LegacyInitiator::User);
+    Ok(Parts { context, inputs, summary_counts, failures, initiator })
+}
+
+/// A row of `restore_runs` past the wizard: the restore entity stays, its execution is a run.
+fn restore_run(legacy_id: i64, row: &Value, notes: &mut Vec<String>) -> Result<Parts, String> {
+    let mut inputs = Map::new();
+    let mut context = Map::new();
+    let mut failures = Vec::new();
+    inputs.insert("restore_run_id".into(), Value::from(legacy_id));
+    if let Some(set) = id(row, "backup_set_id") {
+        context.insert("backup_set_id".into(), Value::from(set));
+    }
+    if let Some(dry_run) = row.get("is_dry_run").and_then(Value::as_bool) {
+        context.insert("is_dry_run".into(), Value::from(dry_run));
+    }
+    let results = json_field(row, "results", notes);
+    let items = results.as_ref().and_then(|r| r.get("items").or(Some(r))).and_then(Value::as_array);
+    let summary_counts = match items {
+        Some(items) => {
+            let ok = items.iter().filter(|i| i.get("ok").and_then(Value::as_bool) == Some(true)).count() as i64;
+            json!({ "total": items.len(), "succeeded": ok, "failed": items.len() as i64 - ok })
+        }
+        None => json!({}),
+    };
+    if let Some(reason) = text(row, "failure_reason") {
+        failures.push(failure("restore.failed", "unknown", &reason));
+    }
+    let initiator = text(row, "requested_by").map(LegacyInitiator::Named);
+    Ok(Parts { context, inputs, summary_counts, failures, initiator })
 }
 
 #[cfg(test)]
