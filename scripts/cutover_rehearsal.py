@@ -41,6 +41,21 @@ def wall_clock():
     return datetime.datetime.now(zoneinfo.ZoneInfo(ZONE)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def timed_write(conn, statement, params):
+    """Runs one write of the platform's, records how long it took and whether it failed;
+    returns its first column (an insert's id), or None when it failed."""
+    began = time.monotonic()
+    try:
+        cursor = conn.execute(statement, params)
+        row = cursor.fetchone() if cursor.description else ()
+        error = None
+    except psycopg.Error as e:
+        row, error = None, str(e).strip()
+    with lock:
+        writes.append((began, time.monotonic() - began, error, "writer"))
+    return None if error else (row[0] if row else True)
+
+
 def platform_writer(seed):
     """Inserts runs in the platform's shapes and completes them, as its application does."""
     # No prepared statements: the column types change under the platform's sessions.
@@ -49,39 +64,27 @@ def platform_writer(seed):
         while not stop.is_set():
             n += 1
             key = f"rehearsal-{seed}-{n}"
-            began = time.monotonic()
-            try:
-                run = conn.execute(
-                    "INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, status, outcome,"
-                    " run_identity_hash, summary_counts, failure_summary, context, created_at, updated_at)"
-                    " VALUES (3, 5, 10, 'Ada', 'inventory.sync', 'queued', 'pending', md5(%s) || md5(%s), '[]', '[]',"
-                    " %s, %s, %s) RETURNING id",
-                    (key, key, json.dumps({"selection_hash": key}), wall_clock(), wall_clock()),
-                ).fetchone()[0]
-                error = None
-            except psycopg.Error as e:
-                run, error = None, str(e).strip()
-            with lock:
-                writes.append((began, time.monotonic() - began, error, "writer"))
-                if run:
-                    written_ids.append(run)
+            run = timed_write(
+                conn,
+                "INSERT INTO operation_runs (workspace_id, tenant_id, user_id, initiator_name, type, status, outcome,"
+                " run_identity_hash, summary_counts, failure_summary, context, created_at, updated_at)"
+                " VALUES (3, 5, 10, 'Ada', 'inventory.sync', 'queued', 'pending', md5(%s) || md5(%s), '[]', '[]',"
+                " %s, %s, %s) RETURNING id",
+                (key, key, json.dumps({"selection_hash": key}), wall_clock(), wall_clock()),
+            )
             if run is None:
                 continue
-            began = time.monotonic()
-            try:
-                conn.execute(
-                    "UPDATE operation_runs SET status = 'completed', outcome = 'failed',"
-                    " completed_at = %s, updated_at = %s,"
-                    " summary_counts = '{\"processed\": \"3\", \"pages\": 1}',"
-                    " failure_summary = '[{\"code\": \"graph.403\", \"reason_code\": \"graph_forbidden\", \"message\": \"no\"}]'"
-                    " WHERE id = %s",
-                    (wall_clock(), wall_clock(), run),
-                )
-                error = None
-            except psycopg.Error as e:
-                error = str(e).strip()
             with lock:
-                writes.append((began, time.monotonic() - began, error, "writer"))
+                written_ids.append(run)
+            timed_write(
+                conn,
+                "UPDATE operation_runs SET status = 'completed', outcome = 'failed',"
+                " completed_at = %s, updated_at = %s,"
+                " summary_counts = '{\"processed\": \"3\", \"pages\": 1}',"
+                " failure_summary = '[{\"code\": \"graph.403\", \"reason_code\": \"graph_forbidden\", \"message\": \"no\"}]'"
+                " WHERE id = %s",
+                (wall_clock(), wall_clock(), run),
+            )
             time.sleep(0.002)
 
 
@@ -95,21 +98,16 @@ def platform_completer(active):
         for run in active:
             if stop.is_set():
                 break
-            began = time.monotonic()
-            try:
-                conn.execute(
-                    "UPDATE operation_runs SET status = 'completed', outcome = 'partially_succeeded',"
-                    " completed_at = %s, updated_at = %s, summary_counts = '{\"processed\": \"7\", \"failed\": \"1\"}',"
-                    " failure_summary = '[{\"code\": \"graph.429\", \"reason_code\": \"provider_throttled\","
-                    " \"message\": \"Graph throttled; token=abc\"}]' WHERE id = %s",
-                    (wall_clock(), wall_clock(), run),
-                )
-                error = None
-            except psycopg.Error as e:
-                error = str(e).strip()
-            with lock:
-                writes.append((began, time.monotonic() - began, error, "writer"))
-                if not error:
+            done = timed_write(
+                conn,
+                "UPDATE operation_runs SET status = 'completed', outcome = 'partially_succeeded',"
+                " completed_at = %s, updated_at = %s, summary_counts = '{\"processed\": \"7\", \"failed\": \"1\"}',"
+                " failure_summary = '[{\"code\": \"graph.429\", \"reason_code\": \"provider_throttled\","
+                " \"message\": \"Graph throttled; token=abc\"}]' WHERE id = %s",
+                (wall_clock(), wall_clock(), run),
+            )
+            if done:
+                with lock:
                     completed_ids.append(run)
             time.sleep(0.05)
 
