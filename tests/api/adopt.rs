@@ -14,7 +14,7 @@ use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
 use crate::helpers::process::{stderr, stdout};
-use crate::helpers::{admin_token, empty_database, inventory_sync, TestApp};
+use crate::helpers::{empty_database, inventory_sync, TestApp, TestUser};
 use crate::legacy::{LEGACY_ROWS, LEGACY_SCHEMA};
 
 const PLATFORM_SCHEMA: &str = include_str!("../fixtures/platform-schema.sql");
@@ -156,7 +156,7 @@ async fn an_adopted_table_serves_the_api_and_its_identities_hold() {
     assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
     // serve migrates at start: it must find nothing to do.
     let app = TestApp::spawn_on(url.clone(), crate::helpers::test_auth()).await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
 
     let page: Value = app.get("/v1/runs?limit=100", &admin).await.json().await.unwrap();
     let ids: Vec<i64> = page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
@@ -321,7 +321,7 @@ async fn the_platforms_own_shapes_need_no_decision_and_serve_as_a_workers_would(
     let output = adopt(&url, &[]);
     assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
     let app = TestApp::spawn_on(url.clone(), crate::helpers::test_auth()).await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
 
     let run: Value = app.get("/v1/runs/1", &admin).await.json().await.unwrap();
     assert_eq!(run["type"], "inventory_sync");

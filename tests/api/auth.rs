@@ -8,7 +8,7 @@ use opsrun::http::auth::{AuthConfig, JwtKey};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, claims, fresh_database, mint, test_auth, TestApp, SECRET};
+use crate::helpers::{assert_problem, claims, fresh_database, mint, test_auth, TestApp, TestUser, SECRET};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -33,7 +33,7 @@ async fn assert_unauthenticated(app: &TestApp, token: Option<&str>, reason: &str
 #[tokio::test]
 async fn a_valid_token_is_accepted() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.get("/v1/runs", &admin_token()).await.status(), 200);
+    assert_eq!(app.get("/v1/runs", &TestUser::admin()).await.status(), 200);
 }
 
 #[tokio::test]

@@ -3,9 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    admin_token, assert_problem, claims, inventory_sync, mint, problem_without_request_id, token, TestApp,
-};
+use crate::helpers::{assert_problem, claims, inventory_sync, mint, problem_without_request_id, TestApp, TestUser};
 
 /// The body of a 404, without the request id (the one part that varies per request).
 async fn not_found_body(app: &TestApp, path: &str, token: &str) -> String {
@@ -17,10 +15,10 @@ async fn not_found_body(app: &TestApp, path: &str, token: &str) -> String {
 #[tokio::test]
 async fn foreign_workspace_foreign_tenant_and_missing_runs_answer_identical_404s_apart_from_request_ids() {
     let app = TestApp::spawn().await;
-    let run = app.start(&admin_token(), inventory_sync(5, "a")).await;
+    let run = app.start(&TestUser::admin(), inventory_sync(5, "a")).await;
     let other_workspace = mint(&claims(2, json!("*"), &["inventory.sync"]));
-    let other_tenant = token(json!([6, 7]), &["inventory.sync"]);
-    let member = token(json!([5]), &["inventory.sync"]);
+    let other_tenant = TestUser::with(json!([6, 7]), &["inventory.sync"]);
+    let member = TestUser::with(json!([5]), &["inventory.sync"]);
 
     let missing = not_found_body(&app, "/v1/runs/987654", &member).await;
     for path in [format!("/v1/runs/{run}"), format!("/v1/runs/{run}/events")] {
@@ -40,8 +38,8 @@ async fn foreign_workspace_foreign_tenant_and_missing_runs_answer_identical_404s
 #[tokio::test]
 async fn a_member_without_the_view_capability_gets_403() {
     let app = TestApp::spawn().await;
-    let run = app.start(&admin_token(), inventory_sync(5, "a")).await;
-    let lacking = token(json!([5]), &["policies.sync"]);
+    let run = app.start(&TestUser::admin(), inventory_sync(5, "a")).await;
+    let lacking = TestUser::with(json!([5]), &["policies.sync"]);
     let problem = assert_problem(app.get(&format!("/v1/runs/{run}"), &lacking).await, 403, "forbidden").await;
     assert!(problem["detail"].as_str().unwrap().contains("inventory.sync"));
     assert_problem(app.get(&format!("/v1/runs/{run}/events"), &lacking).await, 403, "forbidden").await;
@@ -51,11 +49,11 @@ async fn a_member_without_the_view_capability_gets_403() {
 async fn provider_connection_view_can_view_but_not_start_a_connection_check() {
     let app = TestApp::spawn().await;
     let check = json!({"type": "provider_connection_verify", "tenant_id": 5, "inputs": {"provider_connection_id": 3}});
-    let viewer = token(json!([5]), &["provider_connections.view"]);
+    let viewer = TestUser::with(json!([5]), &["provider_connections.view"]);
     let problem = assert_problem(app.post("/v1/runs", &viewer, check.clone()).await, 403, "forbidden").await;
     assert!(problem["detail"].as_str().unwrap().contains("provider_connections.manage"));
 
-    let manager = token(json!([5]), &["provider_connections.manage"]);
+    let manager = TestUser::with(json!([5]), &["provider_connections.manage"]);
     let run = app.start(&manager, check).await;
     assert_eq!(app.get(&format!("/v1/runs/{run}"), &viewer).await.status(), 200);
     // The start capability is not the view capability for this type.
@@ -65,18 +63,18 @@ async fn provider_connection_view_can_view_but_not_start_a_connection_check() {
 #[tokio::test]
 async fn starting_for_a_tenant_outside_the_token_is_404() {
     let app = TestApp::spawn().await;
-    let member = token(json!([5]), &["inventory.sync"]);
+    let member = TestUser::with(json!([5]), &["inventory.sync"]);
     assert_problem(app.post("/v1/runs", &member, inventory_sync(6, "a")).await, 404, "tenant_not_found").await;
     let nobody = mint(&claims(1, Value::Null, &["inventory.sync"]));
     assert_problem(app.post("/v1/runs", &nobody, inventory_sync(5, "a")).await, 404, "tenant_not_found").await;
     app.start(&member, inventory_sync(5, "a")).await;
-    app.start(&token(json!("*"), &["inventory.sync"]), inventory_sync(6, "a")).await;
+    app.start(&TestUser::with(json!("*"), &["inventory.sync"]), inventory_sync(6, "a")).await;
 }
 
 #[tokio::test]
 async fn worker_moves_need_operations_execute_and_cancel_also_takes_the_start_capability() {
     let app = TestApp::spawn().await;
-    let starter = token(json!([5]), &["inventory.sync"]);
+    let starter = TestUser::with(json!([5]), &["inventory.sync"]);
     let run = app.start(&starter, inventory_sync(5, "a")).await;
     for (verb, body) in [("start", json!({})), ("progress", json!({})), ("complete", json!({"outcome": "succeeded"}))] {
         let response = app.post(&format!("/v1/runs/{run}/{verb}"), &starter, body).await;
@@ -90,7 +88,7 @@ async fn worker_moves_need_operations_execute_and_cancel_also_takes_the_start_ca
 #[tokio::test]
 async fn lists_silently_hold_only_runs_the_caller_may_view() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let visible = app.start(&admin, inventory_sync(5, "a")).await;
     app.start(&admin, inventory_sync(6, "a")).await; // other tenant
     app.start(&admin, json!({"type": "policy_sync", "tenant_id": 5, "inputs": {"selection_hash": "a"}})).await; // other capability
@@ -98,7 +96,7 @@ async fn lists_silently_hold_only_runs_the_caller_may_view() {
     let elsewhere = mint(&claims(2, json!("*"), &["inventory.sync", "audit.export"]));
     app.start(&elsewhere, inventory_sync(5, "a")).await; // other workspace
 
-    let member = token(json!([5]), &["inventory.sync", "audit.export"]);
+    let member = TestUser::with(json!([5]), &["inventory.sync", "audit.export"]);
     let page: Value = app.get("/v1/runs", &member).await.json().await.unwrap();
     let ids: Vec<i64> = page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![workspace_run, visible]);
@@ -115,7 +113,7 @@ async fn lists_silently_hold_only_runs_the_caller_may_view() {
     let page: Value = app.get("/v1/runs?type=policy_sync", &member).await.json().await.unwrap();
     assert_eq!(page["items"], json!([]));
     // tenants "*" sees every tenant of the workspace, and nothing of another workspace.
-    let star = token(json!("*"), &["inventory.sync"]);
+    let star = TestUser::with(json!("*"), &["inventory.sync"]);
     let page: Value = app.get("/v1/runs", &star).await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
 }

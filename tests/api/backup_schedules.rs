@@ -2,9 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    admin_token, assert_problem, claims, complete, ids, mint, spawn_all, token, worker_token, TestApp,
-};
+use crate::helpers::{assert_problem, claims, complete, ids, mint, spawn_all, TestApp, TestUser};
 
 fn scheduled(schedule: i64, tenant: i64, at: &str) -> Value {
     json!({"type": "backup_schedule_run", "tenant_id": tenant,
@@ -23,7 +21,7 @@ fn manual(kind: &str, schedule: i64, tenant: i64) -> Value {
 #[tokio::test]
 async fn the_history_holds_exactly_the_schedules_three_run_types_newest_first() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let mut expected = Vec::new();
     for minute in 0..4 {
         expected.push(app.start(&admin, scheduled(7, 1, &format!("2026-03-01T10:0{minute}:00Z"))).await);
@@ -40,7 +38,7 @@ async fn the_history_holds_exactly_the_schedules_three_run_types_newest_first() 
     app.start(&mint(&claims(2, json!("*"), &["backup_schedules.run"])), scheduled(7, 1, "2026-03-01T10:00:00Z")).await;
     app.start(&admin, scheduled(7, 2, "2026-03-01T10:00:00Z")).await; // tenant 2, hidden from the reader below
 
-    let reader = token(json!([1]), &["backup_schedules.run", "backup_schedules.manage", "inventory.sync"]);
+    let reader = TestUser::with(json!([1]), &["backup_schedules.run", "backup_schedules.manage", "inventory.sync"]);
     let mut seen = Vec::new();
     let mut path = "/v1/backup-schedules/7/runs?limit=5".to_owned();
     loop {
@@ -59,7 +57,7 @@ async fn the_history_holds_exactly_the_schedules_three_run_types_newest_first() 
     assert_eq!(seen, expected);
 
     // Without the manage capability only backup_schedule_run appears.
-    let runner = token(json!([1]), &["backup_schedules.run"]);
+    let runner = TestUser::with(json!([1]), &["backup_schedules.run"]);
     let page: Value = app.get("/v1/backup-schedules/7/runs?limit=200", &runner).await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
 }
@@ -67,7 +65,7 @@ async fn the_history_holds_exactly_the_schedules_three_run_types_newest_first() 
 #[tokio::test]
 async fn history_filters_by_type_outcome_trigger_and_scheduled_time() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let early = app.start(&admin, scheduled(3, 1, "2026-03-01T10:00:00Z")).await;
     let late = app.start(&admin, scheduled(3, 1, "2026-03-01T11:00:00Z")).await;
     let clicked = app.start(&admin, manual("backup_schedule_run", 3, 1)).await;
@@ -90,7 +88,7 @@ async fn history_filters_by_type_outcome_trigger_and_scheduled_time() {
     assert_eq!(query("scheduled_before=2026-03-01T10:30:00Z").await, vec![early]);
     assert_eq!(query("scheduled_after=2026-03-01T10:00:00Z&scheduled_before=2026-03-01T11:00:00Z").await, vec![early]);
 
-    let admin = admin_token();
+    let admin = TestUser::admin();
     for bad in ["type=inventory_sync", "trigger=whenever", "scheduled_after=noon", "outcome=meh"] {
         assert_problem(app.get(&format!("/v1/backup-schedules/3/runs?{bad}"), &admin).await, 400, "invalid_query")
             .await;
@@ -101,13 +99,13 @@ async fn history_filters_by_type_outcome_trigger_and_scheduled_time() {
 #[tokio::test]
 async fn the_retention_question_is_one_call() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let mut succeeded = Vec::new();
     for hour in 0..5 {
         let id = app.start(&admin, scheduled(4, 1, &format!("2026-03-0{}T02:00:00Z", hour + 1))).await;
         let outcome = if hour == 2 { "failed" } else { "succeeded" };
         let body = json!({"outcome": outcome});
-        app.post(&format!("/v1/runs/{id}/complete"), &worker_token(), body).await;
+        app.post(&format!("/v1/runs/{id}/complete"), &TestUser::worker(), body).await;
         if outcome == "succeeded" {
             succeeded.push(id);
         }
@@ -134,7 +132,7 @@ async fn twenty_concurrent_scheduled_starts_for_one_minute_create_one_run() {
             let (client, url) = (target.client.clone(), format!("{}/v1/runs", target.address));
             let body = scheduled(11, 1, spellings[i % spellings.len()]);
             async move {
-                let response = client.post(url).bearer_auth(admin_token()).json(&body).send().await.unwrap();
+                let response = client.post(url).bearer_auth(TestUser::admin()).json(&body).send().await.unwrap();
                 (response.status().as_u16(), response.json::<Value>().await.unwrap())
             }
         })
@@ -150,10 +148,10 @@ async fn twenty_concurrent_scheduled_starts_for_one_minute_create_one_run() {
     // Strict once: still refused after completion; another minute is another run.
     complete(&app, run_id.as_i64().unwrap(), "succeeded").await;
     assert_problem(
-        app.post("/v1/runs", &admin_token(), scheduled(11, 1, "2026-03-01T10:00:00Z")).await,
+        app.post("/v1/runs", &TestUser::admin(), scheduled(11, 1, "2026-03-01T10:00:00Z")).await,
         409,
         "duplicate_run",
     )
     .await;
-    app.start(&admin_token(), scheduled(11, 1, "2026-03-01T10:01:00Z")).await;
+    app.start(&TestUser::admin(), scheduled(11, 1, "2026-03-01T10:01:00Z")).await;
 }

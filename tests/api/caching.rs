@@ -9,7 +9,7 @@ use diesel::{sql_query, QueryableByName, RunQueryDsl};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, claims, inventory_sync, mint, started_run, worker_token, TestApp};
+use crate::helpers::{claims, inventory_sync, mint, started_run, TestApp, TestUser};
 
 fn header(response: &Response, name: &str) -> Option<String> {
     response.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
@@ -28,7 +28,7 @@ const CHROMIUM_ACCEPT_ENCODING: &str = "gzip, deflate, br, zstd"; // its values,
 
 /// The body and ETag of a GET.
 async fn tagged(app: &TestApp, path: &str) -> (Value, String) {
-    let response = app.get(path, &admin_token()).await;
+    let response = app.get(path, &TestUser::admin()).await;
     assert_eq!(response.status(), 200);
     let etag = header(&response, "etag").expect("a run's representations carry an ETag");
     assert!(etag.starts_with('"'), "strong, not weak: {etag}");
@@ -38,7 +38,7 @@ async fn tagged(app: &TestApp, path: &str) -> (Value, String) {
 /// Asserts `path`'s tag is current: a `304` with no body, and the same bytes on a GET.
 async fn assert_current(app: &TestApp, path: &str, (body, etag): &(Value, String)) {
     assert_eq!(&tagged(app, path).await, &(body.clone(), etag.clone()), "{path} unchanged");
-    let unchanged = get_if_none_match(app, path, &admin_token(), etag).await;
+    let unchanged = get_if_none_match(app, path, &TestUser::admin(), etag).await;
     assert_eq!(unchanged.status(), 304, "{path}");
     assert_eq!(header(&unchanged, "etag").as_ref(), Some(etag));
     assert!(unchanged.bytes().await.unwrap().is_empty(), "a 304 has no body");
@@ -47,7 +47,7 @@ async fn assert_current(app: &TestApp, path: &str, (body, etag): &(Value, String
 #[tokio::test]
 async fn a_runs_etag_changes_exactly_when_the_run_or_its_timeline_does() {
     let app = TestApp::spawn().await;
-    let id = app.start(&admin_token(), inventory_sync(1, "etag")).await;
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "etag")).await;
     let paths = [format!("/v1/runs/{id}"), format!("/v1/runs/{id}/events")];
     let moves = [
         ("start", json!({})),
@@ -62,10 +62,14 @@ async fn a_runs_etag_changes_exactly_when_the_run_or_its_timeline_does() {
             assert_current(&app, path, &before).await;
             tags.push(before.1);
         }
-        let moved = app.post(&format!("/v1/runs/{id}/{action}"), &worker_token(), body).await;
+        let moved = app.post(&format!("/v1/runs/{id}/{action}"), &TestUser::worker(), body).await;
         assert_eq!(moved.status(), 200, "{action}");
         for (path, before) in paths.iter().zip(&tags[tags.len() - 2..]) {
-            assert_eq!(get_if_none_match(&app, path, &admin_token(), before).await.status(), 200, "{action} {path}");
+            assert_eq!(
+                get_if_none_match(&app, path, &TestUser::admin(), before).await.status(),
+                200,
+                "{action} {path}"
+            );
         }
     }
     let count = tags.len();
@@ -111,7 +115,7 @@ async fn two_updates_in_one_microsecond_and_writers_outside_the_service_still_ch
 #[tokio::test]
 async fn a_matching_tag_never_reveals_a_run_the_caller_may_not_see() {
     let app = TestApp::spawn().await;
-    let id = app.start(&admin_token(), inventory_sync(1, "hidden")).await;
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "hidden")).await;
     let (_, etag) = tagged(&app, &format!("/v1/runs/{id}")).await;
     let other_workspace = mint(&claims(2, json!("*"), &["inventory.sync"]));
     let without_capability = mint(&claims(1, json!("*"), &[]));
@@ -127,10 +131,10 @@ async fn a_matching_tag_never_reveals_a_run_the_caller_may_not_see() {
 async fn api_answers_must_be_revalidated_and_swagger_assets_are_kept_for_a_day() {
     let app = TestApp::spawn().await;
     for path in ["/v1/runs", "/v1/runs/999999", "/v1/operation-types", "/openapi.json", "/docs/"] {
-        let response = app.get(path, &admin_token()).await;
+        let response = app.get(path, &TestUser::admin()).await;
         assert_eq!(header(&response, "cache-control").as_deref(), Some("private, no-cache"), "{path}");
     }
-    let bundle = app.get("/docs/swagger-ui-bundle.js", &admin_token()).await;
+    let bundle = app.get("/docs/swagger-ui-bundle.js", &TestUser::admin()).await;
     assert_eq!(bundle.status(), 200);
     assert_eq!(header(&bundle, "cache-control").as_deref(), Some("public, max-age=86400"));
     assert!(header(&bundle, "vary").unwrap().to_ascii_lowercase().contains("accept-encoding"));
@@ -139,7 +143,7 @@ async fn api_answers_must_be_revalidated_and_swagger_assets_are_kept_for_a_day()
 #[tokio::test]
 async fn every_get_route_answers_head_with_the_gets_headers_and_no_body() {
     let app = TestApp::spawn().await;
-    let id = app.start(&admin_token(), inventory_sync(1, "head")).await;
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "head")).await;
     let paths = [
         "/healthz".to_owned(),
         "/v1/operation-types".to_owned(),
@@ -151,14 +155,14 @@ async fn every_get_route_answers_head_with_the_gets_headers_and_no_body() {
         "/docs/".to_owned(),
     ];
     for path in &paths {
-        let get = app.get(path, &admin_token()).await;
-        let head = app.request(Method::HEAD, path, Some(&admin_token()), None).await;
+        let get = app.get(path, &TestUser::admin()).await;
+        let head = app.request(Method::HEAD, path, Some(&TestUser::admin()), None).await;
         assert_eq!(head.status(), get.status(), "{path}");
         assert_eq!(header(&head, "content-type"), header(&get, "content-type"), "{path}");
         assert_eq!(header(&head, "etag"), header(&get, "etag"), "{path}");
         assert!(head.bytes().await.unwrap().is_empty(), "{path}");
     }
-    let refused = app.request(Method::DELETE, &format!("/v1/runs/{id}"), Some(&admin_token()), None).await;
+    let refused = app.request(Method::DELETE, &format!("/v1/runs/{id}"), Some(&TestUser::admin()), None).await;
     assert_eq!(refused.status(), 405);
     assert_eq!(header(&refused, "allow").as_deref(), Some("GET, HEAD"));
 }
@@ -187,14 +191,14 @@ fn decoded(encoding: &str, body: &[u8]) -> Vec<u8> {
 async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() {
     let app = TestApp::spawn().await;
     for n in 0..20 {
-        app.start(&admin_token(), inventory_sync(1, &format!("compressed-{n}"))).await;
+        app.start(&TestUser::admin(), inventory_sync(1, &format!("compressed-{n}"))).await;
     }
     for path in ["/v1/runs", "/openapi.json", "/docs/swagger-ui-bundle.js"] {
-        let plain = app.get(path, &admin_token()).await;
+        let plain = app.get(path, &TestUser::admin()).await;
         assert_eq!(header(&plain, "content-encoding"), None, "no Accept-Encoding, no coding");
         let plain = plain.bytes().await.unwrap();
         for encoding in ["br", "gzip"] {
-            let response = get_with(&app, path, &admin_token(), ("Accept-Encoding", encoding)).await;
+            let response = get_with(&app, path, &TestUser::admin(), ("Accept-Encoding", encoding)).await;
             assert_eq!(header(&response, "content-encoding").as_deref(), Some(encoding), "{path}");
             assert!(header(&response, "vary").is_some_and(|vary| vary.to_ascii_lowercase().contains("accept-encoding")));
             let body = response.bytes().await.unwrap();
@@ -207,11 +211,11 @@ async fn json_the_document_and_swagger_ui_are_compressed_for_clients_that_ask() 
 #[tokio::test]
 async fn a_browser_gets_gzip_for_api_answers_and_brotli_for_swagger_ui() {
     let app = TestApp::spawn().await;
-    let response = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING)).await;
+    let response = get_with(&app, "/v1/runs", &TestUser::admin(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING)).await;
     assert_eq!(header(&response, "content-encoding").as_deref(), Some("gzip"));
     // Fetched once and cached: Swagger UI keeps brotli's better ratio.
     let bundle =
-        get_with(&app, "/docs/swagger-ui-bundle.js", &admin_token(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING))
+        get_with(&app, "/docs/swagger-ui-bundle.js", &TestUser::admin(), ("Accept-Encoding", CHROMIUM_ACCEPT_ENCODING))
             .await;
     assert_eq!(header(&bundle, "content-encoding").as_deref(), Some("br"));
 }
@@ -219,21 +223,21 @@ async fn a_browser_gets_gzip_for_api_answers_and_brotli_for_swagger_ui() {
 #[tokio::test]
 async fn a_client_that_accepts_no_coding_we_have_gets_a_406_problem() {
     let app = TestApp::spawn().await;
-    let response = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", "identity;q=0, zstd")).await;
+    let response = get_with(&app, "/v1/runs", &TestUser::admin(), ("Accept-Encoding", "identity;q=0, zstd")).await;
     crate::helpers::assert_problem(response, 406, "not_acceptable").await;
 }
 
 #[tokio::test]
 async fn a_compressed_run_has_its_own_tag_and_either_tag_is_current() {
     let app = TestApp::spawn().await;
-    let id = app.start(&admin_token(), inventory_sync(1, "variant")).await;
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "variant")).await;
     let path = format!("/v1/runs/{id}");
     let (_, identity) = tagged(&app, &path).await;
-    let compressed = get_with(&app, &path, &admin_token(), ("Accept-Encoding", "br")).await;
+    let compressed = get_with(&app, &path, &TestUser::admin(), ("Accept-Encoding", "br")).await;
     let variant = header(&compressed, "etag").unwrap();
     assert_eq!(variant, format!("{}-br\"", identity.trim_end_matches('"')));
     for held in [identity, variant] {
-        assert_eq!(get_if_none_match(&app, &path, &admin_token(), &held).await.status(), 304, "{held}");
+        assert_eq!(get_if_none_match(&app, &path, &TestUser::admin(), &held).await.status(), 304, "{held}");
     }
 }
 
@@ -241,7 +245,7 @@ async fn a_compressed_run_has_its_own_tag_and_either_tag_is_current() {
 async fn a_compressed_problem_still_carries_its_request_id() {
     let app = TestApp::spawn().await;
     for encoding in ["gzip", "br"] {
-        let response = get_with(&app, "/v1/runs/987654", &admin_token(), ("Accept-Encoding", encoding)).await;
+        let response = get_with(&app, "/v1/runs/987654", &TestUser::admin(), ("Accept-Encoding", encoding)).await;
         assert_eq!(header(&response, "content-encoding").as_deref(), Some(encoding));
         let request_id = header(&response, "x-request-id").unwrap();
         let problem: Value = serde_json::from_slice(&decoded(encoding, &response.bytes().await.unwrap())).unwrap();
@@ -249,7 +253,7 @@ async fn a_compressed_problem_still_carries_its_request_id() {
         assert_eq!(problem["request_id"], request_id.as_str(), "{encoding}: {problem}");
     }
     // Compress's own refusal, which never reaches the handlers, gets one too.
-    let refused = get_with(&app, "/v1/runs", &admin_token(), ("Accept-Encoding", "identity;q=0, zstd")).await;
+    let refused = get_with(&app, "/v1/runs", &TestUser::admin(), ("Accept-Encoding", "identity;q=0, zstd")).await;
     let request_id = header(&refused, "x-request-id").unwrap();
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["request_id"], request_id.as_str());

@@ -16,8 +16,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_token, claims, fresh_database, ids, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run,
-    token, worker_token, TestApp,
+    claims, fresh_database, ids, inventory_sync, mint, post_keyed, replayed, spawn_all, started_run, TestApp, TestUser,
 };
 
 /// Requests of `kind` the instance has taken so far: answered or in a batch, or queued.
@@ -86,7 +85,7 @@ fn post_all(apps: &[&TestApp], bodies: Vec<Value>) -> impl std::future::Future<O
         .map(|(i, body)| {
             let app = apps[i % apps.len()].clone_client();
             tokio::spawn(async move {
-                let response = app.post("/v1/runs", &admin_token(), body).await;
+                let response = app.post("/v1/runs", &TestUser::admin(), body).await;
                 (response.status().as_u16(), response.json::<Value>().await.unwrap())
             })
         })
@@ -593,7 +592,7 @@ async fn concurrent_progress_reports_on_one_run_are_summed_in_batches_and_lose_n
             let app = app.clone_client();
             tokio::spawn(async move {
                 let body = json!({ "counts": { "processed": i } });
-                app.post(&format!("/v1/runs/{run}/progress"), &worker_token(), body).await.status().as_u16()
+                app.post(&format!("/v1/runs/{run}/progress"), &TestUser::worker(), body).await.status().as_u16()
             })
         })
         .collect();
@@ -603,7 +602,7 @@ async fn concurrent_progress_reports_on_one_run_are_summed_in_batches_and_lose_n
         assert_eq!(report.await.unwrap(), 200);
     }
     assert!(mean_batch(&app, "progress").await > 2.0, "the queued reports went as batches");
-    let view: Value = app.get(&format!("/v1/runs/{run}"), &admin_token()).await.json().await.unwrap();
+    let view: Value = app.get(&format!("/v1/runs/{run}"), &TestUser::admin()).await.json().await.unwrap();
     assert_eq!(view["summary_counts"]["processed"], (1..=32).sum::<i64>(), "{view}");
     let events = sql_query(format!(
         "SELECT count(*) AS n FROM operation_run_events WHERE run_id = {run} AND kind = 'progressed'"
@@ -642,16 +641,16 @@ async fn list_executions(app: &TestApp) -> f64 {
 async fn identical_list_requests_that_wait_together_share_one_execution_and_each_gets_the_whole_page() {
     let app = TestApp::spawn().await;
     for i in 0..30 {
-        app.start(&admin_token(), inventory_sync(1 + i % 3, &format!("page-{i}"))).await;
+        app.start(&TestUser::admin(), inventory_sync(1 + i % 3, &format!("page-{i}"))).await;
     }
     let path = "/v1/runs?type=inventory_sync&limit=20";
-    let alone = app.get(path, &admin_token()).await.json::<Value>().await.unwrap();
+    let alone = app.get(path, &TestUser::admin()).await.json::<Value>().await.unwrap();
     let executions_before = list_executions(&app).await;
 
     // The first execution blocks on the lock with whichever requests had arrived when it
     // began (often only the first); the rest wait for the next one.
     let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
-    let racing = get_all(&app, path, &admin_token(), 32);
+    let racing = get_all(&app, path, &TestUser::admin(), 32);
     until_arrived(&app, "list", 33).await;
     drop(lock);
     let answers = racing.await;
@@ -671,10 +670,10 @@ async fn lists_of_callers_who_see_different_runs_never_share_an_answer() {
     let mut of_tenant: [Vec<i64>; 2] = Default::default();
     for i in 0..12 {
         let tenant = 1 + i % 2;
-        let id = app.start(&admin_token(), inventory_sync(tenant, &format!("seen-{i}"))).await;
+        let id = app.start(&TestUser::admin(), inventory_sync(tenant, &format!("seen-{i}"))).await;
         of_tenant[tenant as usize - 1].insert(0, id);
     }
-    let tokens = [token(json!([1]), &["inventory.sync"]), token(json!([2]), &["inventory.sync"])];
+    let tokens = [TestUser::with(json!([1]), &["inventory.sync"]), TestUser::with(json!([2]), &["inventory.sync"])];
 
     let lock = lock_runs(&app, "ACCESS EXCLUSIVE");
     let racing = [0, 1].map(|t| get_all(&app, "/v1/runs?limit=50", &tokens[t], 16));
@@ -702,10 +701,10 @@ async fn a_list_always_includes_the_callers_own_start_even_while_identical_lists
             let app = app.clone_client();
             async move {
                 for round in 0..25 {
-                    let created = app.start(&admin_token(), inventory_sync(1, &format!("{client}-{round}"))).await;
+                    let created = app.start(&TestUser::admin(), inventory_sync(1, &format!("{client}-{round}"))).await;
                     // Other clients poll the same page meanwhile, so lists overlap and share.
-                    let polls = get_all(&app, path, &admin_token(), 3);
-                    let page = app.get(path, &admin_token()).await.json::<Value>().await.unwrap();
+                    let polls = get_all(&app, path, &TestUser::admin(), 3);
+                    let page = app.get(path, &TestUser::admin()).await.json::<Value>().await.unwrap();
                     assert!(ids(&page).contains(&created), "client {client} round {round}: run {created} missing");
                     polls.await;
                 }
@@ -746,7 +745,7 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
         .map(|(key, body)| {
             let app = app.clone_client();
             tokio::spawn(async move {
-                let response = post_keyed(&app, "/v1/runs", &admin_token(), &body, &key).await;
+                let response = post_keyed(&app, "/v1/runs", &TestUser::admin(), &body, &key).await;
                 let replayed = replayed(&response);
                 (response.status().as_u16(), replayed, response.json::<Value>().await.unwrap())
             })
@@ -784,7 +783,7 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
     let fresh_twice = twice.iter().find(|(status, replayed, _)| *status == 201 && !replayed).unwrap();
     for (i, (key, body)) in requests.iter().enumerate().filter(|(i, _)| *i != 28) {
         let first = if key == "key-twice" { fresh_twice } else { &answers[i] };
-        let retry = post_keyed(&app, "/v1/runs", &admin_token(), body, key).await;
+        let retry = post_keyed(&app, "/v1/runs", &TestUser::admin(), body, key).await;
         assert!(replayed(&retry), "{key}");
         let status = retry.status().as_u16();
         // A problem body carries each request's own id; the rest is the stored answer.
@@ -796,7 +795,7 @@ async fn a_batch_of_keyed_starts_answers_each_as_alone_and_fails_only_the_refuse
         assert_eq!((status, replay), (first.0, without_request_id(first.2.clone())), "{key}");
     }
     // The refused row stored nothing: its key is free to try again.
-    let again = post_keyed(&app, "/v1/runs", &admin_token(), &requests[28].1, "key-poisoned").await;
+    let again = post_keyed(&app, "/v1/runs", &TestUser::admin(), &requests[28].1, "key-poisoned").await;
     assert!(!replayed(&again));
 }
 
@@ -823,9 +822,9 @@ async fn a_keyed_batch_made_again_counts_each_start_once() {
         .into_iter()
         .map(|(key, body)| {
             let app = app.clone_client();
-            tokio::spawn(
-                async move { post_keyed(&app, "/v1/runs", &admin_token(), &body, &key).await.status().as_u16() },
-            )
+            tokio::spawn(async move {
+                post_keyed(&app, "/v1/runs", &TestUser::admin(), &body, &key).await.status().as_u16()
+            })
         })
         .collect();
     until_arrived(&app, "keyed_start", 8).await;

@@ -4,7 +4,7 @@
 use opsrun::config::CorsOrigins;
 use reqwest::{Method, Response};
 
-use crate::helpers::{admin_token, fresh_database, TestApp};
+use crate::helpers::{fresh_database, TestApp, TestUser};
 
 const SPA: &str = "http://localhost:5173";
 
@@ -53,7 +53,7 @@ async fn an_allowed_origin_may_read_location_link_and_the_request_id() {
     let response = app
         .client
         .get(format!("{}/v1/runs", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("Origin", SPA)
         .send()
         .await
@@ -76,7 +76,7 @@ async fn another_origin_gets_no_cors_headers_and_no_500() {
     let plain = app
         .client
         .get(format!("{}/v1/runs", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("Origin", "http://evil.example")
         .send()
         .await

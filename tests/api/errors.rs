@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{admin_token, assert_problem, problem_without_request_id, TestApp};
+use crate::helpers::{assert_problem, problem_without_request_id, TestApp, TestUser};
 
 #[tokio::test]
 async fn malformed_json_is_400_problem_json() {
@@ -11,7 +11,7 @@ async fn malformed_json_is_400_problem_json() {
     let response = app
         .client
         .post(format!("{}/v1/runs", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("content-type", "application/json")
         .body("{\"type\": ")
         .send()
@@ -24,7 +24,7 @@ async fn malformed_json_is_400_problem_json() {
 async fn a_body_over_64_kib_is_413_problem_json() {
     let app = TestApp::spawn().await;
     let huge = json!({"type": "inventory_sync", "tenant_id": 1, "context": {"blob": "x".repeat(70 * 1024)}});
-    let response = app.post("/v1/runs", &admin_token(), huge).await;
+    let response = app.post("/v1/runs", &TestUser::admin(), huge).await;
     assert_problem(response, 413, "payload_too_large").await;
 }
 
@@ -32,7 +32,8 @@ async fn a_body_over_64_kib_is_413_problem_json() {
 async fn a_non_json_body_is_415_problem_json() {
     let app = TestApp::spawn().await;
     for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
-        let mut request = app.client.post(format!("{}/v1/runs", app.address)).bearer_auth(admin_token()).body("type=x");
+        let mut request =
+            app.client.post(format!("{}/v1/runs", app.address)).bearer_auth(TestUser::admin()).body("type=x");
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -49,15 +50,15 @@ async fn a_wrongly_shaped_body_is_422_problem_json() {
         json!({"type": "inventory_sync", "surprise": 1}),
         json!({"type": "policy_sync", "inputs": "x"}),
     ] {
-        assert_problem(app.post("/v1/runs", &admin_token(), body).await, 422, "invalid_body").await;
+        assert_problem(app.post("/v1/runs", &TestUser::admin(), body).await, 422, "invalid_body").await;
     }
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problem_json() {
     let app = TestApp::spawn().await;
-    assert_problem(app.get("/v2/anything", &admin_token()).await, 404, "route_not_found").await;
-    let delete = app.request(Method::DELETE, "/v1/runs", Some(&admin_token()), None).await;
+    assert_problem(app.get("/v2/anything", &TestUser::admin()).await, 404, "route_not_found").await;
+    let delete = app.request(Method::DELETE, "/v1/runs", Some(&TestUser::admin()), None).await;
     assert_problem(delete, 405, "method_not_allowed").await;
 }
 
@@ -74,7 +75,8 @@ async fn legacy_run_urls_answer_404_and_never_redirect() {
         "/v1/entra-group-sync-runs",
         "/v1/backup-schedule-runs/9",
     ] {
-        let response = client.get(format!("{}{path}", app.address)).bearer_auth(admin_token()).send().await.unwrap();
+        let response =
+            client.get(format!("{}{path}", app.address)).bearer_auth(TestUser::admin()).send().await.unwrap();
         assert!(response.headers().get("location").is_none(), "{path} redirects");
         assert_problem(response, 404, "route_not_found").await;
     }
@@ -83,9 +85,9 @@ async fn legacy_run_urls_answer_404_and_never_redirect() {
 #[tokio::test]
 async fn a_non_numeric_run_id_is_the_same_404_as_a_missing_run() {
     let app = TestApp::spawn().await;
-    let missing = problem_without_request_id(app.get("/v1/runs/999999", &admin_token()).await).await;
+    let missing = problem_without_request_id(app.get("/v1/runs/999999", &TestUser::admin()).await).await;
     for path in ["/v1/runs/abc", "/v1/runs/99999999999999999999999", "/v1/runs/-1"] {
-        assert_eq!(problem_without_request_id(app.get(path, &admin_token()).await).await, missing, "{path}");
+        assert_eq!(problem_without_request_id(app.get(path, &TestUser::admin()).await).await, missing, "{path}");
     }
 }
 
@@ -102,7 +104,8 @@ async fn every_documented_operation_refuses_a_query_parameter_it_does_not_take()
             item.as_object().unwrap().keys().filter(|key| ["get", "post", "put", "delete"].contains(&key.as_str()))
         {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let response = app.request(method.clone(), &format!("{path}?surprise=1"), Some(&admin_token()), None).await;
+            let response =
+                app.request(method.clone(), &format!("{path}?surprise=1"), Some(&TestUser::admin()), None).await;
             let problem = assert_problem(response, 400, "invalid_query").await;
             let detail = problem["detail"].as_str().unwrap();
             assert!(detail.contains("`surprise` is not a query parameter of"), "{method} {path}: {detail}");
@@ -116,11 +119,14 @@ async fn every_documented_operation_refuses_a_query_parameter_it_does_not_take()
 async fn the_refusal_names_the_parameters_the_route_takes() {
     let app = TestApp::spawn().await;
     let id = crate::helpers::started_run(&app).await;
-    let problem =
-        assert_problem(app.get(&format!("/v1/runs/{id}/events?afterr=3"), &admin_token()).await, 400, "invalid_query")
-            .await;
+    let problem = assert_problem(
+        app.get(&format!("/v1/runs/{id}/events?afterr=3"), &TestUser::admin()).await,
+        400,
+        "invalid_query",
+    )
+    .await;
     assert!(problem["detail"].as_str().unwrap().ends_with("it takes `after`."), "{problem}");
     let problem =
-        assert_problem(app.get(&format!("/v1/runs/{id}?x=1"), &admin_token()).await, 400, "invalid_query").await;
+        assert_problem(app.get(&format!("/v1/runs/{id}?x=1"), &TestUser::admin()).await, 400, "invalid_query").await;
     assert!(problem["detail"].as_str().unwrap().contains("takes"), "{problem}");
 }

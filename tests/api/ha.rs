@@ -13,7 +13,7 @@ use diesel::{sql_query, Connection, OptionalExtension, PgConnection, QueryableBy
 use serde_json::{json, Value};
 
 use crate::helpers::sse::SseReader;
-use crate::helpers::{admin_token, click, spawn_all, worker_token, TestApp};
+use crate::helpers::{click, spawn_all, TestApp, TestUser};
 
 /// The lab's URLs, as `scripts/ha-lab.sh urls` prints them.
 struct Lab {
@@ -154,7 +154,7 @@ async fn until_answered(app: &TestApp, path: &str, token: &str, body: Value, rou
 /// count of unanswered starts bounds); a move answered 503 is, until it is answered.
 async fn client(app: Arc<TestApp>, stop: Arc<AtomicBool>, round: Arc<Mutex<Round>>, t0: Instant) {
     while !stop.load(Ordering::Relaxed) {
-        let response = app.post("/v1/runs", &admin_token(), click(1)).await;
+        let response = app.post("/v1/runs", &TestUser::admin(), click(1)).await;
         let status = response.status().as_u16();
         let retry_after = response.headers().contains_key("retry-after");
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -167,7 +167,7 @@ async fn client(app: Arc<TestApp>, stop: Arc<AtomicBool>, round: Arc<Mutex<Round
         assert_eq!(status, 201, "a start answered {status}: {body}");
         let id = body["id"].as_i64().unwrap();
         round.lock().unwrap().acknowledged.insert(id, false);
-        let worker = worker_token();
+        let worker = TestUser::worker();
         // 409 after a 503: the move had committed before its answer was lost.
         let started = until_answered(&app, &format!("/v1/runs/{id}/start"), &worker, json!({}), &round, t0).await;
         assert!(matches!(started, 200 | 409), "start work answered {started}");
@@ -205,7 +205,7 @@ async fn a_killed_primary_loses_no_acknowledged_run_and_opsrun_heals_without_res
         .await,
     );
     // A client following every event through all three failovers.
-    let mut stream = SseReader::open(&app, "", &admin_token(), None).await;
+    let mut stream = SseReader::open(&app, "", &TestUser::admin(), None).await;
     let streamed = Arc::new(Mutex::new(Vec::<i64>::new()));
     let following = {
         let streamed = Arc::clone(&streamed);
@@ -401,22 +401,22 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     // A start's Location, read at once, never misses the run (with and without the token).
     let (replica_before, primary_before) = (list_calls(&replica_url), list_calls(&url));
     for _ in 0..100 {
-        let started = app.post("/v1/runs", &admin_token(), click(1)).await;
+        let started = app.post("/v1/runs", &TestUser::admin(), click(1)).await;
         assert_eq!(started.status(), 201);
         let location = started.headers()["location"].to_str().unwrap().to_owned();
         let token = started.headers()["opsrun-read-after"].to_str().unwrap().to_owned();
-        assert_eq!(app.get(&location, &admin_token()).await.status(), 200, "{location} without the token");
+        assert_eq!(app.get(&location, &TestUser::admin()).await.status(), 200, "{location} without the token");
         let with_token = app
             .client
             .get(format!("{}{location}", app.address))
-            .bearer_auth(admin_token())
+            .bearer_auth(TestUser::admin())
             .header("Opsrun-Read-After", &token)
             .send()
             .await
             .unwrap();
         assert_eq!(with_token.status(), 200, "{location} with the token");
         // The list is a replica read: it may lag, but within the bound.
-        assert_eq!(app.get("/v1/runs?limit=5", &admin_token()).await.status(), 200);
+        assert_eq!(app.get("/v1/runs?limit=5", &TestUser::admin()).await.status(), 200);
     }
     let on_replica = list_calls(&replica_url) - replica_before;
     let on_primary = list_calls(&url) - primary_before;
@@ -430,19 +430,19 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     // to hold, and from the primary after that: every event, once, in order.
     let mut conn = PgConnection::establish(&url).unwrap();
     let events: Vec<EventId> = sql_query("SELECT id FROM operation_run_events ORDER BY id").load(&mut conn).unwrap();
-    let mut stream = SseReader::open(&app, "", &admin_token(), Some(0)).await;
+    let mut stream = SseReader::open(&app, "", &TestUser::admin(), Some(0)).await;
     let caught_up: Vec<i64> = stream.take(events.len()).await.iter().map(|event| event.id.unwrap()).collect();
     assert_eq!(caught_up, events.iter().map(|event| event.id).collect::<Vec<_>>());
     stream.assert_quiet().await;
 
     // A token makes a read include its write: a move read back at once shows it.
-    let id = app.start(&admin_token(), click(1)).await;
-    let moved = app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+    let id = app.start(&TestUser::admin(), click(1)).await;
+    let moved = app.post(&format!("/v1/runs/{id}/start"), &TestUser::worker(), json!({})).await;
     let token = moved.headers()["opsrun-read-after"].to_str().unwrap().to_owned();
     let read: Value = app
         .client
         .get(format!("{}/v1/runs/{id}", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("Opsrun-Read-After", token)
         .send()
         .await
@@ -455,10 +455,10 @@ async fn reads_go_to_a_fresh_replica_and_always_include_the_callers_own_writes()
     // A replica that stops replaying is bypassed once its lag passes the bound.
     let mut replica = PgConnection::establish(&replica_url).unwrap();
     sql_query("SELECT pg_wal_replay_pause()").execute(&mut replica).unwrap();
-    let newest = app.start(&admin_token(), click(1)).await;
+    let newest = app.start(&TestUser::admin(), click(1)).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     let bypassed = !replica_used(&app).await;
-    let page: Value = app.get("/v1/runs?limit=1", &admin_token()).await.json().await.unwrap();
+    let page: Value = app.get("/v1/runs?limit=1", &TestUser::admin()).await.json().await.unwrap();
     sql_query("SELECT pg_wal_replay_resume()").execute(&mut replica).unwrap();
     assert!(bypassed, "a replica paused past the lag bound is still used");
     assert_eq!(page["items"][0]["id"], newest, "a list read served stale data from a lagging replica");

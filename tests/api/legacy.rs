@@ -9,7 +9,7 @@ use diesel::{sql_query, Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
 
 use crate::helpers::process::stdout;
-use crate::helpers::{assert_problem, fresh_database, token, TestApp};
+use crate::helpers::{assert_problem, fresh_database, TestApp, TestUser};
 
 pub const LEGACY_SCHEMA: &str = include_str!("../fixtures/legacy-schema.sql");
 
@@ -295,7 +295,7 @@ async fn a_start_racing_the_backfill_never_makes_two_active_runs_for_one_identit
         let url = url.clone();
         move || legacy(&url, &["backfill", "--batch", "100"])
     });
-    let starter = token(json!("*"), &["inventory.sync"]);
+    let starter = TestUser::with(json!("*"), &["inventory.sync"]);
     let body = json!({"type": "inventory_sync", "tenant_id": 1, "inputs": {"selection_hash": "raced"}});
     let (mut created, mut refused) = (0, 0);
     while !backfill.is_finished() {

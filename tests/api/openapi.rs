@@ -1,6 +1,6 @@
 //! The committed OpenAPI document is the one the code generates, and the one served.
 
-use crate::helpers::{admin_token, inventory_sync, TestApp};
+use crate::helpers::{inventory_sync, TestApp, TestUser};
 
 #[test]
 fn the_committed_openapi_document_matches_the_code() {
@@ -63,7 +63,7 @@ async fn links_from_a_started_run_lead_to_that_run() {
         })
     };
 
-    let token = admin_token();
+    let token = TestUser::admin();
     let created = app.post("/v1/runs", &token, inventory_sync(3, "all")).await;
     assert_eq!(created.status(), 201);
     let created: serde_json::Value = created.json().await.unwrap();
@@ -148,7 +148,7 @@ async fn documented_examples_are_what_the_service_really_answers() {
         body.as_object_mut().unwrap().remove("request_id");
         body
     };
-    let token = admin_token();
+    let token = TestUser::admin();
     let url = |path: &str| format!("{}{path}", app.address);
     let unauthenticated = app.client.get(url("/v1/runs")).send().await.unwrap();
     let not_found = app.client.get(url("/v1/runs/987654")).bearer_auth(&token).send().await.unwrap();

@@ -12,9 +12,7 @@ use opsrun::domain::staleness::StaleLimits;
 use serde_json::{json, Value};
 
 use crate::helpers::sse::SseReader;
-use crate::helpers::{
-    admin_token, assert_problem, click, fresh_database, inventory_sync, metric_sum, spawn_all, worker_token, TestApp,
-};
+use crate::helpers::{assert_problem, click, fresh_database, inventory_sync, metric_sum, spawn_all, TestApp, TestUser};
 
 fn own_data_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("opsrun-test-{}.{name}", std::process::id()))
@@ -63,7 +61,7 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
             async move {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let status = app.post("/v1/runs", &admin_token(), click(1)).await.status().as_u16();
+                    let status = app.post("/v1/runs", &TestUser::admin(), click(1)).await.status().as_u16();
                     answers.lock().unwrap().push((status, started.elapsed()));
                 }
             }
@@ -83,7 +81,7 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
     // Healed without a restart: a start succeeds again within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if app.post("/v1/runs", &admin_token(), click(1)).await.status() == 201 {
+        if app.post("/v1/runs", &TestUser::admin(), click(1)).await.status() == 201 {
             break;
         }
         assert!(Instant::now() < deadline, "the service did not recover");
@@ -114,7 +112,7 @@ async fn a_database_outage_answers_503_loses_no_acknowledged_run_and_heals_witho
 async fn wait_until_no_active_runs(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let page: Value = app.get("/v1/runs?status=active", &admin_token()).await.json().await.unwrap();
+        let page: Value = app.get("/v1/runs?status=active", &TestUser::admin()).await.json().await.unwrap();
         if page["items"].as_array().unwrap().is_empty() {
             return;
         }
@@ -136,26 +134,26 @@ async fn four_instances_reap_each_stale_run_once_count_it_once_and_stream_it_to_
     // A stream on every instance, following everything from before the first start.
     let mut streams = Vec::new();
     for app in &apps {
-        streams.push(SseReader::open(app, "", &admin_token(), None).await);
+        streams.push(SseReader::open(app, "", &TestUser::admin(), None).await);
     }
 
     // Starts and moves spread over the instances.
     let mut stale = Vec::new();
     for i in 0..40 {
         let app = &apps[i % 4];
-        let id = app.start(&admin_token(), inventory_sync(1 + i as i64 % 3, &format!("sel-{i}"))).await;
+        let id = app.start(&TestUser::admin(), inventory_sync(1 + i as i64 % 3, &format!("sel-{i}"))).await;
         if i % 2 == 0 {
-            apps[(i + 1) % 4].post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+            apps[(i + 1) % 4].post(&format!("/v1/runs/{id}/start"), &TestUser::worker(), json!({})).await;
         }
         stale.push(id);
     }
     let first = &apps[0];
-    let fresh = first.start(&admin_token(), inventory_sync(9, "fresh")).await;
+    let fresh = first.start(&TestUser::admin(), inventory_sync(9, "fresh")).await;
     // Silent for a day: far past every type's default limit. The fresh run stays active.
     sql_query(format!("UPDATE operation_runs SET updated_at = now() - interval '1 day' WHERE id <> {fresh}"))
         .execute(&mut first.db())
         .unwrap();
-    first.post(&format!("/v1/runs/{fresh}/complete"), &worker_token(), json!({"outcome": "succeeded"})).await;
+    first.post(&format!("/v1/runs/{fresh}/complete"), &TestUser::worker(), json!({"outcome": "succeeded"})).await;
     wait_until_no_active_runs(first).await;
 
     #[derive(QueryableByName)]
@@ -173,17 +171,18 @@ async fn four_instances_reap_each_stale_run_once_count_it_once_and_stream_it_to_
     assert_eq!(reaped.iter().map(|r| r.run_id).collect::<Vec<_>>(), stale);
     assert!(reaped.iter().all(|r| r.times == 1), "a run reaped twice");
 
-    let run: Value = first.get(&format!("/v1/runs/{}", stale[0]), &admin_token()).await.json().await.unwrap();
+    let run: Value = first.get(&format!("/v1/runs/{}", stale[0]), &TestUser::admin()).await.json().await.unwrap();
     assert_eq!((run["status"].as_str(), run["outcome"].as_str()), (Some("completed"), Some("failed")));
     assert_eq!(run["failure_summary"]["items"][0]["reason_code"], "stale_timeout");
 
     // The worker that comes back late is told what happened.
-    let late =
-        first.post(&format!("/v1/runs/{}/complete", stale[0]), &worker_token(), json!({"outcome": "succeeded"})).await;
+    let late = first
+        .post(&format!("/v1/runs/{}/complete", stale[0]), &TestUser::worker(), json!({"outcome": "succeeded"}))
+        .await;
     let problem = assert_problem(late, 409, "invalid_transition").await;
     assert!(problem["detail"].as_str().unwrap().contains("reaped"), "{problem}");
     // And the identity is free again.
-    first.start(&admin_token(), inventory_sync(1, "sel-0")).await;
+    first.start(&TestUser::admin(), inventory_sync(1, "sel-0")).await;
 
     // Counted once across the instances, whichever reaped it.
     let reaped_total: f64 =
@@ -215,16 +214,16 @@ async fn metrics_show_every_family_after_a_short_load() {
         config.reaper = Some((Duration::from_millis(20), StaleLimits::default()));
     })
     .await;
-    let stale = app.start(&admin_token(), json!({"type": "workspace_audit_export"})).await;
+    let stale = app.start(&TestUser::admin(), json!({"type": "workspace_audit_export"})).await;
     sql_query(format!("UPDATE operation_runs SET updated_at = now() - interval '1 day' WHERE id = {stale}"))
         .execute(&mut app.db())
         .unwrap();
     wait_until_no_active_runs(&app).await;
-    let run = app.start(&admin_token(), inventory_sync(1, "a")).await;
-    app.post("/v1/runs", &admin_token(), inventory_sync(1, "a")).await;
-    app.post(&format!("/v1/runs/{run}/start"), &worker_token(), json!({})).await;
-    app.get(&format!("/v1/runs/{run}"), &admin_token()).await;
-    app.get("/v1/runs/12345", &admin_token()).await;
+    let run = app.start(&TestUser::admin(), inventory_sync(1, "a")).await;
+    app.post("/v1/runs", &TestUser::admin(), inventory_sync(1, "a")).await;
+    app.post(&format!("/v1/runs/{run}/start"), &TestUser::worker(), json!({})).await;
+    app.get(&format!("/v1/runs/{run}"), &TestUser::admin()).await;
+    app.get("/v1/runs/12345", &TestUser::admin()).await;
 
     let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -251,14 +250,20 @@ async fn metrics_show_every_family_after_a_short_load() {
 async fn request_ids_are_accepted_or_made_and_echoed_into_problems() {
     let app = TestApp::spawn().await;
     let url = format!("{}/v1/runs/424242", app.address);
-    let given =
-        app.client.get(&url).bearer_auth(admin_token()).header("x-request-id", "trace-abc.123").send().await.unwrap();
+    let given = app
+        .client
+        .get(&url)
+        .bearer_auth(TestUser::admin())
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-abc.123");
     let body: Value = given.json().await.unwrap();
     assert_eq!(body["request_id"], "trace-abc.123");
 
     for unusable in [None, Some("has spaces and ünïcode"), Some(&*"x".repeat(200))] {
-        let mut request = app.client.get(&url).bearer_auth(admin_token());
+        let mut request = app.client.get(&url).bearer_auth(TestUser::admin());
         if let Some(id) = unusable {
             request = request.header("x-request-id", id);
         }
@@ -268,7 +273,7 @@ async fn request_ids_are_accepted_or_made_and_echoed_into_problems() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["request_id"], echoed.as_str());
     }
-    let ok = app.get("/v1/runs", &admin_token()).await;
+    let ok = app.get("/v1/runs", &TestUser::admin()).await;
     assert!(ok.headers().contains_key("x-request-id"));
 }
 
@@ -314,13 +319,13 @@ fn opsrun_reap_lists_with_dry_run_and_then_reaps() {
 async fn a_request_past_its_budget_answers_503_request_timeout() {
     let app =
         TestApp::spawn_with(fresh_database(), |config| config.pool.work_timeout = Duration::from_millis(400)).await;
-    let id = app.start(&admin_token(), inventory_sync(1, "x")).await;
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "x")).await;
     let mut holder = app.db();
     holder.begin_test_transaction().unwrap();
     sql_query(format!("SELECT id FROM operation_runs WHERE id = {id} FOR UPDATE")).execute(&mut holder).unwrap();
 
     let started = Instant::now();
-    let stuck = app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await;
+    let stuck = app.post(&format!("/v1/runs/{id}/start"), &TestUser::worker(), json!({})).await;
     assert_eq!(stuck.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()), Some("2".into()));
     assert_problem(stuck, 503, "request_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(5), "answered within its budget, not after the lock");

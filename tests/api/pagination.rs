@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, ids, TestApp};
+use crate::helpers::{assert_problem, ids, TestApp, TestUser};
 
 fn export_body() -> Value {
     // unique_per_click types never conflict, so starts can be repeated freely.
@@ -15,7 +15,7 @@ fn export_body() -> Value {
 #[tokio::test]
 async fn walking_pages_sees_every_run_once_while_new_runs_arrive() {
     let app = TestApp::spawn().await;
-    let token = admin_token();
+    let token = TestUser::admin();
     let mut existing = Vec::new();
     for _ in 0..23 {
         existing.push(app.start(&token, export_body()).await);
@@ -53,7 +53,7 @@ async fn walking_pages_sees_every_run_once_while_new_runs_arrive() {
 #[tokio::test]
 async fn filters_narrow_the_list() {
     let app = TestApp::spawn().await;
-    let token = admin_token();
+    let token = TestUser::admin();
     let first = app.start(&token, export_body()).await;
     let before_second = chrono::Utc::now();
     let second = app.start(&token, json!({"type": "workspace_audit_export"})).await;
@@ -86,7 +86,7 @@ fn urlencode(text: &str) -> String {
 #[tokio::test]
 async fn bad_cursors_limits_and_filters_are_400() {
     let app = TestApp::spawn().await;
-    let token = admin_token();
+    let token = TestUser::admin();
     for _ in 0..3 {
         app.start(&token, export_body()).await;
     }
@@ -123,7 +123,7 @@ async fn bad_cursors_limits_and_filters_are_400() {
 #[tokio::test]
 async fn a_caller_limited_to_some_tenants_pages_through_exactly_their_runs() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let mut theirs = Vec::new();
     for i in 0..18 {
         let tenant = [1, 2, 3][i % 3];
@@ -137,7 +137,7 @@ async fn a_caller_limited_to_some_tenants_pages_through_exactly_their_runs() {
             app.post(&format!("/v1/runs/{}/cancel", theirs.last().unwrap()), &admin, json!({})).await;
         }
     }
-    let caller = crate::helpers::token(json!([1, 2]), &["backup_schedules.run", "audit.export"]);
+    let caller = TestUser::with(json!([1, 2]), &["backup_schedules.run", "audit.export"]);
     let mut seen = Vec::new();
     let mut path = "/v1/runs?limit=4".to_owned();
     loop {
@@ -155,7 +155,7 @@ async fn a_caller_limited_to_some_tenants_pages_through_exactly_their_runs() {
 #[tokio::test]
 async fn updated_after_lists_what_changed_oldest_change_first_across_pages() {
     let app = TestApp::spawn().await;
-    let admin = admin_token();
+    let admin = TestUser::admin();
     let mut runs = Vec::new();
     for i in 0..5 {
         runs.push(app.start(&admin, crate::helpers::inventory_sync(1, &format!("changed-{i}"))).await);
@@ -166,7 +166,7 @@ async fn updated_after_lists_what_changed_oldest_change_first_across_pages() {
     // Touch the first three, in reverse order.
     let changed_at = chrono::Utc::now();
     for id in [runs[2], runs[0], runs[1]] {
-        let moved = app.post(&format!("/v1/runs/{id}/start"), &crate::helpers::worker_token(), json!({})).await;
+        let moved = app.post(&format!("/v1/runs/{id}/start"), &TestUser::worker(), json!({})).await;
         assert_eq!(moved.status(), 200);
     }
     let query = format!("updated_after={}", changed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
@@ -318,7 +318,7 @@ fn every_filter_combination_pages_through_exactly_its_runs_newest_first() {
     let config = proptest::test_runner::Config { cases: 48, failure_persistence: None, ..Default::default() };
     proptest::test_runner::TestRunner::new(config)
         .run(&filters(), |filters| {
-            let token = crate::helpers::token(filters.tenants.as_ref().map_or(json!("*"), |t| json!(t)), &caps);
+            let token = TestUser::with(filters.tenants.as_ref().map_or(json!("*"), |t| json!(t)), &caps);
             let mut query = vec![format!("limit={}", filters.limit)];
             query.extend(filters.status.map(|s| format!("status={s}")));
             query.extend(filters.outcomes.iter().map(|o| format!("outcome={o}")));

@@ -4,7 +4,7 @@ use diesel::sql_types::{Bool, Text};
 use diesel::{sql_query, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-use crate::helpers::{fresh_database, TestApp};
+use crate::helpers::{fresh_database, TestApp, TestUser};
 
 #[derive(QueryableByName)]
 struct IndexRow {
@@ -114,7 +114,7 @@ async fn check_constraints_refuse_bad_status_and_outcome_pairs() {
 #[tokio::test]
 async fn the_timeline_is_append_only() {
     let app = TestApp::spawn().await;
-    let token = crate::helpers::admin_token();
+    let token = TestUser::admin();
     app.start(&token, crate::helpers::inventory_sync(1, "a")).await;
     let mut conn = app.db();
     for statement in ["UPDATE operation_run_events SET actor = 'x'", "DELETE FROM operation_run_events"] {

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use crate::helpers::{admin_token, assert_problem, complete, inventory_sync, spawn_all, TestApp};
+use crate::helpers::{assert_problem, complete, inventory_sync, spawn_all, TestApp, TestUser};
 
 #[tokio::test]
 async fn a_start_creates_a_queued_run_with_its_location_and_created_event() {
     let app = TestApp::spawn().await;
-    let response = app.post("/v1/runs", &admin_token(), inventory_sync(3, "sel-1")).await;
+    let response = app.post("/v1/runs", &TestUser::admin(), inventory_sync(3, "sel-1")).await;
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let run: Value = response.json().await.unwrap();
@@ -19,32 +19,35 @@ async fn a_start_creates_a_queued_run_with_its_location_and_created_event() {
     assert_eq!((run["status"].as_str(), run["outcome"].as_str()), (Some("queued"), Some("pending")));
     assert_eq!(run["type_label"], "Inventory sync");
     assert_eq!(run["context"]["selection_hash"], "sel-1", "inputs are stored in the context");
-    let events: Value = app.get(&format!("{location}/events"), &admin_token()).await.json().await.unwrap();
+    let events: Value = app.get(&format!("{location}/events"), &TestUser::admin()).await.json().await.unwrap();
     assert_eq!(events["items"][0]["kind"], "created");
 }
 
 #[tokio::test]
 async fn a_second_start_of_an_active_identity_is_refused_with_409() {
     let app = TestApp::spawn().await;
-    let first = app.start(&admin_token(), inventory_sync(3, "sel-1")).await;
-    let response = app.post("/v1/runs", &admin_token(), inventory_sync(3, "sel-1")).await;
+    let first = app.start(&TestUser::admin(), inventory_sync(3, "sel-1")).await;
+    let response = app.post("/v1/runs", &TestUser::admin(), inventory_sync(3, "sel-1")).await;
     assert_eq!(response.headers()["location"], format!("/v1/runs/{first}").as_str());
     let problem = assert_problem(response, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
 
     // Another selection, another tenant or another type is another identity.
-    app.start(&admin_token(), inventory_sync(3, "sel-2")).await;
-    app.start(&admin_token(), inventory_sync(4, "sel-1")).await;
-    app.start(&admin_token(), json!({"type": "policy_sync", "tenant_id": 3, "inputs": {"selection_hash": "sel-1"}}))
-        .await;
+    app.start(&TestUser::admin(), inventory_sync(3, "sel-2")).await;
+    app.start(&TestUser::admin(), inventory_sync(4, "sel-1")).await;
+    app.start(
+        &TestUser::admin(),
+        json!({"type": "policy_sync", "tenant_id": 3, "inputs": {"selection_hash": "sel-1"}}),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn after_the_active_run_completes_a_new_start_succeeds() {
     let app = TestApp::spawn().await;
-    let first = app.start(&admin_token(), inventory_sync(3, "sel-1")).await;
+    let first = app.start(&TestUser::admin(), inventory_sync(3, "sel-1")).await;
     complete(&app, first, "succeeded").await;
-    let second = app.start(&admin_token(), inventory_sync(3, "sel-1")).await;
+    let second = app.start(&TestUser::admin(), inventory_sync(3, "sel-1")).await;
     assert_ne!(first, second);
 }
 
@@ -52,23 +55,23 @@ async fn after_the_active_run_completes_a_new_start_succeeds() {
 async fn workspace_scoped_identities_dedupe_too() {
     let app = TestApp::spawn().await;
     let export = json!({"type": "workspace_audit_export"});
-    let first = app.start(&admin_token(), export.clone()).await;
+    let first = app.start(&TestUser::admin(), export.clone()).await;
     let problem =
-        assert_problem(app.post("/v1/runs", &admin_token(), export.clone()).await, 409, "duplicate_run").await;
+        assert_problem(app.post("/v1/runs", &TestUser::admin(), export.clone()).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
     complete(&app, first, "succeeded").await;
-    app.start(&admin_token(), export).await;
+    app.start(&TestUser::admin(), export).await;
 }
 
 #[tokio::test]
 async fn strict_once_conflicts_even_after_completion() {
     let app = TestApp::spawn().await;
     let restore = json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 77}});
-    let first = app.start(&admin_token(), restore.clone()).await;
+    let first = app.start(&TestUser::admin(), restore.clone()).await;
     complete(&app, first, "succeeded").await;
-    let problem = assert_problem(app.post("/v1/runs", &admin_token(), restore).await, 409, "duplicate_run").await;
+    let problem = assert_problem(app.post("/v1/runs", &TestUser::admin(), restore).await, 409, "duplicate_run").await;
     assert_eq!(problem["existing_run_id"], first);
-    app.start(&admin_token(), json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 78}}))
+    app.start(&TestUser::admin(), json!({"type": "restore_execute", "tenant_id": 2, "inputs": {"restore_run_id": 78}}))
         .await;
 }
 
@@ -77,9 +80,9 @@ async fn unique_per_click_starts_never_conflict() {
     let app = TestApp::spawn().await;
     let run_now = json!({"type": "backup_schedule_run", "tenant_id": 2, "inputs": {"backup_schedule_id": 5, "trigger": "run_now"}});
     let ids: HashSet<i64> = [
-        app.start(&admin_token(), run_now.clone()).await,
-        app.start(&admin_token(), run_now.clone()).await,
-        app.start(&admin_token(), run_now).await,
+        app.start(&TestUser::admin(), run_now.clone()).await,
+        app.start(&TestUser::admin(), run_now.clone()).await,
+        app.start(&TestUser::admin(), run_now).await,
     ]
     .into_iter()
     .collect();
@@ -93,7 +96,7 @@ async fn race(apps: &[&TestApp], body: Value, starts: usize) -> (Vec<i64>, Vec<V
             let url = format!("{}/v1/runs", apps[i % apps.len()].address);
             let body = body.clone();
             async move {
-                let response = client.post(url).bearer_auth(admin_token()).json(&body).send().await.unwrap();
+                let response = client.post(url).bearer_auth(TestUser::admin()).json(&body).send().await.unwrap();
                 (response.status().as_u16(), response.json::<Value>().await.unwrap())
             }
         })
@@ -188,7 +191,7 @@ async fn each_refused_start_names_its_problem() {
         ),
     ];
     for (body, code, mentions) in cases {
-        let problem = assert_problem(app.post("/v1/runs", &admin_token(), body.clone()).await, 422, code).await;
+        let problem = assert_problem(app.post("/v1/runs", &TestUser::admin(), body.clone()).await, 422, code).await;
         assert!(problem["detail"].as_str().unwrap().contains(mentions), "{body}: {problem}");
     }
     let count: i64 = opsrun::db::schema::operation_runs::table.count().get_result(&mut app.db()).unwrap();
@@ -202,7 +205,7 @@ async fn context_keeps_extreme_numbers_and_unicode_exactly() {
     let app = TestApp::spawn().await;
     let context = json!({"max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324, "big": 1e300, "\u{1F600}ключ": "värde"});
     let body = json!({"type": "workspace_audit_export", "context": context});
-    let run: Value = app.post("/v1/runs", &admin_token(), body).await.json().await.unwrap();
+    let run: Value = app.post("/v1/runs", &TestUser::admin(), body).await.json().await.unwrap();
     assert_eq!(run["context"], context);
 }
 
@@ -211,7 +214,7 @@ async fn context_keeps_extreme_numbers_and_unicode_exactly() {
 #[tokio::test]
 async fn the_catalog_states_each_triggers_identity_policy_as_starts_apply_it() {
     let app = TestApp::spawn().await;
-    let catalog: Value = app.get("/v1/operation-types", &admin_token()).await.json().await.unwrap();
+    let catalog: Value = app.get("/v1/operation-types", &TestUser::admin()).await.json().await.unwrap();
     let entry = |name: &str| catalog["items"].as_array().unwrap().iter().find(|t| t["type"] == name).unwrap().clone();
     assert_eq!(entry("inventory_sync")["identity_by_trigger"], Value::Null);
     let by_trigger = entry("backup_schedule_run")["identity_by_trigger"].clone();
@@ -224,9 +227,10 @@ async fn the_catalog_states_each_triggers_identity_policy_as_starts_apply_it() {
         if trigger == "scheduled" {
             inputs["scheduled_for"] = json!("2026-06-01T02:00:00Z");
         }
-        let id =
-            app.start(&admin_token(), json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": inputs})).await;
-        let events: Value = app.get(&format!("/v1/runs/{id}/events"), &admin_token()).await.json().await.unwrap();
+        let id = app
+            .start(&TestUser::admin(), json!({"type": "backup_schedule_run", "tenant_id": 1, "inputs": inputs}))
+            .await;
+        let events: Value = app.get(&format!("/v1/runs/{id}/events"), &TestUser::admin()).await.json().await.unwrap();
         assert_eq!(&events["items"][0]["detail"]["identity_policy"], policy, "{trigger}");
     }
 }

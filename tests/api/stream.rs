@@ -15,8 +15,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::sse::{Sse, SseReader};
 use crate::helpers::{
-    admin_token, assert_problem, claims, fresh_database, inventory_sync, mint, started_run, token, worker_token,
-    TestApp, SECRET,
+    assert_problem, claims, fresh_database, inventory_sync, mint, started_run, TestApp, TestUser, SECRET,
 };
 
 fn kinds(events: &[Sse]) -> Vec<&str> {
@@ -29,7 +28,7 @@ fn event_ids(events: &[Sse]) -> Vec<i64> {
 
 async fn progress(app: &TestApp, id: i64, processed: i64) {
     let response = app
-        .post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"counts": {"processed": processed}}))
+        .post(&format!("/v1/runs/{id}/progress"), &TestUser::worker(), json!({"counts": {"processed": processed}}))
         .await;
     assert_eq!(response.status(), 200);
 }
@@ -38,7 +37,7 @@ async fn progress(app: &TestApp, id: i64, processed: i64) {
 async fn a_run_moved_through_one_instance_streams_in_order_from_another() {
     let writer = TestApp::spawn().await;
     let reader_instance = writer.second_instance().await;
-    let mut stream = SseReader::open(&reader_instance, "", &admin_token(), None).await;
+    let mut stream = SseReader::open(&reader_instance, "", &TestUser::admin(), None).await;
 
     let id = started_run(&writer).await;
     for _ in 0..3 {
@@ -47,7 +46,7 @@ async fn a_run_moved_through_one_instance_streams_in_order_from_another() {
     let done = writer
         .post(
             &format!("/v1/runs/{id}/complete"),
-            &worker_token(),
+            &TestUser::worker(),
             json!({"outcome": "succeeded", "counts": {"total": 120}}),
         )
         .await;
@@ -57,7 +56,7 @@ async fn a_run_moved_through_one_instance_streams_in_order_from_another() {
     assert_eq!(kinds(&events), ["created", "started", "progressed", "progressed", "progressed", "completed"]);
     let ids = event_ids(&events);
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order: {ids:?}");
-    let timeline: Value = writer.get(&format!("/v1/runs/{id}/events"), &admin_token()).await.json().await.unwrap();
+    let timeline: Value = writer.get(&format!("/v1/runs/{id}/events"), &TestUser::admin()).await.json().await.unwrap();
     let timeline_ids: Vec<i64> =
         timeline["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, timeline_ids, "the stream is the timeline");
@@ -76,7 +75,7 @@ async fn a_run_moved_through_one_instance_streams_in_order_from_another() {
 #[tokio::test]
 async fn a_resumed_stream_gets_exactly_the_missed_events_then_live_ones() {
     let app = TestApp::spawn().await;
-    let mut first = SseReader::open(&app, "", &admin_token(), None).await;
+    let mut first = SseReader::open(&app, "", &TestUser::admin(), None).await;
     let id = started_run(&app).await;
     let seen = first.take(2).await;
     let last_seen = seen[1].id.unwrap();
@@ -85,14 +84,14 @@ async fn a_resumed_stream_gets_exactly_the_missed_events_then_live_ones() {
     for processed in 1..=10 {
         progress(&app, id, processed).await;
     }
-    let mut resumed = SseReader::open(&app, "", &admin_token(), Some(last_seen)).await;
+    let mut resumed = SseReader::open(&app, "", &TestUser::admin(), Some(last_seen)).await;
     let missed = resumed.take(10).await;
     progress(&app, id, 100).await;
     progress(&app, id, 200).await;
     let live = resumed.take(2).await;
 
     let timeline: Value =
-        app.get(&format!("/v1/runs/{id}/events?after={last_seen}"), &admin_token()).await.json().await.unwrap();
+        app.get(&format!("/v1/runs/{id}/events?after={last_seen}"), &TestUser::admin()).await.json().await.unwrap();
     let expected: Vec<i64> = timeline["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
     let received: Vec<i64> = event_ids(&missed).into_iter().chain(event_ids(&live)).collect();
     assert_eq!(received, expected, "no gap, no duplicate");
@@ -105,7 +104,7 @@ async fn a_resumed_stream_gets_exactly_the_missed_events_then_live_ones() {
     resumed.assert_quiet().await;
 
     // `after` does what `Last-Event-ID` does, for clients that cannot set the header.
-    let mut by_query = SseReader::open(&app, &format!("?after={last_seen}"), &admin_token(), None).await;
+    let mut by_query = SseReader::open(&app, &format!("?after={last_seen}"), &TestUser::admin(), None).await;
     assert_eq!(event_ids(&by_query.take(12).await), expected);
 }
 
@@ -113,20 +112,20 @@ async fn a_resumed_stream_gets_exactly_the_missed_events_then_live_ones() {
 async fn runs_the_caller_may_not_view_never_appear() {
     let app = TestApp::spawn().await;
     // Tenant 1 of workspace 1, able to view inventory syncs only.
-    let viewer = token(json!([1]), &["inventory.sync"]);
+    let viewer = TestUser::with(json!([1]), &["inventory.sync"]);
     let mut stream = SseReader::open(&app, "", &viewer, None).await;
 
     let mut other_workspace =
         claims(2, json!("*"), &opsrun::http::auth::all_capabilities().iter().map(String::as_str).collect::<Vec<_>>());
     other_workspace.sub = "9".into();
     app.start(&mint(&other_workspace), inventory_sync(1, "foreign")).await;
-    app.start(&admin_token(), inventory_sync(2, "other tenant")).await;
+    app.start(&TestUser::admin(), inventory_sync(2, "other tenant")).await;
     app.start(
-        &admin_token(),
+        &TestUser::admin(),
         json!({"type": "directory_groups_sync", "tenant_id": 1, "inputs": {"selection_key": "all"}}),
     )
     .await;
-    let visible = app.start(&admin_token(), inventory_sync(1, "visible")).await;
+    let visible = app.start(&TestUser::admin(), inventory_sync(1, "visible")).await;
 
     let event = stream.next().await;
     assert_eq!(event.data["run"]["id"], visible, "only the visible run appears: {:?}", event.data);
@@ -141,19 +140,20 @@ async fn runs_the_caller_may_not_view_never_appear() {
 #[tokio::test]
 async fn filters_narrow_the_stream() {
     let app = TestApp::spawn().await;
-    let first = app.start(&admin_token(), inventory_sync(1, "a")).await;
-    let second = app.start(&admin_token(), inventory_sync(2, "b")).await;
-    let mut by_run = SseReader::open(&app, &format!("?after=0&run_id={second}"), &admin_token(), None).await;
+    let first = app.start(&TestUser::admin(), inventory_sync(1, "a")).await;
+    let second = app.start(&TestUser::admin(), inventory_sync(2, "b")).await;
+    let mut by_run = SseReader::open(&app, &format!("?after=0&run_id={second}"), &TestUser::admin(), None).await;
     assert_eq!(by_run.next().await.data["run"]["id"], second);
     by_run.assert_quiet().await;
-    let mut by_tenant = SseReader::open(&app, "?after=0&tenant_id=1&type=inventory_sync", &admin_token(), None).await;
+    let mut by_tenant =
+        SseReader::open(&app, "?after=0&tenant_id=1&type=inventory_sync", &TestUser::admin(), None).await;
     assert_eq!(by_tenant.next().await.data["run"]["id"], first);
     by_tenant.assert_quiet().await;
     for bad in ["?type=inventory.sync", "?run_id=0", "?after=-1", "?colour=blue"] {
         let response = app
             .client
             .get(format!("{}/v1/runs/stream{bad}", app.address))
-            .bearer_auth(admin_token())
+            .bearer_auth(TestUser::admin())
             .send()
             .await
             .unwrap();
@@ -162,7 +162,7 @@ async fn filters_narrow_the_stream() {
     let response = app
         .client
         .get(format!("{}/v1/runs/stream", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("Last-Event-ID", "yesterday")
         .send()
         .await
@@ -173,8 +173,12 @@ async fn filters_narrow_the_stream() {
 #[tokio::test]
 async fn an_event_source_may_send_its_token_in_the_query() {
     let app = TestApp::spawn().await;
-    let response =
-        app.client.get(format!("{}/v1/runs/stream?access_token={}", app.address, admin_token())).send().await.unwrap();
+    let response = app
+        .client
+        .get(format!("{}/v1/runs/stream?access_token={}", app.address, TestUser::admin()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let response = app.client.get(format!("{}/v1/runs/stream", app.address)).send().await.unwrap();
@@ -202,7 +206,7 @@ fn stalled_stream(app: &TestApp) -> TcpStream {
     write!(
         writer,
         "GET /v1/runs/stream HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
-        admin_token()
+        TestUser::admin()
     )
     .unwrap();
     socket
@@ -222,7 +226,7 @@ async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
     })
     .await;
     let id = started_run(&app).await;
-    let mut reading = SseReader::open(&app, "", &admin_token(), None).await;
+    let mut reading = SseReader::open(&app, "", &TestUser::admin(), None).await;
     let _stalled = stalled_stream(&app);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(metric(&app, "opsrun_streams_open"), 2.0);
@@ -263,7 +267,7 @@ async fn a_stalled_reader_is_dropped_while_other_streams_keep_flowing() {
     assert_eq!(metric(&app, "opsrun_streams_dropped_slow_total"), 1.0);
 
     // The reading stream still gets new events.
-    let later = app.start(&admin_token(), inventory_sync(1, "after the flood")).await;
+    let later = app.start(&TestUser::admin(), inventory_sync(1, "after the flood")).await;
     assert_eq!(reading.next().await.data["run"]["id"], later);
 }
 
@@ -275,10 +279,10 @@ async fn streams_past_the_limit_are_refused_with_503() {
         config.live.heartbeat = Duration::from_millis(100);
     })
     .await;
-    let first = SseReader::open(&app, "", &admin_token(), None).await;
-    let _second = SseReader::open(&app, "", &admin_token(), None).await;
+    let first = SseReader::open(&app, "", &TestUser::admin(), None).await;
+    let _second = SseReader::open(&app, "", &TestUser::admin(), None).await;
     let refused =
-        app.client.get(format!("{}/v1/runs/stream", app.address)).bearer_auth(admin_token()).send().await.unwrap();
+        app.client.get(format!("{}/v1/runs/stream", app.address)).bearer_auth(TestUser::admin()).send().await.unwrap();
     assert_eq!(refused.headers()["retry-after"], "2");
     let problem = assert_problem(refused, 503, "stream_limit_reached").await;
     assert!(problem["detail"].as_str().unwrap().contains("2 live streams"), "{problem}");
@@ -288,7 +292,7 @@ async fn streams_past_the_limit_are_refused_with_503() {
         assert!(Instant::now() < deadline, "the departed stream's slot is freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    SseReader::open(&app, "", &admin_token(), None).await;
+    SseReader::open(&app, "", &TestUser::admin(), None).await;
 }
 
 #[tokio::test]
@@ -321,7 +325,7 @@ async fn shutdown_with_open_streams_finishes_well_within_the_grace_period() {
     }));
     let mut streams = Vec::new();
     for _ in 0..5 {
-        streams.push(SseReader::open(&app, "", &admin_token(), None).await);
+        streams.push(SseReader::open(&app, "", &TestUser::admin(), None).await);
     }
     let asked = Instant::now();
     stop.notify_one();
@@ -336,7 +340,7 @@ async fn shutdown_with_open_streams_finishes_well_within_the_grace_period() {
 async fn long_poll(app: &TestApp, id: i64, etag: &str, wait: &str) -> reqwest::Response {
     app.client
         .get(format!("{}/v1/runs/{id}?wait={wait}", app.address))
-        .bearer_auth(admin_token())
+        .bearer_auth(TestUser::admin())
         .header("If-None-Match", etag)
         .send()
         .await
@@ -348,7 +352,8 @@ async fn a_long_poll_answers_within_100_ms_of_a_change_on_another_instance() {
     let app = TestApp::spawn().await;
     let other = app.second_instance().await;
     let id = started_run(&app).await;
-    let etag = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.headers()["etag"].to_str().unwrap().to_owned();
+    let etag =
+        app.get(&format!("/v1/runs/{id}"), &TestUser::admin()).await.headers()["etag"].to_str().unwrap().to_owned();
 
     let waiter = app.clone_client();
     let tag = etag.clone();
@@ -359,7 +364,7 @@ async fn a_long_poll_answers_within_100_ms_of_a_change_on_another_instance() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "a current tag waits");
     let moved =
-        other.post(&format!("/v1/runs/{id}/progress"), &worker_token(), json!({"counts": {"processed": 1}})).await;
+        other.post(&format!("/v1/runs/{id}/progress"), &TestUser::worker(), json!({"counts": {"processed": 1}})).await;
     let committed = Instant::now();
     assert_eq!(moved.status(), 200);
     let (answered, response) = waiting.await.unwrap();
@@ -375,7 +380,8 @@ async fn a_long_poll_answers_within_100_ms_of_a_change_on_another_instance() {
 async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
     let app = TestApp::spawn().await;
     let id = started_run(&app).await;
-    let etag = app.get(&format!("/v1/runs/{id}"), &admin_token()).await.headers()["etag"].to_str().unwrap().to_owned();
+    let etag =
+        app.get(&format!("/v1/runs/{id}"), &TestUser::admin()).await.headers()["etag"].to_str().unwrap().to_owned();
     let asked = Instant::now();
     let response = long_poll(&app, id, &etag, "1s").await;
     assert_eq!(response.status(), 304);
@@ -385,7 +391,7 @@ async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
     // A stale tag, or none, answers at once.
     let asked = Instant::now();
     assert_eq!(long_poll(&app, id, "\"run-1.0\"", "30s").await.status(), 200);
-    let plain = app.get(&format!("/v1/runs/{id}?wait=30s"), &admin_token()).await;
+    let plain = app.get(&format!("/v1/runs/{id}?wait=30s"), &TestUser::admin()).await;
     assert_eq!(plain.status(), 200);
     assert!(asked.elapsed() < Duration::from_secs(2));
 
@@ -394,7 +400,7 @@ async fn a_long_poll_answers_304_at_its_timeout_and_refuses_bad_waits() {
         assert!(problem["detail"].as_str().unwrap().starts_with("`wait`"), "{problem}");
     }
     // The access rules come first: a run outside the caller's tenants is 404 at once.
-    let outsider = token(json!([2]), &["inventory.sync"]);
+    let outsider = TestUser::with(json!([2]), &["inventory.sync"]);
     let response = app
         .client
         .get(format!("{}/v1/runs/{id}?wait=30s", app.address))
@@ -415,7 +421,7 @@ async fn another_instances_announcement_is_what_brings_its_events() {
         config.live.unannounced_check = Duration::from_secs(3600)
     })
     .await;
-    let mut stream = SseReader::open(&reader, "", &admin_token(), None).await;
+    let mut stream = SseReader::open(&reader, "", &TestUser::admin(), None).await;
 
     let id = started_run(&writer).await;
     let event = stream.next_within(Duration::from_secs(10)).await.expect("announced by the writer's instance");
@@ -435,7 +441,7 @@ async fn another_instances_announcement_is_what_brings_its_events() {
 async fn an_event_written_without_an_announcement_still_arrives() {
     let app = TestApp::spawn().await;
     let id = started_run(&app).await;
-    let mut stream = SseReader::open(&app, &format!("?run_id={id}"), &admin_token(), None).await;
+    let mut stream = SseReader::open(&app, &format!("?run_id={id}"), &TestUser::admin(), None).await;
     // As a writer outside opsrun (or one that crashed between commit and announcement)
     // would leave it: committed, never announced.
     sql_query(format!(
@@ -456,7 +462,7 @@ async fn an_event_written_without_an_announcement_still_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_id_order() {
     let app = TestApp::spawn_with(fresh_database(), |config| config.pool.size = 16).await;
-    let mut stream = SseReader::open(&app, "?type=inventory_sync", &admin_token(), None).await;
+    let mut stream = SseReader::open(&app, "?type=inventory_sync", &TestUser::admin(), None).await;
     const WRITERS: usize = 8;
     const EACH: usize = 25;
     let writers: Vec<_> = (0..WRITERS)
@@ -464,7 +470,8 @@ async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_
             let app = app.clone_client();
             tokio::spawn(async move {
                 for n in 0..EACH {
-                    app.start(&admin_token(), inventory_sync(1 + (n % 3) as i64, &format!("race-{writer}-{n}"))).await;
+                    app.start(&TestUser::admin(), inventory_sync(1 + (n % 3) as i64, &format!("race-{writer}-{n}")))
+                        .await;
                 }
             })
         })
@@ -494,7 +501,7 @@ async fn concurrent_writers_commit_out_of_order_yet_every_event_arrives_once_in_
 async fn head_on_the_stream_answers_its_headers_and_holds_no_slot() {
     let app = TestApp::spawn().await;
     let response =
-        app.client.head(format!("{}/v1/runs/stream", app.address)).bearer_auth(admin_token()).send().await.unwrap();
+        app.client.head(format!("{}/v1/runs/stream", app.address)).bearer_auth(TestUser::admin()).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     drop(response);

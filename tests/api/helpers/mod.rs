@@ -310,8 +310,8 @@ impl TestApp {
 
 /// A run that a worker has started (an inventory sync of tenant 1); returns its id.
 pub async fn started_run(app: &TestApp) -> i64 {
-    let id = app.start(&admin_token(), inventory_sync(1, "started")).await;
-    assert_eq!(app.post(&format!("/v1/runs/{id}/start"), &worker_token(), json!({})).await.status(), 200);
+    let id = app.start(&TestUser::admin(), inventory_sync(1, "started")).await;
+    assert_eq!(app.post(&format!("/v1/runs/{id}/start"), &TestUser::worker(), json!({})).await.status(), 200);
     id
 }
 
@@ -334,21 +334,55 @@ pub fn mint(claims: &Claims) -> String {
     mint_token(SECRET, claims).unwrap()
 }
 
-/// A token for workspace 1 with the given tenants and capabilities.
-pub fn token(tenants: Value, caps: &[&str]) -> String {
-    mint(&claims(1, tenants, caps))
+/// A caller of the API: a user of workspace 1 with some tenants and capabilities, who
+/// carries the token minted for them. It reads as that token (`&user` is a `&str`, and it
+/// displays as the token), so it goes wherever a bearer token does.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    token: String,
 }
 
-/// Every tenant, every capability, workspace 1.
-pub fn admin_token() -> String {
-    let caps = opsrun::http::auth::all_capabilities();
-    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
-    token(json!("*"), &caps)
+impl TestUser {
+    /// A user of workspace 1 with these tenants (`"*"` for all) and capabilities.
+    pub fn with(tenants: Value, caps: &[&str]) -> TestUser {
+        TestUser::from_claims(&claims(1, tenants, caps))
+    }
+
+    /// A user whose token carries exactly these claims.
+    pub fn from_claims(claims: &Claims) -> TestUser {
+        TestUser { token: mint(claims) }
+    }
+
+    /// Every tenant, every capability, workspace 1.
+    pub fn admin() -> TestUser {
+        let caps = opsrun::http::auth::all_capabilities();
+        let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+        TestUser::with(json!("*"), &caps)
+    }
+
+    /// The token itself.
+    pub fn as_str(&self) -> &str {
+        &self.token
+    }
+
+    /// The worker's service token for workspace 1: it moves runs, and sees no more.
+    pub fn worker() -> TestUser {
+        TestUser::with(json!("*"), &["operations.execute"])
+    }
 }
 
-/// The worker's service token for workspace 1.
-pub fn worker_token() -> String {
-    token(json!("*"), &["operations.execute"])
+impl std::ops::Deref for TestUser {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.token
+    }
+}
+
+impl std::fmt::Display for TestUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.token)
+    }
 }
 
 pub fn inventory_sync(tenant: i64, selection: &str) -> Value {
@@ -434,6 +468,6 @@ pub fn click(schedule: i64) -> Value {
 
 /// Completes run `id` as a worker, with `outcome`.
 pub async fn complete(app: &TestApp, id: i64, outcome: &str) {
-    let response = app.post(&format!("/v1/runs/{id}/complete"), &worker_token(), json!({"outcome": outcome})).await;
+    let response = app.post(&format!("/v1/runs/{id}/complete"), &TestUser::worker(), json!({"outcome": outcome})).await;
     assert_eq!(response.status(), 200);
 }
