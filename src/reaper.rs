@@ -105,10 +105,13 @@ pub async fn run_periodically(database: Database, limits: StaleLimits, interval:
         ticks.tick().await;
         let limits = limits.clone();
         let tidied = database
-            .write(move |conn| {
-                let reaped = reap(conn, &limits, false)?;
-                Ok::<_, DbError>((reaped, idempotency::purge_expired(conn)?))
-            })
+            .write(
+                |(reaped, _): &(Vec<StaleRun>, usize)| !reaped.is_empty(),
+                move |conn| {
+                    let reaped = reap(conn, &limits, false)?;
+                    Ok::<_, DbError>((reaped, idempotency::purge_expired(conn)?))
+                },
+            )
             .await;
         match tidied {
             Ok((reaped, purged_keys)) => {

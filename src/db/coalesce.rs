@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use diesel::PgConnection;
 use tokio::sync::oneshot;
 
-use super::{Announce, Connections, DbError};
+use super::{Connections, DbError};
 
 type Work<J, A> = dyn Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync;
 
@@ -32,7 +32,8 @@ struct Shared<J, A> {
     queue: Mutex<Queue<J, A>>,
     drainers: usize,
     max_batch: usize,
-    announce: Announce,
+    /// Whether an answer changed a run: a batch with one is announced to the listeners.
+    wrote: fn(&A) -> bool,
     work: Box<Work<J, A>>,
     batches: AtomicU64,
     answered: AtomicU64,
@@ -59,7 +60,7 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
         connections: Arc<Connections>,
         drainers: usize,
         max_batch: usize,
-        announce: Announce,
+        wrote: fn(&A) -> bool,
         work: impl Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync + 'static,
     ) -> Coalescer<J, A> {
         let queue = Mutex::new(Queue { waiting: VecDeque::new(), running: 0 });
@@ -69,7 +70,7 @@ impl<J: Send + 'static, A: Send + 'static> Coalescer<J, A> {
                 queue,
                 drainers: drainers.max(1),
                 max_batch,
-                announce,
+                wrote,
                 work: Box::new(work),
                 batches: AtomicU64::new(0),
                 answered: AtomicU64::new(0),
@@ -151,7 +152,8 @@ impl<J, A> Shared<J, A> {
             self.batches.fetch_add(1, Ordering::Relaxed);
             self.answered.fetch_add(count as u64, Ordering::Relaxed);
             let answers = catch_unwind(AssertUnwindSafe(|| {
-                self.connections.run_blocking(self.announce, |conn| (self.work)(conn, jobs))
+                self.connections
+                    .run_blocking(|answers: &Vec<A>| answers.iter().any(self.wrote), |conn| (self.work)(conn, jobs))
             }));
             match answers {
                 Ok(Ok(answers)) if answers.len() == count => {

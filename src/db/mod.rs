@@ -70,15 +70,6 @@ enum Role {
     Replica,
 }
 
-/// What a piece of work does about the events it may have written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Announce {
-    /// Reads, and writes of no event.
-    Nothing,
-    /// Writes of runs: once it returns `Ok`, the instances' listeners are told.
-    OnSuccess,
-}
-
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -216,10 +207,13 @@ impl Database {
             events_written: OnceLock::new(),
             role,
         });
-        let views =
-            Coalescer::new(Arc::clone(&connections), VIEW_EXECUTORS, MAX_BATCH, Announce::Nothing, |conn, wanted| {
-                Ok(runs::find_each(conn, &wanted)?)
-            });
+        let views = Coalescer::new(
+            Arc::clone(&connections),
+            VIEW_EXECUTORS,
+            MAX_BATCH,
+            |_| false,
+            |conn, wanted| Ok(runs::find_each(conn, &wanted)?),
+        );
         Database { connections, views: Arc::new(views) }
     }
 
@@ -251,29 +245,31 @@ impl Database {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.run_announcing(Announce::Nothing, work).await
+        self.run_announcing(|_: &T| false, work).await
     }
 
-    /// [`Database::run`] for work that writes runs: once it returns `Ok`, the instances'
-    /// listeners are told that events committed.
-    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    /// [`Database::run`] for work that writes runs: when it returns `Ok` and `wrote` says
+    /// its answer changed a run, the instances' listeners are told that events committed.
+    pub async fn write<T, E, F, W>(&self, wrote: W, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        W: FnOnce(&T) -> bool + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.run_announcing(Announce::OnSuccess, work).await
+        self.run_announcing(wrote, work).await
     }
 
-    async fn run_announcing<T, E, F>(&self, announce: Announce, work: F) -> Result<T, E>
+    async fn run_announcing<T, E, F, W>(&self, wrote: W, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        W: FnOnce(&T) -> bool + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
         let connections = Arc::clone(&self.connections);
         // On the calling runtime's blocking pool: under actix-web, the HTTP worker's own.
-        let blocking = tokio::task::spawn_blocking(move || connections.run_blocking(announce, work));
+        let blocking = tokio::task::spawn_blocking(move || connections.run_blocking(wrote, work));
         match tokio::time::timeout(self.connections.work_timeout, blocking).await {
             Ok(Ok(finished)) => finished,
             // The blocking pool is gone (the server is shutting down), or the work panicked.
@@ -293,23 +289,24 @@ impl Database {
         self.views.stats()
     }
 
-    /// Writes of one kind answered in batches on this pool: see [`Coalescer`]. A batch
-    /// that returns `Ok` is announced to the listeners.
+    /// Writes of one kind answered in batches on this pool: see [`Coalescer`]. A batch with
+    /// an answer that `wrote` says changed a run is announced to the listeners.
     pub fn coalescer<J: Send + 'static, A: Send + 'static>(
         &self,
         executors: usize,
+        wrote: fn(&A) -> bool,
         work: impl Fn(&mut PgConnection, Vec<J>) -> Result<Vec<A>, DbError> + Send + Sync + 'static,
     ) -> Coalescer<J, A> {
-        Coalescer::new(Arc::clone(&self.connections), executors, MAX_BATCH, Announce::OnSuccess, work)
+        Coalescer::new(Arc::clone(&self.connections), executors, MAX_BATCH, wrote, work)
     }
 }
 
 impl Connections {
     /// Runs `work` on this thread with a pooled connection. When it fails, the connection
     /// is checked before it goes back: one that lost its server, or (to the primary) now
-    /// reaches a standby, is spent and the pool drops it. When it succeeds and
-    /// `announce` says so, the listener is told (or, without one, it announces).
-    pub(crate) fn run_blocking<T, E, F>(&self, announce: Announce, work: F) -> Result<T, E>
+    /// reaches a standby, is spent and the pool drops it. When it succeeds and `wrote`
+    /// says its answer changed a run, the listener is told (or, without one, it announces).
+    pub(crate) fn run_blocking<T, E, F>(&self, wrote: impl FnOnce(&T) -> bool, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DbError>,
@@ -319,13 +316,13 @@ impl Connections {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut pooled = checkout.map_err(DbError::from)?;
         let done = work(&mut pooled.conn);
-        match (&done, announce) {
-            (Err(_), _) => pooled.spent = !usable(&mut pooled.conn, self.role),
-            (Ok(_), Announce::OnSuccess) => match self.events_written.get() {
+        match &done {
+            Err(_) => pooled.spent = !usable(&mut pooled.conn, self.role),
+            Ok(answer) if wrote(answer) => match self.events_written.get() {
                 Some(notify) => notify(),
-                None => self::announce(&mut pooled.conn),
+                None => announce(&mut pooled.conn),
             },
-            (Ok(_), Announce::Nothing) => {}
+            Ok(_) => {}
         }
         done
     }

@@ -20,7 +20,7 @@ use diesel::PgConnection;
 use tokio::sync::oneshot;
 
 use super::coalesce::BatchStats;
-use super::{Announce, Connections, Database, DbError};
+use super::{Connections, Database, DbError};
 
 type Work<K, V> = dyn Fn(&mut PgConnection, &K) -> Result<V, DbError> + Send + Sync;
 type Answer<V> = Result<Arc<V>, DbError>;
@@ -129,7 +129,7 @@ impl<K: Hash + Eq, V> Shared<K, V> {
             self.executions.fetch_add(1, Ordering::Relaxed);
             self.answered.fetch_add(waiting.len() as u64, Ordering::Relaxed);
             let answer = catch_unwind(AssertUnwindSafe(|| {
-                connections.run_blocking(Announce::Nothing, |conn| (self.work)(conn, &slot.1))
+                connections.run_blocking(|_| false, |conn| (self.work)(conn, &slot.1))
             }));
             let answer = match answer {
                 Ok(answer) => answer.map(Arc::new),

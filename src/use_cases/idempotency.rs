@@ -133,6 +133,18 @@ pub struct Answer {
     pub body: String,
 }
 
+impl Answer {
+    /// A success (2xx): the write took effect. A refusal, stored to be replayed, did not.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// A keyed write's answer that took effect now: a success, not a replay.
+pub fn fresh_success(answered: &Result<Answered, KeyedError>) -> bool {
+    matches!(answered, Ok(answered) if !answered.replayed && answered.answer.is_success())
+}
+
 /// An answer, and whether it is a replay of an earlier request's.
 #[derive(Clone, Debug)]
 pub struct Answered {

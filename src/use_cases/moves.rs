@@ -155,8 +155,11 @@ where
         Err(other) => Err(E::from(other)),
     };
     match keyed {
-        None => db.write(effect).await.map(|answer| Answered { answer, replayed: false }),
-        Some(keyed) => db.write(move |conn| idempotency::once(conn, &keyed, effect)).await,
+        None => db.write(Answer::is_success, effect).await.map(|answer| Answered { answer, replayed: false }),
+        Some(keyed) => {
+            let fresh = |answered: &Answered| !answered.replayed && answered.answer.is_success();
+            db.write(fresh, move |conn| idempotency::once(conn, &keyed, effect)).await
+        }
     }
 }
 
@@ -183,7 +186,7 @@ const PROGRESS_EXECUTORS: usize = 2;
 
 impl ProgressBatches {
     pub fn new(db: &Database) -> ProgressBatches {
-        ProgressBatches { batches: db.coalescer(PROGRESS_EXECUTORS, progress_batch) }
+        ProgressBatches { batches: db.coalescer(PROGRESS_EXECUTORS, Result::is_ok, progress_batch) }
     }
 
     pub fn stats(&self) -> BatchStats {

@@ -206,7 +206,9 @@ const START_EXECUTORS: usize = 2;
 
 impl StartBatches {
     pub fn new(db: &Database) -> StartBatches {
-        StartBatches { batches: db.coalescer(START_EXECUTORS, start_batch) }
+        StartBatches {
+            batches: db.coalescer(START_EXECUTORS, |started| matches!(started, Ok(Started::Created(_))), start_batch),
+        }
     }
 
     pub fn stats(&self) -> BatchStats {
@@ -238,7 +240,7 @@ const KEYED_EXECUTORS: usize = 2;
 
 impl KeyedStarts {
     pub fn new(db: &Database, render: Arc<RenderStart>, on_started: Arc<OnStarted>) -> KeyedStarts {
-        let batches = db.coalescer(KEYED_EXECUTORS, move |conn, batch| {
+        let batches = db.coalescer(KEYED_EXECUTORS, idempotency::fresh_success, move |conn, batch| {
             keyed_start_batch(conn, batch, render.as_ref(), on_started.as_ref())
         });
         KeyedStarts { batches }

@@ -874,10 +874,14 @@ fn busy_executors_leave_a_workers_request_threads_free() {
             statement_cache: true,
         };
         let db = Database::connect(&url, "opsrun-test", &config);
-        let blocked = std::sync::Arc::new(db.coalescer(2, |conn, jobs: Vec<()>| {
-            sql_query("SELECT pg_advisory_xact_lock(4242)").execute(conn)?;
-            Ok(vec![(); jobs.len()])
-        }));
+        let blocked = std::sync::Arc::new(db.coalescer(
+            2,
+            |_: &()| false,
+            |conn, jobs: Vec<()>| {
+                sql_query("SELECT pg_advisory_xact_lock(4242)").execute(conn)?;
+                Ok(vec![(); jobs.len()])
+            },
+        ));
         let mut holder = PgConnection::establish(&url).unwrap();
         sql_query("SELECT pg_advisory_lock(4242)").execute(&mut holder).unwrap();
         let mut submitted = Vec::new();
